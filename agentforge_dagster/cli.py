@@ -1,0 +1,239 @@
+"""The ``agentforge`` command: a thin front over the layers (submit, run, demo, status, report)."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+from dagster import DagsterInstance
+
+from agentforge_dagster.domain.errors import AgentForgeError, InvalidOrder
+from agentforge_dagster.domain.models import ServiceKind, parse_order
+from agentforge_dagster.domain.state import OrderStatus
+from agentforge_dagster.metrics.reliability import build_report, format_report
+from agentforge_dagster.orchestration.runner import OrderRunResult, fault_run_config, run_orders
+from agentforge_dagster.persistence.store import BusinessStore
+from agentforge_dagster.settings import AgentForgeSettings, load_settings
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_REJECTED = 2
+EXIT_FAILED = 1
+QUIET_LOGGING = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
+
+
+def _store(settings: AgentForgeSettings) -> BusinessStore:
+    store = BusinessStore.from_url(settings.resolved_database_url())
+    store.create_schema()
+    return store
+
+
+def _instance(settings: AgentForgeSettings) -> DagsterInstance:
+    home = settings.dagster_home.resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():  # the embedded default: SQLite storage in this folder
+        config.write_text("telemetry:\n  enabled: false\n")
+    return DagsterInstance.from_config(str(home))
+
+
+def _user_errors(fn: F) -> F:
+    """Our own errors end the command with their message, not a traceback."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AgentForgeError as exc:
+            raise click.ClickException(str(exc)) from exc
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.pass_context
+def main(ctx: click.Context) -> None:
+    """AgentForge: an AI business's order pipeline on Dagster."""
+    ctx.obj = load_settings()
+
+
+@main.group()
+def db() -> None:
+    """The business database."""
+
+
+@db.command("upgrade")
+@click.pass_obj
+def db_upgrade(settings: AgentForgeSettings) -> None:
+    """Create or bring the business tables up to date."""
+    _store(settings)
+    click.echo(f"business database ready: {_safe_url(settings.resolved_database_url())}")
+
+
+def _safe_url(url: str) -> str:
+    from sqlalchemy import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@main.command()
+@click.option("--file", "file_", type=click.Path(dir_okay=False, path_type=Path),
+              help="A JSON file holding one order ('-' for standard input).")
+@click.option("--order-id", help="Your own order id (letters, digits, - and _); generated if absent.")
+@click.option("--customer")
+@click.option("--service", type=click.Choice([s.value for s in ServiceKind]))
+@click.option("--brief")
+@click.option("--price", help="Price in the ledger currency, e.g. 120.00")
+@click.pass_obj
+@_user_errors
+def submit(settings: AgentForgeSettings, file_: Path | None, **fields: str | None) -> None:
+    """Queue one order, from flags or a JSON file. Invalid orders are refused and recorded."""
+    store = _store(settings)
+    raw: bytes | dict[str, Any]
+    if file_ is not None:
+        if any(value is not None for value in fields.values()):
+            raise click.UsageError("give either --file or the order's fields, not both")
+        source = "stdin" if str(file_) == "-" else f"file:{file_}"
+        try:
+            raw = sys.stdin.buffer.read() if str(file_) == "-" else file_.read_bytes()
+        except OSError as exc:
+            raise click.ClickException(f"cannot read {file_}: {exc.strerror}") from exc
+    else:
+        source = "cli-flags"
+        raw = {key: value for key, value in fields.items() if value is not None}
+    try:
+        order = parse_order(raw)
+    except InvalidOrder as exc:
+        payload = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else json.dumps(raw)
+        rejection = store.reject(payload, exc.errors, source=source)
+        click.echo(f"order rejected (recorded as rejection {rejection}):", err=True)
+        for error in exc.errors:
+            click.echo(f"  - {error}", err=True)
+        sys.exit(EXIT_REJECTED)
+    store.submit(order, source=source)
+    click.echo(f"queued {order.order_id}")
+
+
+def _print_progress(total: int) -> Callable[[OrderRunResult], None]:
+    started = time.monotonic()
+    done = 0
+
+    def show(result: OrderRunResult) -> None:
+        nonlocal done
+        done += 1
+        click.echo(
+            f"[{done:>{len(str(total))}}/{total}] {result.order_id} {result.status.value:<10} "
+            f"run {result.run_id[:8]}  {time.monotonic() - started:6.1f} s"
+        )
+
+    return show
+
+
+def _run(settings: AgentForgeSettings, store: BusinessStore, order_ids: list[str],
+         fault_rate: float | None, seed: int) -> list[OrderRunResult]:
+    from agentforge_dagster.definitions import build_definitions
+
+    run_config: dict[str, Any] = dict(QUIET_LOGGING)
+    if fault_rate is not None:
+        run_config.update(fault_run_config(fault_rate, seed))
+    with _instance(settings) as instance:
+        return run_orders(build_definitions(settings), instance, store, order_ids,
+                          run_config=run_config, progress=_print_progress(len(order_ids)))
+
+
+@main.command()
+@click.option("--fault-rate", type=click.FloatRange(0, 1, max_open=True), default=None,
+              help="Inject transient faults into each step attempt with this probability.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.pass_obj
+@_user_errors
+def run(settings: AgentForgeSettings, fault_rate: float | None, seed: int) -> None:
+    """Run the pipeline for every queued order, one Dagster run each."""
+    store = _store(settings)
+    queued = store.order_ids(OrderStatus.QUEUED)
+    if not queued:
+        click.echo("no queued orders")
+        return
+    results = _run(settings, store, queued, fault_rate, seed)
+    if not all(result.success for result in results):
+        sys.exit(EXIT_FAILED)
+
+
+DEMO_BRIEFS = (
+    "Explain how retries with exponential backoff keep small online shops running",
+    "Describe our handmade ceramic mugs for a spring catalogue launch",
+    "Announce the opening of a community bakery offering sourdough classes",
+    "Invite existing customers to try the new monthly coffee subscription",
+    "Write about why observability matters for teams running data pipelines",
+)
+
+
+@main.command()
+@click.option("--orders", "count", type=click.IntRange(1, 10_000), default=20, show_default=True)
+@click.option("--fault-rate", type=click.FloatRange(0, 1, max_open=True), default=0.3,
+              show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.pass_obj
+@_user_errors
+def demo(settings: AgentForgeSettings, count: int, fault_rate: float, seed: int) -> None:
+    """Submit N generated orders, run them with injected faults, print the reliability report."""
+    store = _store(settings)
+    rng = random.Random(seed)
+    services = list(ServiceKind)
+    order_ids = []
+    for _ in range(count):
+        order = parse_order({
+            "customer": f"demo-customer-{rng.randrange(1, 6)}",
+            "service": rng.choice(services).value,
+            "brief": rng.choice(DEMO_BRIEFS),
+            "price": f"{rng.randrange(50, 500)}.00",
+        })
+        store.submit(order, source="demo")
+        order_ids.append(order.order_id)
+    click.echo(f"running {count} orders at {fault_rate:.0%} injected fault rate (seed {seed})")
+    _run(settings, store, order_ids, fault_rate, seed)
+    click.echo()
+    click.echo(_report_text(store))
+
+
+@main.command()
+@click.pass_obj
+def status(settings: AgentForgeSettings) -> None:
+    """Orders by state."""
+    counts = _store(settings).counts_by_status()
+    for state in OrderStatus:
+        click.echo(f"{state.value:<14} {counts.get(state.value, 0)}")
+
+
+def _report_text(store: BusinessStore) -> str:
+    return format_report(build_report(store.audit_rows(), store.statuses()))
+
+
+@main.command()
+@click.pass_obj
+def report(settings: AgentForgeSettings) -> None:
+    """Per-step attempts and first-try success, end-to-end success, the no-retry prediction."""
+    click.echo(_report_text(_store(settings)))
+
+
+@main.group()
+def audit() -> None:
+    """The tamper-evident audit trail."""
+
+
+@audit.command("verify")
+@click.pass_obj
+def audit_verify(settings: AgentForgeSettings) -> None:
+    """Check the hash chain; report the first broken link."""
+    result = _store(settings).verify_audit()
+    if result.ok:
+        click.echo(f"audit chain intact: {result.rows} rows")
+        return
+    click.echo(f"audit chain BROKEN at row {result.first_broken_seq}: {result.reason}", err=True)
+    sys.exit(EXIT_FAILED)

@@ -1,0 +1,46 @@
+"""The one Definitions object: assets, jobs and the resources for this environment."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dagster import Definitions, EnvVar
+
+from agentforge_dagster.execution.assets import ORDER_ASSETS
+from agentforge_dagster.execution.resources import FaultInjector, ModelResource, StepOptions
+from agentforge_dagster.orchestration.jobs import order_pipeline_job
+from agentforge_dagster.persistence.io_managers import LocalArtifactIOManager
+from agentforge_dagster.persistence.resources import BusinessStoreResource
+from agentforge_dagster.settings import AgentForgeSettings, load_settings
+
+
+def build_resources(settings: AgentForgeSettings) -> dict[str, Any]:
+    """Resources for the environment the settings describe (embedded default unless configured).
+
+    A database URL given in the environment is passed as ``EnvVar`` so its credentials never show
+    in the UI or the run config.
+    """
+    database_url: Any = (
+        EnvVar("AGENTFORGE_DATABASE_URL") if settings.database_url else settings.resolved_database_url()
+    )
+    return {
+        "store": BusinessStoreResource(database_url=database_url),
+        "model": ModelResource(provider=settings.model_provider),
+        "faults": FaultInjector(rate=settings.fault_rate, seed=settings.fault_seed),
+        "options": StepOptions(
+            deliveries_dir=str(settings.resolved_deliveries_dir()),
+            max_revisions=settings.max_revisions,
+        ),
+        "artifact_io_manager": LocalArtifactIOManager(base_dir=str(settings.resolved_artifacts_dir())),
+    }
+
+
+def build_definitions(settings: AgentForgeSettings) -> Definitions:
+    return Definitions(
+        assets=ORDER_ASSETS,
+        jobs=[order_pipeline_job(settings)],
+        resources=build_resources(settings),
+    )
+
+
+defs = build_definitions(load_settings())

@@ -1,0 +1,56 @@
+"""Our small error hierarchy: every failure is either worth retrying (transient) or not (permanent).
+
+The orchestration layer maps the two classes onto Dagster's retry machinery; nothing else decides
+whether an error is retried.
+"""
+
+from __future__ import annotations
+
+
+class AgentForgeError(Exception):
+    """Base of every error this project raises on purpose."""
+
+    error_class = "error"
+
+
+class TransientError(AgentForgeError):
+    """A failure that may pass if the same step is tried again (timeouts, overload, injected faults).
+
+    ``retry_after`` is a server-provided wait in seconds, when one was given.
+    """
+
+    error_class = "transient"
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class PermanentError(AgentForgeError):
+    """A failure that retrying cannot fix (invalid input, refused content, exhausted revisions)."""
+
+    error_class = "permanent"
+
+
+class InjectedFault(TransientError):
+    """A transient failure raised on purpose by fault injection, to exercise and measure retries."""
+
+
+class InvalidOrder(PermanentError):
+    """An order that does not pass intake validation; ``errors`` names each offending field."""
+
+    def __init__(self, errors: list[str]) -> None:
+        super().__init__("invalid order: " + "; ".join(errors))
+        self.errors = errors
+
+
+class UnknownOrder(PermanentError):
+    """A run was asked to process an order the business store does not hold."""
+
+
+class IllegalTransition(PermanentError):
+    """An order was asked to move between two states the state machine does not connect."""
+
+
+class RevisionsExhausted(PermanentError):
+    """The review kept rejecting the draft after the bounded number of revisions."""

@@ -1,0 +1,41 @@
+"""The order state machine: which status may follow which, in one table.
+
+queued → processing → completed | failed → dead_lettered → replayed → processing …
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from agentforge_dagster.domain.errors import IllegalTransition
+
+
+class OrderStatus(StrEnum):
+    QUEUED = "queued"
+    PROCESSING = "processing"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    DEAD_LETTERED = "dead_lettered"
+    REPLAYED = "replayed"
+
+
+LEGAL_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    OrderStatus.QUEUED: frozenset({OrderStatus.PROCESSING}),
+    OrderStatus.PROCESSING: frozenset({OrderStatus.COMPLETED, OrderStatus.FAILED}),
+    OrderStatus.COMPLETED: frozenset(),
+    OrderStatus.FAILED: frozenset({OrderStatus.DEAD_LETTERED}),
+    OrderStatus.DEAD_LETTERED: frozenset({OrderStatus.REPLAYED}),
+    OrderStatus.REPLAYED: frozenset({OrderStatus.PROCESSING}),
+}
+
+TERMINAL_STATUSES = frozenset({OrderStatus.COMPLETED, OrderStatus.FAILED})
+
+
+def check_transition(current: OrderStatus | str, target: OrderStatus | str) -> None:
+    """Raise :class:`IllegalTransition` unless ``current → target`` is an edge of the machine."""
+    source, dest = OrderStatus(current), OrderStatus(target)
+    if dest not in LEGAL_TRANSITIONS[source]:
+        allowed = ", ".join(sorted(LEGAL_TRANSITIONS[source])) or "none (terminal)"
+        raise IllegalTransition(
+            f"an order cannot move from {source.value!r} to {dest.value!r}; allowed: {allowed}"
+        )

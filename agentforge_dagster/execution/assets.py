@@ -1,0 +1,132 @@
+"""The six per-order assets, built from the step table by one factory.
+
+Each asset is partitioned by order (dynamic partitions named ``orders``). :func:`run_step` is the one
+mechanism around every step: it audits the attempt, injects faults before and after the work, and
+turns our error classes into Dagster's: a permanent error fails at once (``allow_retries=False``);
+anything else is left to the job's retry policy.
+"""
+# No "from __future__ import annotations" here: Dagster reads these annotations at definition time.
+
+import hashlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from dagster import (
+    AssetExecutionContext,
+    AssetIn,
+    AssetsDefinition,
+    DynamicPartitionsDefinition,
+    Failure,
+    MetadataValue,
+    Output,
+    asset,
+)
+
+from agentforge_dagster.domain.errors import AgentForgeError, PermanentError
+from agentforge_dagster.domain.models import Artifact
+from agentforge_dagster.execution.resources import FaultInjector, ModelResource, StepOptions
+from agentforge_dagster.execution.steps import STEPS, StepEnv, StepSpec
+from agentforge_dagster.persistence.io_managers import dump_artifact
+from agentforge_dagster.persistence.resources import BusinessStoreResource
+
+ORDERS_PARTITIONS = DynamicPartitionsDefinition(name="orders")
+ORDER_GROUP = "orders"
+MODEL_POOL = "model_calls"
+
+
+def run_step(
+    context: AssetExecutionContext,
+    spec: StepSpec,
+    inputs: Mapping[str, Artifact],
+    *,
+    store: BusinessStoreResource,
+    model: ModelResource,
+    faults: FaultInjector,
+    options: StepOptions,
+) -> Output[Artifact]:
+    order_id = context.partition_key
+    attempt = context.retry_number + 1
+    business = store.get_store()
+    env = StepEnv(order_id=order_id, run_id=context.run_id, attempt=attempt, store=business,
+                  model=model.get_provider(), deliveries_dir=Path(options.deliveries_dir),
+                  max_revisions=options.max_revisions)
+    audit_common: dict[str, Any] = {"order_id": order_id, "step": spec.name, "attempt": attempt,
+                                    "run_id": context.run_id}
+    business.record_event("step_started", **audit_common,
+                          detail={"inputs": sorted(inputs), "fault_rate": faults.rate})
+    try:
+        faults.check(order_id=order_id, step=spec.name, attempt=attempt, phase="before")
+        output = spec.run(env, inputs)
+        faults.check(order_id=order_id, step=spec.name, attempt=attempt, phase="after")
+    except Exception as exc:
+        error_class = exc.error_class if isinstance(exc, AgentForgeError) else "unexpected"
+        business.record_event(
+            "step_failed", **audit_common,
+            detail={"error_class": error_class, "error_type": type(exc).__name__,
+                    "message": str(exc)[:2000], "fault_rate": faults.rate,
+                    "model_calls": len(env.model_calls)},
+        )
+        if isinstance(exc, PermanentError):
+            raise Failure(
+                description=f"{spec.name} failed permanently: {exc}",
+                metadata={"error_class": error_class, "error_type": type(exc).__name__},
+                allow_retries=False,
+            ) from exc
+        raise
+    digest = hashlib.sha256(dump_artifact(output)).hexdigest()
+    usage = _usage(env)
+    business.record_event("step_succeeded", **audit_common,
+                          detail={"output_sha256": digest, "fault_rate": faults.rate, **usage})
+    return Output(output, metadata={"attempt": attempt, "output_sha256": digest,
+                                    **{k: _meta(v) for k, v in usage.items()}})
+
+
+def _usage(env: StepEnv) -> dict[str, Any]:
+    calls = env.model_calls
+    if not calls:
+        return {"model_calls": 0}
+    return {
+        "model_calls": len(calls),
+        "model": calls[-1].model,
+        "provider": calls[-1].provider,
+        "input_tokens": sum(c.input_tokens for c in calls),
+        "output_tokens": sum(c.output_tokens for c in calls),
+        "cost_usd": round(sum(c.cost_usd for c in calls), 6),
+    }
+
+
+def _meta(value: Any) -> Any:
+    return MetadataValue.float(value) if isinstance(value, float) else value
+
+
+def build_step_asset(spec: StepSpec) -> AssetsDefinition:
+    """One asset for one step of the table."""
+
+    @asset(
+        name=spec.asset_name,
+        partitions_def=ORDERS_PARTITIONS,
+        group_name=ORDER_GROUP,
+        ins={name: AssetIn(f"order_{name}") for name in spec.inputs},
+        description=spec.description,
+        kinds={"python", "llm"} if spec.uses_model else {"python"},
+        owners=["team:agentforge"],
+        pool=MODEL_POOL if spec.uses_model else None,
+        io_manager_key="artifact_io_manager",
+        metadata={"step": spec.name, "output_type": spec.output_type.__name__},
+    )
+    def _step_asset(
+        context: AssetExecutionContext,
+        store: BusinessStoreResource,
+        model: ModelResource,
+        faults: FaultInjector,
+        options: StepOptions,
+        **inputs: Artifact,
+    ) -> Output[Artifact]:
+        return run_step(context, spec, inputs, store=store, model=model, faults=faults,
+                        options=options)
+
+    return _step_asset
+
+
+ORDER_ASSETS: list[AssetsDefinition] = [build_step_asset(spec) for spec in STEPS]

@@ -1,0 +1,231 @@
+"""The six business steps of an order, as plain functions over artifacts.
+
+A step is data (:class:`StepSpec`) plus a small function ``run(env, inputs) -> artifact``. The
+Dagster assets in :mod:`agentforge_dagster.execution.assets` are built from this table by one
+factory, so retries, auditing and fault injection are one mechanism for all six.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from agentforge_dagster.domain.errors import PermanentError, RevisionsExhausted
+from agentforge_dagster.domain.models import (
+    Artifact,
+    Delivery,
+    Draft,
+    DraftProposal,
+    Invoice,
+    Order,
+    Plan,
+    PlanProposal,
+    Review,
+    utcnow,
+)
+from agentforge_dagster.domain.state import OrderStatus
+from agentforge_dagster.execution.providers import ModelProvider, ModelRequest, ModelResponse
+from agentforge_dagster.persistence.store import BusinessStore
+
+P = TypeVar("P", bound=BaseModel)
+MIN_SECTION_WORDS = 15
+
+
+@dataclass
+class StepEnv:
+    """What a step may touch: its order, the business store, a model and where to deliver."""
+
+    order_id: str
+    run_id: str
+    attempt: int
+    store: BusinessStore
+    model: ModelProvider
+    deliveries_dir: Path
+    max_revisions: int = 1
+    model_calls: list[ModelResponse] = field(default_factory=list)
+
+    def ask(self, request: ModelRequest, schema: type[P]) -> P:
+        """Call the model and validate its answer against ``schema``."""
+        response = self.model.complete(request)
+        self.model_calls.append(response)
+        try:
+            return schema.model_validate_json(response.text)
+        except ValidationError as exc:
+            raise PermanentError(
+                f"{response.model} returned output that does not match {schema.__name__}: "
+                f"{exc.error_count()} error(s), first: {exc.errors()[0]['msg']}"
+            ) from exc
+
+
+def _prompt(instruction: str, **context: Any) -> str:
+    return instruction + "\n\n" + json.dumps(context, sort_keys=True, default=str, indent=1)
+
+
+# -- the steps ----------------------------------------------------------------------------------
+def intake(env: StepEnv, inputs: Mapping[str, Artifact]) -> Order:
+    """Take a queued (or replayed) order into processing; a retry finds it processing already."""
+    record = env.store.get(env.order_id)
+    if record.status in (OrderStatus.QUEUED, OrderStatus.REPLAYED):
+        env.store.transition(env.order_id, OrderStatus.PROCESSING, run_id=env.run_id, step="intake")
+    elif record.status is not OrderStatus.PROCESSING:
+        raise PermanentError(
+            f"order {env.order_id!r} is {record.status.value}; only queued or replayed orders are taken in"
+        )
+    return record.order
+
+
+def plan(env: StepEnv, inputs: Mapping[str, Artifact]) -> Plan:
+    order = _get(inputs, "intake", Order)
+    order_context = order.model_dump(mode="json")
+    proposal = env.ask(
+        ModelRequest(
+            task="plan",
+            prompt=_prompt("Plan the deliverable for this order as JSON.", order=order_context),
+            context={"order": order_context},
+            output_schema=PlanProposal.model_json_schema(),
+        ),
+        PlanProposal,
+    )
+    return Plan(order_id=order.order_id, **proposal.model_dump())
+
+
+def _write(env: StepEnv, order: Order, plan_: Plan, revision: int, feedback: list[str]) -> Draft:
+    plan_context = plan_.model_dump(mode="json")
+    task = "revise" if feedback else "draft"
+    instruction = (
+        "Revise the deliverable to fix these review issues: " + "; ".join(feedback)
+        if feedback
+        else "Write the deliverable that follows this plan, as JSON."
+    )
+    proposal = env.ask(
+        ModelRequest(
+            task=task,
+            prompt=_prompt(instruction, brief=order.brief, plan=plan_context),
+            context={"plan": plan_context, "brief": order.brief, "feedback": feedback},
+            output_schema=DraftProposal.model_json_schema(),
+        ),
+        DraftProposal,
+    )
+    model_name = env.model_calls[-1].model
+    return Draft(order_id=order.order_id, revision=revision, model=model_name, **proposal.model_dump())
+
+
+def draft(env: StepEnv, inputs: Mapping[str, Artifact]) -> Draft:
+    return _write(env, _get(inputs, "intake", Order), _get(inputs, "plan", Plan), 0, [])
+
+
+def review_issues(plan_: Plan, draft_: Draft) -> list[str]:
+    """What a reviewer objects to in a draft; empty means approved."""
+    issues = []
+    headings = [section.heading for section in draft_.sections]
+    issues += [f"missing section {name!r}" for name in plan_.sections if name not in headings]
+    for section in draft_.sections:
+        if len(section.body.split()) < MIN_SECTION_WORDS:
+            issues.append(f"section {section.heading!r} is shorter than {MIN_SECTION_WORDS} words")
+    text = draft_.as_markdown().lower()
+    if plan_.keywords and not any(keyword.lower() in text for keyword in plan_.keywords):
+        issues.append("none of the brief's keywords appear in the draft")
+    return issues
+
+
+def review(env: StepEnv, inputs: Mapping[str, Artifact]) -> Review:
+    """Check the draft against the plan; send it back for at most ``max_revisions`` revisions."""
+    order, plan_ = _get(inputs, "intake", Order), _get(inputs, "plan", Plan)
+    current = _get(inputs, "draft", Draft)
+    issues = review_issues(plan_, current)
+    revisions = 0
+    while issues and revisions < env.max_revisions:
+        revisions += 1
+        current = _write(env, order, plan_, current.revision + 1, issues)
+        issues = review_issues(plan_, current)
+    if issues:
+        raise RevisionsExhausted(
+            f"draft still rejected after {revisions} revision(s): " + "; ".join(issues)
+        )
+    return Review(order_id=order.order_id, approved=True, issues=[], revisions=revisions,
+                  final_draft=current)
+
+
+def _atomic_write(path: Path, content: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(content)
+    os.replace(tmp, path)
+
+
+def deliver(env: StepEnv, inputs: Mapping[str, Artifact]) -> Delivery:
+    """Hand the approved deliverable over; delivering the same order twice records one delivery."""
+    final = _get(inputs, "review", Review).final_draft
+    content = final.as_markdown()
+    location = env.deliveries_dir / f"{env.order_id}.md"
+    _atomic_write(location, content)
+    return env.store.record_delivery(
+        Delivery(
+            order_id=env.order_id,
+            delivery_id=f"dlv-{env.order_id}",
+            location=str(location),
+            content_sha256=hashlib.sha256(content.encode("utf-8")).hexdigest(),
+            delivered_at=utcnow(),
+        )
+    )
+
+
+def invoice(env: StepEnv, inputs: Mapping[str, Artifact]) -> Invoice:
+    """Book the order in the ledger (once, by the database's unique key) and complete it."""
+    order = _get(inputs, "intake", Order)
+    _get(inputs, "delivery", Delivery)  # no invoice without a delivery
+    booked = env.store.record_ledger_entry(
+        order,
+        Invoice(order_id=order.order_id, invoice_id=f"inv-{order.order_id}",
+                amount_cents=order.price_cents, issued_at=utcnow()),
+    )
+    if env.store.get(order.order_id).status is not OrderStatus.COMPLETED:
+        env.store.transition(order.order_id, OrderStatus.COMPLETED, run_id=env.run_id,
+                             step="invoice", invoice_id=booked.invoice_id)
+    return booked
+
+
+A = TypeVar("A", bound=Artifact)
+
+
+def _get(inputs: Mapping[str, Artifact], name: str, kind: type[A]) -> A:
+    value = inputs[name]
+    if not isinstance(value, kind):
+        raise TypeError(f"input {name!r} should be a {kind.__name__}, got {type(value).__name__}")
+    return value
+
+
+# -- the table ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class StepSpec:
+    name: str
+    output_type: type[Artifact]
+    inputs: tuple[str, ...]
+    uses_model: bool
+    description: str
+    run: Callable[[StepEnv, Mapping[str, Artifact]], Artifact]
+
+    @property
+    def asset_name(self) -> str:
+        return f"order_{self.name}"
+
+
+STEPS: tuple[StepSpec, ...] = (
+    StepSpec("intake", Order, (), False, "The validated order, taken from the queue into processing.", intake),
+    StepSpec("plan", Plan, ("intake",), True, "The model's plan: outline, tone, length, keywords.", plan),
+    StepSpec("draft", Draft, ("intake", "plan"), True, "The model's first draft of the deliverable.", draft),
+    StepSpec("review", Review, ("intake", "plan", "draft"), True,
+             "The reviewed draft, revised at most a bounded number of times.", review),
+    StepSpec("delivery", Delivery, ("review",), False, "The deliverable handed to the customer, once.", deliver),
+    StepSpec("invoice", Invoice, ("intake", "delivery"), False, "The ledger entry for the order, once.", invoice),
+)
+STEP_NAMES: tuple[str, ...] = tuple(step.name for step in STEPS)

@@ -1,0 +1,1 @@
+"""Reliability and business figures as pandas DataFrames, computed from the audit trail."""

@@ -1,0 +1,1 @@
+"""Jobs, retry policies, failure handling and the code that launches order runs."""

@@ -1,0 +1,36 @@
+"""What happens when a step has failed for good: the order is marked failed, with the reason."""
+
+from __future__ import annotations
+
+from dagster import Failure, HookContext, failure_hook
+
+from agentforge_dagster.domain.errors import AgentForgeError
+from agentforge_dagster.domain.state import OrderStatus
+
+PARTITION_TAG = "dagster/partition"
+
+
+def classify(exc: BaseException | None) -> str:
+    """Error class of the exception that ended a step (retries exhausted counts as transient)."""
+    if isinstance(exc, Failure) and not exc.allow_retries:
+        return "permanent"
+    if isinstance(exc, AgentForgeError):
+        return exc.error_class
+    return "transient" if exc is not None else "unknown"
+
+
+@failure_hook(required_resource_keys={"store"})
+def mark_order_failed(context: HookContext) -> None:
+    """Fires once per run, on the step whose retries ran out (or that failed permanently)."""
+    run = context.instance.get_run_by_id(context.run_id)
+    order_id = run.tags.get(PARTITION_TAG) if run else None
+    if order_id is None:
+        context.log.error("failed step has no order partition; nothing to mark")
+        return
+    exc = context.op_exception
+    step = context.op.name.removeprefix("order_")
+    message = str(exc)[:2000] if exc is not None else "step failed"
+    context.resources.store.get_store().transition(
+        order_id, OrderStatus.FAILED, run_id=context.run_id, step=step, error=message,
+        error_class=classify(exc),
+    )

@@ -1,0 +1,30 @@
+"""The order pipeline job: one run per order partition, with the one retry policy and failure hook."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from dagster import AssetSelection, define_asset_job
+
+from agentforge_dagster.execution.assets import ORDER_GROUP
+from agentforge_dagster.orchestration.hooks import mark_order_failed
+from agentforge_dagster.orchestration.retry import step_retry_policy
+from agentforge_dagster.settings import AgentForgeSettings
+
+if TYPE_CHECKING:  # Dagster does not export the type define_asset_job returns
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
+
+ORDER_PIPELINE = "order_pipeline"
+
+
+def order_pipeline_job(settings: AgentForgeSettings) -> UnresolvedAssetJobDefinition:
+    return define_asset_job(
+        ORDER_PIPELINE,
+        selection=AssetSelection.groups(ORDER_GROUP),
+        description="Take, plan, draft, review, deliver and invoice one order (one partition).",
+        op_retry_policy=step_retry_policy(settings),
+        hooks={mark_order_failed},
+        tags={"agentforge/pipeline": "orders"},
+    )

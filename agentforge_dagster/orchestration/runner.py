@@ -1,0 +1,72 @@
+"""Launching order runs from Python: one run of the order pipeline per order partition.
+
+Used by the CLI's ``run`` and ``demo`` commands; runs execute in this process against the Dagster
+instance given (the embedded ``.dagster_home`` by default), so they show in ``dagster dev`` after.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from dagster import DagsterInstance, Definitions
+
+from agentforge_dagster.domain.state import OrderStatus
+from agentforge_dagster.execution.assets import ORDERS_PARTITIONS
+from agentforge_dagster.orchestration.jobs import ORDER_PIPELINE
+from agentforge_dagster.persistence.store import BusinessStore
+
+
+@dataclass(frozen=True)
+class OrderRunResult:
+    order_id: str
+    run_id: str
+    success: bool
+    status: OrderStatus
+
+
+def fault_run_config(rate: float, seed: int) -> dict[str, Any]:
+    """Run config that turns fault injection on for a run (recorded with the run in the UI)."""
+    return {"resources": {"faults": {"config": {"rate": rate, "seed": seed}}}}
+
+
+def run_order(
+    defs: Definitions,
+    instance: DagsterInstance,
+    store: BusinessStore,
+    order_id: str,
+    *,
+    run_config: dict[str, Any] | None = None,
+) -> OrderRunResult:
+    """Register the order as a partition and run the whole pipeline for it, retries included."""
+    partitions_name = ORDERS_PARTITIONS.name
+    assert partitions_name is not None
+    if not instance.has_dynamic_partition(partitions_name, order_id):
+        instance.add_dynamic_partitions(partitions_name, [order_id])
+    result = defs.resolve_job_def(ORDER_PIPELINE).execute_in_process(
+        partition_key=order_id,
+        instance=instance,
+        run_config=run_config or {},
+        raise_on_error=False,
+        tags={"agentforge/order_id": order_id},
+    )
+    return OrderRunResult(order_id, result.run_id, result.success, store.get(order_id).status)
+
+
+def run_orders(
+    defs: Definitions,
+    instance: DagsterInstance,
+    store: BusinessStore,
+    order_ids: Iterable[str],
+    *,
+    run_config: dict[str, Any] | None = None,
+    progress: Callable[[OrderRunResult], None] | None = None,
+) -> list[OrderRunResult]:
+    results = []
+    for order_id in order_ids:
+        outcome = run_order(defs, instance, store, order_id, run_config=run_config)
+        results.append(outcome)
+        if progress is not None:
+            progress(outcome)
+    return results

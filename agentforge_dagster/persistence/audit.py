@@ -1,0 +1,104 @@
+"""The append-only, hash-chained audit trail.
+
+Each row carries the SHA-256 of the row before it (``prev_hash``) and its own hash over its content
+and ``prev_hash``. Changing or deleting a row breaks the chain at that point; :func:`verify_chain`
+finds the first broken link. The application only ever INSERTs here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, select
+from sqlalchemy.exc import IntegrityError
+
+from agentforge_dagster.persistence.schema import audit_log
+
+GENESIS_HASH = "0" * 64
+_APPEND_ATTEMPTS = 20
+
+
+def _row_hash(prev_hash: str, fields: dict[str, Any]) -> str:
+    canonical = json.dumps(fields, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256((prev_hash + canonical).encode("ascii")).hexdigest()
+
+
+def _hashed_fields(row: Any) -> dict[str, Any]:
+    return {
+        "ts": row["ts"],
+        "event": row["event"],
+        "order_id": row["order_id"],
+        "step": row["step"],
+        "attempt": row["attempt"],
+        "run_id": row["run_id"],
+        "detail": row["detail"],
+    }
+
+
+def append(
+    conn: Connection,
+    event: str,
+    *,
+    order_id: str | None = None,
+    step: str | None = None,
+    attempt: int | None = None,
+    run_id: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> str:
+    """Append one event to the chain inside the caller's transaction; returns the row's hash.
+
+    Two writers racing for the same predecessor collide on the unique ``prev_hash``; the loser
+    re-reads the head and tries again, so the chain never forks.
+    """
+    fields = {
+        "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
+        "event": event,
+        "order_id": order_id,
+        "step": step,
+        "attempt": attempt,
+        "run_id": run_id,
+        "detail": json.dumps(detail or {}, sort_keys=True, default=str),
+    }
+    for _ in range(_APPEND_ATTEMPTS):
+        head = conn.execute(
+            select(audit_log.c.row_hash).order_by(audit_log.c.seq.desc()).limit(1)
+        ).scalar_one_or_none()
+        prev_hash = head or GENESIS_HASH
+        row_hash = _row_hash(prev_hash, fields)
+        try:
+            with conn.begin_nested():
+                conn.execute(
+                    audit_log.insert().values(**fields, prev_hash=prev_hash, row_hash=row_hash)
+                )
+        except IntegrityError:
+            continue
+        return row_hash
+    raise RuntimeError("audit chain: could not append after repeated contention")
+
+
+@dataclass(frozen=True)
+class ChainReport:
+    rows: int
+    ok: bool
+    first_broken_seq: int | None = None
+    reason: str | None = None
+
+
+def verify_chain(conn: Connection) -> ChainReport:
+    """Walk the chain in order; report the first row whose link or content does not check out."""
+    prev_hash = GENESIS_HASH
+    count = 0
+    for row in conn.execute(select(audit_log).order_by(audit_log.c.seq)).mappings():
+        count += 1
+        if row["prev_hash"] != prev_hash:
+            return ChainReport(
+                count, False, row["seq"], "link broken: the row before it was changed or deleted"
+            )
+        if _row_hash(prev_hash, _hashed_fields(row)) != row["row_hash"]:
+            return ChainReport(count, False, row["seq"], "content changed after it was written")
+        prev_hash = row["row_hash"]
+    return ChainReport(count, True)

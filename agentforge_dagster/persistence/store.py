@@ -1,0 +1,250 @@
+"""The business store: orders, rejections, deliveries, the ledger and the audit trail.
+
+SQLAlchemy Core over any URL (SQLite by default, PostgreSQL in production). Every status change goes
+through :meth:`BusinessStore.transition`, which checks the state machine, compares-and-sets the row
+and writes the audit event in the same transaction. Side effects (delivery, ledger entry) are made
+idempotent by unique keys in the database, not by a check-then-insert.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, func, make_url, select
+from sqlalchemy.exc import IntegrityError
+
+from agentforge_dagster.domain.errors import IllegalTransition, UnknownOrder
+from agentforge_dagster.domain.models import Delivery, Invoice, Order, utcnow
+from agentforge_dagster.domain.state import OrderStatus, check_transition
+from agentforge_dagster.persistence import audit
+from agentforge_dagster.persistence.schema import (
+    audit_log,
+    deliveries,
+    ledger,
+    metadata,
+    orders,
+    rejected_orders,
+)
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    order: Order
+    status: OrderStatus
+    failed_step: str | None
+    last_error: str | None
+
+
+def make_engine(url: str) -> Engine:
+    """An engine with the settings each dialect needs for several writer processes."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cursor = dbapi_conn.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+        return engine
+    return create_engine(url, pool_pre_ping=True)
+
+
+class BusinessStore:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @classmethod
+    def from_url(cls, url: str) -> BusinessStore:
+        return cls(make_engine(url))
+
+    def create_schema(self) -> None:
+        metadata.create_all(self.engine)
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # -- intake ---------------------------------------------------------------------------------
+    def submit(self, order: Order, *, source: str = "api") -> Order:
+        """Queue a validated order; the same order id twice is refused, not duplicated."""
+        now = utcnow()
+        with self.begin() as conn:
+            try:
+                with conn.begin_nested():
+                    conn.execute(
+                        orders.insert().values(
+                            order_id=order.order_id,
+                            customer=order.customer,
+                            service=order.service.value,
+                            brief=order.brief,
+                            price_cents=order.price_cents,
+                            status=OrderStatus.QUEUED.value,
+                            created_at=now,
+                            updated_at=now,
+                        )
+                    )
+            except IntegrityError as exc:
+                raise IllegalTransition(f"order {order.order_id!r} was already submitted") from exc
+            audit.append(
+                conn,
+                "order_submitted",
+                order_id=order.order_id,
+                detail={"to": OrderStatus.QUEUED.value, "source": source,
+                        "service": order.service.value, "price_cents": order.price_cents},
+            )
+        return order
+
+    def reject(self, payload: str, errors: list[str], *, source: str) -> int:
+        """Keep a refused order whole, with the reasons, and audit the refusal."""
+        with self.begin() as conn:
+            rejection_id = conn.execute(
+                rejected_orders.insert().values(
+                    received_at=utcnow(), source=source[:500], payload=payload,
+                    errors=json.dumps(errors),
+                )
+            ).inserted_primary_key[0]
+            audit.append(
+                conn,
+                "order_rejected",
+                detail={"rejection_id": rejection_id, "source": source[:500], "errors": errors,
+                        "payload_chars": len(payload)},
+            )
+        return int(rejection_id)
+
+    # -- reading --------------------------------------------------------------------------------
+    def get(self, order_id: str) -> OrderRecord:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(orders).where(orders.c.order_id == order_id)).mappings().first()
+        if row is None:
+            raise UnknownOrder(f"no order {order_id!r} in the business store")
+        order = Order(
+            order_id=row["order_id"], customer=row["customer"], service=row["service"],
+            brief=row["brief"], price=Decimal(row["price_cents"]) / 100,
+        )
+        return OrderRecord(order, OrderStatus(row["status"]), row["failed_step"], row["last_error"])
+
+    def order_ids(self, status: OrderStatus | None = None) -> list[str]:
+        query = select(orders.c.order_id).order_by(orders.c.created_at, orders.c.order_id)
+        if status is not None:
+            query = query.where(orders.c.status == status.value)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def counts_by_status(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(orders.c.status, func.count()).group_by(orders.c.status))
+            return {status: count for status, count in rows}
+
+    def statuses(self) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(orders.c.order_id, orders.c.status)).all())
+
+    def ledger_rows(self) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(select(ledger).order_by(ledger.c.entry_id)).mappings()]
+
+    def audit_rows(self, order_id: str | None = None) -> list[dict[str, Any]]:
+        query = select(audit_log).order_by(audit_log.c.seq)
+        if order_id is not None:
+            query = query.where(audit_log.c.order_id == order_id)
+        with self.engine.connect() as conn:
+            return [
+                {**row, "detail": json.loads(row["detail"])}
+                for row in conn.execute(query).mappings()
+            ]
+
+    def verify_audit(self) -> audit.ChainReport:
+        with self.engine.connect() as conn:
+            return audit.verify_chain(conn)
+
+    # -- state machine --------------------------------------------------------------------------
+    def transition(
+        self,
+        order_id: str,
+        target: OrderStatus,
+        *,
+        run_id: str | None = None,
+        step: str | None = None,
+        error: str | None = None,
+        **detail: Any,
+    ) -> OrderStatus:
+        """Move an order to ``target`` if the state machine allows it; returns the old status."""
+        with self.begin() as conn:
+            current = conn.execute(
+                select(orders.c.status).where(orders.c.order_id == order_id)
+            ).scalar_one_or_none()
+            if current is None:
+                raise UnknownOrder(f"no order {order_id!r} in the business store")
+            check_transition(current, target)
+            values: dict[str, Any] = {"status": target.value, "updated_at": utcnow()}
+            if target is OrderStatus.FAILED:
+                values.update(failed_step=step, last_error=error)
+            updated = conn.execute(
+                orders.update()
+                .where(orders.c.order_id == order_id, orders.c.status == current)
+                .values(**values)
+            ).rowcount
+            if updated != 1:
+                raise IllegalTransition(
+                    f"order {order_id!r} changed status concurrently; {current!r} → {target.value!r}"
+                    " was not applied"
+                )
+            audit.append(
+                conn, "transition", order_id=order_id, step=step, run_id=run_id,
+                detail={"from": current, "to": target.value, **({"error": error} if error else {}),
+                        **detail},
+            )
+        return OrderStatus(current)
+
+    def record_event(
+        self,
+        event_name: str,
+        *,
+        order_id: str | None = None,
+        step: str | None = None,
+        attempt: int | None = None,
+        run_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        with self.begin() as conn:
+            audit.append(conn, event_name, order_id=order_id, step=step, attempt=attempt,
+                         run_id=run_id, detail=detail)
+
+    # -- idempotent side effects ----------------------------------------------------------------
+    def record_delivery(self, delivery: Delivery) -> Delivery:
+        """Record a delivery once per order; a repeat returns the delivery already recorded."""
+        return Delivery(**self._insert_once(deliveries, delivery.model_dump(), "order_id"))
+
+    def record_ledger_entry(self, order: Order, invoice: Invoice) -> Invoice:
+        """Book an invoice in the ledger once per order; a repeat returns the booked invoice."""
+        row = self._insert_once(
+            ledger,
+            {"order_id": order.order_id, "invoice_id": invoice.invoice_id,
+             "customer": order.customer, "amount_cents": invoice.amount_cents,
+             "created_at": invoice.issued_at},
+            "order_id",
+        )
+        return Invoice(order_id=row["order_id"], invoice_id=row["invoice_id"],
+                       amount_cents=row["amount_cents"], issued_at=row["created_at"])
+
+    def _insert_once(self, table: Any, values: dict[str, Any], key: str) -> dict[str, Any]:
+        with self.begin() as conn:
+            try:
+                with conn.begin_nested():
+                    conn.execute(table.insert().values(**values))
+            except IntegrityError:
+                pass  # the unique key says it exists already: read the first writer's row
+            row = conn.execute(select(table).where(table.c[key] == values[key])).mappings().one()
+            return dict(row)

@@ -1,0 +1,49 @@
+"""The one place configuration is read from the environment (variables prefixed ``AGENTFORGE_``).
+
+Defaults are the embedded set-up: SQLite files and local folders under ``.agentforge/``, the
+offline model, no injected faults.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class AgentForgeSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="AGENTFORGE_", extra="ignore")
+
+    home: Path = Field(default=Path(".agentforge"), description="Folder for embedded-default files.")
+    dagster_home: Path = Field(
+        default=Path(".dagster_home"),
+        validation_alias="DAGSTER_HOME",
+        description="The Dagster instance folder (SQLite storage unless its dagster.yaml says else).",
+    )
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL of the business store; SQLite under home if unset."
+    )
+    artifacts_dir: Path | None = None
+    deliveries_dir: Path | None = None
+    model_provider: str = "offline"
+    # Step retry policy: exponential back-off with jitter; wait before retry n is (2^n - 1) * delay.
+    retry_max_retries: int = Field(default=6, ge=0, le=20)
+    retry_delay_seconds: float = Field(default=0.05, gt=0)
+    # Fault injection (off unless asked for).
+    fault_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
+    fault_seed: int = 0
+    max_revisions: int = Field(default=1, ge=0, le=5)
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.home / 'agentforge.db').resolve()}"
+
+    def resolved_artifacts_dir(self) -> Path:
+        return (self.artifacts_dir or self.home / "artifacts").resolve()
+
+    def resolved_deliveries_dir(self) -> Path:
+        return (self.deliveries_dir or self.home / "deliveries").resolve()
+
+
+def load_settings() -> AgentForgeSettings:
+    return AgentForgeSettings()
