@@ -83,9 +83,15 @@ def _safe_url(url: str) -> str:
 
 
 @main.command()
-@click.option("--file", "file_", type=click.Path(dir_okay=False, path_type=Path),
-              help="A JSON file holding one order ('-' for standard input).")
-@click.option("--order-id", help="Your own order id (letters, digits, - and _); generated if absent.")
+@click.option(
+    "--file",
+    "file_",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="A JSON file holding one order ('-' for standard input).",
+)
+@click.option(
+    "--order-id", help="Your own order id (letters, digits, - and _); generated if absent."
+)
 @click.option("--customer")
 @click.option("--service", type=click.Choice([s.value for s in ServiceKind]))
 @click.option("--brief")
@@ -110,7 +116,9 @@ def submit(settings: AgentForgeSettings, file_: Path | None, **fields: str | Non
     try:
         order = parse_order(raw)
     except InvalidOrder as exc:
-        payload = raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else json.dumps(raw)
+        payload = (
+            raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else json.dumps(raw)
+        )
         rejection = store.reject(payload, exc.errors, source=source)
         click.echo(f"order rejected (recorded as rejection {rejection}):", err=True)
         for error in exc.errors:
@@ -135,21 +143,36 @@ def _print_progress(total: int) -> Callable[[OrderRunResult], None]:
     return show
 
 
-def _run(settings: AgentForgeSettings, store: BusinessStore, order_ids: list[str],
-         fault_rate: float | None, seed: int) -> list[OrderRunResult]:
+def _run(
+    settings: AgentForgeSettings,
+    store: BusinessStore,
+    order_ids: list[str],
+    fault_rate: float | None,
+    seed: int,
+) -> list[OrderRunResult]:
     from agentforge_dagster.definitions import build_definitions
 
     run_config: dict[str, Any] = dict(QUIET_LOGGING)
     if fault_rate is not None:
         run_config.update(fault_run_config(fault_rate, seed))
     with _instance(settings) as instance:
-        return run_orders(build_definitions(settings), instance, store, order_ids,
-                          run_config=run_config, progress=_print_progress(len(order_ids)))
+        return run_orders(
+            build_definitions(settings),
+            instance,
+            store,
+            order_ids,
+            run_config=run_config,
+            progress=_print_progress(len(order_ids)),
+        )
 
 
 @main.command()
-@click.option("--fault-rate", type=click.FloatRange(0, 1, max_open=True), default=None,
-              help="Inject transient faults into each step attempt with this probability.")
+@click.option(
+    "--fault-rate",
+    type=click.FloatRange(0, 1, max_open=True),
+    default=None,
+    help="Inject transient faults into each step attempt with this probability.",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.pass_obj
 @_user_errors
@@ -176,8 +199,9 @@ DEMO_BRIEFS = (
 
 @main.command()
 @click.option("--orders", "count", type=click.IntRange(1, 10_000), default=20, show_default=True)
-@click.option("--fault-rate", type=click.FloatRange(0, 1, max_open=True), default=0.3,
-              show_default=True)
+@click.option(
+    "--fault-rate", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True
+)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.pass_obj
 @_user_errors
@@ -188,12 +212,14 @@ def demo(settings: AgentForgeSettings, count: int, fault_rate: float, seed: int)
     services = list(ServiceKind)
     order_ids = []
     for _ in range(count):
-        order = parse_order({
-            "customer": f"demo-customer-{rng.randrange(1, 6)}",
-            "service": rng.choice(services).value,
-            "brief": rng.choice(DEMO_BRIEFS),
-            "price": f"{rng.randrange(50, 500)}.00",
-        })
+        order = parse_order(
+            {
+                "customer": f"demo-customer-{rng.randrange(1, 6)}",
+                "service": rng.choice(services).value,
+                "brief": rng.choice(DEMO_BRIEFS),
+                "price": f"{rng.randrange(50, 500)}.00",
+            }
+        )
         store.submit(order, source="demo")
         order_ids.append(order.order_id)
     click.echo(f"running {count} orders at {fault_rate:.0%} injected fault rate (seed {seed})")

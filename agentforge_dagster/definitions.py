@@ -21,7 +21,9 @@ def build_resources(settings: AgentForgeSettings) -> dict[str, Any]:
     in the UI or the run config.
     """
     database_url: Any = (
-        EnvVar("AGENTFORGE_DATABASE_URL") if settings.database_url else settings.resolved_database_url()
+        EnvVar("AGENTFORGE_DATABASE_URL")
+        if settings.database_url
+        else settings.resolved_database_url()
     )
     return {
         "store": BusinessStoreResource(database_url=database_url),
@@ -31,7 +33,9 @@ def build_resources(settings: AgentForgeSettings) -> dict[str, Any]:
             deliveries_dir=str(settings.resolved_deliveries_dir()),
             max_revisions=settings.max_revisions,
         ),
-        "artifact_io_manager": LocalArtifactIOManager(base_dir=str(settings.resolved_artifacts_dir())),
+        "artifact_io_manager": LocalArtifactIOManager(
+            base_dir=str(settings.resolved_artifacts_dir())
+        ),
     }
 
 

@@ -13,16 +13,21 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class AgentForgeSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="AGENTFORGE_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="AGENTFORGE_", extra="ignore", populate_by_name=True
+    )
 
-    home: Path = Field(default=Path(".agentforge"), description="Folder for embedded-default files.")
+    home: Path = Field(
+        default=Path(".agentforge"), description="Folder for embedded-default files."
+    )
     dagster_home: Path = Field(
         default=Path(".dagster_home"),
         validation_alias="DAGSTER_HOME",
         description="The Dagster instance folder (SQLite storage unless its dagster.yaml says else).",
     )
     database_url: str | None = Field(
-        default=None, description="SQLAlchemy URL of the business store; SQLite under home if unset."
+        default=None,
+        description="SQLAlchemy URL of the business store; SQLite under home if unset.",
     )
     artifacts_dir: Path | None = None
     deliveries_dir: Path | None = None

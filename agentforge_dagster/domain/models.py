@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -36,7 +37,15 @@ def _no_control_chars(value: str) -> str:
     return value
 
 
-CleanText = Annotated[str, AfterValidator(_no_control_chars)]
+_NoControlChars = AfterValidator(_no_control_chars)
+CustomerName = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200), _NoControlChars
+]
+Brief = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=10, max_length=MAX_BRIEF_CHARS),
+    _NoControlChars,
+]
 
 
 class ServiceKind(StrEnum):
@@ -59,14 +68,12 @@ class Artifact(BaseModel):
 
 
 class Order(Artifact):
-    order_id: Annotated[
-        str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
-    ] = Field(default_factory=new_order_id)
-    customer: Annotated[CleanText, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    order_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")] = (
+        Field(default_factory=new_order_id)
+    )
+    customer: CustomerName
     service: ServiceKind
-    brief: Annotated[
-        CleanText, StringConstraints(strip_whitespace=True, min_length=10, max_length=MAX_BRIEF_CHARS)
-    ]
+    brief: Brief
     price: Annotated[Decimal, Field(gt=0, le=MAX_PRICE, max_digits=9, decimal_places=2)]
 
     @property
@@ -150,7 +157,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def _describe(error: dict[str, Any]) -> str:
+def _describe(error: Mapping[str, Any]) -> str:
     field = ".".join(str(part) for part in error["loc"]) or "order"
     message = error["msg"]
     if error["type"] == "missing":

@@ -48,13 +48,24 @@ def run_step(
     order_id = context.partition_key
     attempt = context.retry_number + 1
     business = store.get_store()
-    env = StepEnv(order_id=order_id, run_id=context.run_id, attempt=attempt, store=business,
-                  model=model.get_provider(), deliveries_dir=Path(options.deliveries_dir),
-                  max_revisions=options.max_revisions)
-    audit_common: dict[str, Any] = {"order_id": order_id, "step": spec.name, "attempt": attempt,
-                                    "run_id": context.run_id}
-    business.record_event("step_started", **audit_common,
-                          detail={"inputs": sorted(inputs), "fault_rate": faults.rate})
+    env = StepEnv(
+        order_id=order_id,
+        run_id=context.run_id,
+        attempt=attempt,
+        store=business,
+        model=model.get_provider(),
+        deliveries_dir=Path(options.deliveries_dir),
+        max_revisions=options.max_revisions,
+    )
+    audit_common: dict[str, Any] = {
+        "order_id": order_id,
+        "step": spec.name,
+        "attempt": attempt,
+        "run_id": context.run_id,
+    }
+    business.record_event(
+        "step_started", **audit_common, detail={"inputs": sorted(inputs), "fault_rate": faults.rate}
+    )
     try:
         faults.check(order_id=order_id, step=spec.name, attempt=attempt, phase="before")
         output = spec.run(env, inputs)
@@ -62,10 +73,15 @@ def run_step(
     except Exception as exc:
         error_class = exc.error_class if isinstance(exc, AgentForgeError) else "unexpected"
         business.record_event(
-            "step_failed", **audit_common,
-            detail={"error_class": error_class, "error_type": type(exc).__name__,
-                    "message": str(exc)[:2000], "fault_rate": faults.rate,
-                    "model_calls": len(env.model_calls)},
+            "step_failed",
+            **audit_common,
+            detail={
+                "error_class": error_class,
+                "error_type": type(exc).__name__,
+                "message": str(exc)[:2000],
+                "fault_rate": faults.rate,
+                "model_calls": len(env.model_calls),
+            },
         )
         if isinstance(exc, PermanentError):
             raise Failure(
@@ -76,10 +92,19 @@ def run_step(
         raise
     digest = hashlib.sha256(dump_artifact(output)).hexdigest()
     usage = _usage(env)
-    business.record_event("step_succeeded", **audit_common,
-                          detail={"output_sha256": digest, "fault_rate": faults.rate, **usage})
-    return Output(output, metadata={"attempt": attempt, "output_sha256": digest,
-                                    **{k: _meta(v) for k, v in usage.items()}})
+    business.record_event(
+        "step_succeeded",
+        **audit_common,
+        detail={"output_sha256": digest, "fault_rate": faults.rate, **usage},
+    )
+    return Output(
+        output,
+        metadata={
+            "attempt": attempt,
+            "output_sha256": digest,
+            **{k: _meta(v) for k, v in usage.items()},
+        },
+    )
 
 
 def _usage(env: StepEnv) -> dict[str, Any]:
@@ -123,8 +148,9 @@ def build_step_asset(spec: StepSpec) -> AssetsDefinition:
         options: StepOptions,
         **inputs: Artifact,
     ) -> Output[Artifact]:
-        return run_step(context, spec, inputs, store=store, model=model, faults=faults,
-                        options=options)
+        return run_step(
+            context, spec, inputs, store=store, model=model, faults=faults, options=options
+        )
 
     return _step_asset
 

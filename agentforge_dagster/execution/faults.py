@@ -43,7 +43,9 @@ def injected_fault(
     """
     scripted = (fail_first or {}).get(step, 0)
     if attempt <= scripted and phase == "after":
-        return InjectedFault(f"injected fault: {step} scripted to fail attempt {attempt}/{scripted}")
+        return InjectedFault(
+            f"injected fault: {step} scripted to fail attempt {attempt}/{scripted}"
+        )
     if rate > 0 and _uniform(seed, order_id, step, attempt, phase) < phase_probability(rate):
         return InjectedFault(f"injected fault: {step} attempt {attempt} failed {phase} its work")
     return None

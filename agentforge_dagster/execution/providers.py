@@ -20,15 +20,19 @@ from typing import Any, Protocol
 OFFLINE_MODEL_NAME = "agentforge-offline-template-v1"
 
 _OUTLINES: dict[str, tuple[list[str], str, int]] = {
-    "blog_post": (["Introduction", "Why it matters", "How to do it", "Conclusion"], "friendly", 600),
+    "blog_post": (
+        ["Introduction", "Why it matters", "How to do it", "Conclusion"],
+        "friendly",
+        600,
+    ),
     "product_description": (["Overview", "Features", "Who it is for"], "persuasive", 250),
     "email_campaign": (["Subject line", "Opening", "Offer", "Call to action"], "direct", 200),
     "press_release": (["Headline", "Summary", "Details", "Quote", "About"], "formal", 450),
 }
 _STOPWORDS = frozenset(
-    "about after also been before being from have into just like make more most much only other "
-    "over some such than that their them then there these they this those through very what when "
-    "where which while with would your write please need want".split()
+    "about after also been before being from have into just like make more most much only "
+    "other over some such than that their them then there these they this those through "
+    "very what when where which while with would your write please need want ".split()
 )
 
 

@@ -32,8 +32,15 @@ class FaultInjector(ConfigurableResource):
     fail_first: dict[str, int] = Field(default_factory=dict)
 
     def check(self, *, order_id: str, step: str, attempt: int, phase: str) -> None:
-        fault = injected_fault(rate=self.rate, seed=self.seed, order_id=order_id, step=step,
-                               attempt=attempt, phase=phase, fail_first=self.fail_first)
+        fault = injected_fault(
+            rate=self.rate,
+            seed=self.seed,
+            order_id=order_id,
+            step=step,
+            attempt=attempt,
+            phase=phase,
+            fail_first=self.fail_first,
+        )
         if fault is not None:
             raise fault
 

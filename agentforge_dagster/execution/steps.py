@@ -115,7 +115,9 @@ def _write(env: StepEnv, order: Order, plan_: Plan, revision: int, feedback: lis
         DraftProposal,
     )
     model_name = env.model_calls[-1].model
-    return Draft(order_id=order.order_id, revision=revision, model=model_name, **proposal.model_dump())
+    return Draft(
+        order_id=order.order_id, revision=revision, model=model_name, **proposal.model_dump()
+    )
 
 
 def draft(env: StepEnv, inputs: Mapping[str, Artifact]) -> Draft:
@@ -150,8 +152,9 @@ def review(env: StepEnv, inputs: Mapping[str, Artifact]) -> Review:
         raise RevisionsExhausted(
             f"draft still rejected after {revisions} revision(s): " + "; ".join(issues)
         )
-    return Review(order_id=order.order_id, approved=True, issues=[], revisions=revisions,
-                  final_draft=current)
+    return Review(
+        order_id=order.order_id, approved=True, issues=[], revisions=revisions, final_draft=current
+    )
 
 
 def _atomic_write(path: Path, content: str) -> None:
@@ -185,12 +188,21 @@ def invoice(env: StepEnv, inputs: Mapping[str, Artifact]) -> Invoice:
     _get(inputs, "delivery", Delivery)  # no invoice without a delivery
     booked = env.store.record_ledger_entry(
         order,
-        Invoice(order_id=order.order_id, invoice_id=f"inv-{order.order_id}",
-                amount_cents=order.price_cents, issued_at=utcnow()),
+        Invoice(
+            order_id=order.order_id,
+            invoice_id=f"inv-{order.order_id}",
+            amount_cents=order.price_cents,
+            issued_at=utcnow(),
+        ),
     )
     if env.store.get(order.order_id).status is not OrderStatus.COMPLETED:
-        env.store.transition(order.order_id, OrderStatus.COMPLETED, run_id=env.run_id,
-                             step="invoice", invoice_id=booked.invoice_id)
+        env.store.transition(
+            order.order_id,
+            OrderStatus.COMPLETED,
+            run_id=env.run_id,
+            step="invoice",
+            invoice_id=booked.invoice_id,
+        )
     return booked
 
 
@@ -220,12 +232,48 @@ class StepSpec:
 
 
 STEPS: tuple[StepSpec, ...] = (
-    StepSpec("intake", Order, (), False, "The validated order, taken from the queue into processing.", intake),
-    StepSpec("plan", Plan, ("intake",), True, "The model's plan: outline, tone, length, keywords.", plan),
-    StepSpec("draft", Draft, ("intake", "plan"), True, "The model's first draft of the deliverable.", draft),
-    StepSpec("review", Review, ("intake", "plan", "draft"), True,
-             "The reviewed draft, revised at most a bounded number of times.", review),
-    StepSpec("delivery", Delivery, ("review",), False, "The deliverable handed to the customer, once.", deliver),
-    StepSpec("invoice", Invoice, ("intake", "delivery"), False, "The ledger entry for the order, once.", invoice),
+    StepSpec(
+        "intake",
+        Order,
+        (),
+        False,
+        "The validated order, taken from the queue into processing.",
+        intake,
+    ),
+    StepSpec(
+        "plan", Plan, ("intake",), True, "The model's plan: outline, tone, length, keywords.", plan
+    ),
+    StepSpec(
+        "draft",
+        Draft,
+        ("intake", "plan"),
+        True,
+        "The model's first draft of the deliverable.",
+        draft,
+    ),
+    StepSpec(
+        "review",
+        Review,
+        ("intake", "plan", "draft"),
+        True,
+        "The reviewed draft, revised at most a bounded number of times.",
+        review,
+    ),
+    StepSpec(
+        "delivery",
+        Delivery,
+        ("review",),
+        False,
+        "The deliverable handed to the customer, once.",
+        deliver,
+    ),
+    StepSpec(
+        "invoice",
+        Invoice,
+        ("intake", "delivery"),
+        False,
+        "The ledger entry for the order, once.",
+        invoice,
+    ),
 )
 STEP_NAMES: tuple[str, ...] = tuple(step.name for step in STEPS)

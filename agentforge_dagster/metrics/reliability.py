@@ -7,7 +7,7 @@ that completed, next to what the same fault rate would give with no retries, (1 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,7 +86,9 @@ class ReliabilityReport:
         return float(self.steps["first_try_success"].fillna(1.0).prod())
 
 
-def build_report(audit_rows: list[Mapping[str, Any]], statuses: Mapping[str, str]) -> ReliabilityReport:
+def build_report(
+    audit_rows: Sequence[Mapping[str, Any]], statuses: Mapping[str, str]
+) -> ReliabilityReport:
     """``statuses`` maps every order id to its current status in the business store."""
     attempts = attempts_frame(audit_rows)
     run_orders = set(attempts["order_id"])

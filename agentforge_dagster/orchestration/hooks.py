@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import Failure, HookContext, failure_hook
 
-from agentforge_dagster.domain.errors import AgentForgeError
+from agentforge_dagster.domain.errors import AgentForgeError, UnknownOrder
 from agentforge_dagster.domain.state import OrderStatus
 
 PARTITION_TAG = "dagster/partition"
@@ -30,7 +30,21 @@ def mark_order_failed(context: HookContext) -> None:
     exc = context.op_exception
     step = context.op.name.removeprefix("order_")
     message = str(exc)[:2000] if exc is not None else "step failed"
-    context.resources.store.get_store().transition(
-        order_id, OrderStatus.FAILED, run_id=context.run_id, step=step, error=message,
+    store = context.resources.store.get_store()
+    try:
+        current = store.get(order_id).status
+    except UnknownOrder:
+        context.log.error(f"run for unknown order {order_id!r} failed at {step}: {message}")
+        return
+    if current is not OrderStatus.PROCESSING:
+        # A run that never took the order in (it was completed or failed already) changes nothing.
+        context.log.warning(f"order {order_id} is {current.value}; {step} failure not applied")
+        return
+    store.transition(
+        order_id,
+        OrderStatus.FAILED,
+        run_id=context.run_id,
+        step=step,
+        error=message,
         error_class=classify(exc),
     )

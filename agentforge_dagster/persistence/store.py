@@ -101,37 +101,54 @@ class BusinessStore:
                 conn,
                 "order_submitted",
                 order_id=order.order_id,
-                detail={"to": OrderStatus.QUEUED.value, "source": source,
-                        "service": order.service.value, "price_cents": order.price_cents},
+                detail={
+                    "to": OrderStatus.QUEUED.value,
+                    "source": source,
+                    "service": order.service.value,
+                    "price_cents": order.price_cents,
+                },
             )
         return order
 
     def reject(self, payload: str, errors: list[str], *, source: str) -> int:
         """Keep a refused order whole, with the reasons, and audit the refusal."""
         with self.begin() as conn:
-            rejection_id = conn.execute(
+            inserted = conn.execute(
                 rejected_orders.insert().values(
-                    received_at=utcnow(), source=source[:500], payload=payload,
+                    received_at=utcnow(),
+                    source=source[:500],
+                    payload=payload,
                     errors=json.dumps(errors),
                 )
-            ).inserted_primary_key[0]
+            ).inserted_primary_key
+            assert inserted is not None
+            rejection_id = inserted[0]
             audit.append(
                 conn,
                 "order_rejected",
-                detail={"rejection_id": rejection_id, "source": source[:500], "errors": errors,
-                        "payload_chars": len(payload)},
+                detail={
+                    "rejection_id": rejection_id,
+                    "source": source[:500],
+                    "errors": errors,
+                    "payload_chars": len(payload),
+                },
             )
         return int(rejection_id)
 
     # -- reading --------------------------------------------------------------------------------
     def get(self, order_id: str) -> OrderRecord:
         with self.engine.connect() as conn:
-            row = conn.execute(select(orders).where(orders.c.order_id == order_id)).mappings().first()
+            row = (
+                conn.execute(select(orders).where(orders.c.order_id == order_id)).mappings().first()
+            )
         if row is None:
             raise UnknownOrder(f"no order {order_id!r} in the business store")
         order = Order(
-            order_id=row["order_id"], customer=row["customer"], service=row["service"],
-            brief=row["brief"], price=Decimal(row["price_cents"]) / 100,
+            order_id=row["order_id"],
+            customer=row["customer"],
+            service=row["service"],
+            brief=row["brief"],
+            price=Decimal(row["price_cents"]) / 100,
         )
         return OrderRecord(order, OrderStatus(row["status"]), row["failed_step"], row["last_error"])
 
@@ -153,7 +170,9 @@ class BusinessStore:
 
     def ledger_rows(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(select(ledger).order_by(ledger.c.entry_id)).mappings()]
+            return [
+                dict(r) for r in conn.execute(select(ledger).order_by(ledger.c.entry_id)).mappings()
+            ]
 
     def audit_rows(self, order_id: str | None = None) -> list[dict[str, Any]]:
         query = select(audit_log).order_by(audit_log.c.seq)
@@ -202,9 +221,17 @@ class BusinessStore:
                     " was not applied"
                 )
             audit.append(
-                conn, "transition", order_id=order_id, step=step, run_id=run_id,
-                detail={"from": current, "to": target.value, **({"error": error} if error else {}),
-                        **detail},
+                conn,
+                "transition",
+                order_id=order_id,
+                step=step,
+                run_id=run_id,
+                detail={
+                    "from": current,
+                    "to": target.value,
+                    **({"error": error} if error else {}),
+                    **detail,
+                },
             )
         return OrderStatus(current)
 
@@ -219,8 +246,15 @@ class BusinessStore:
         detail: dict[str, Any] | None = None,
     ) -> None:
         with self.begin() as conn:
-            audit.append(conn, event_name, order_id=order_id, step=step, attempt=attempt,
-                         run_id=run_id, detail=detail)
+            audit.append(
+                conn,
+                event_name,
+                order_id=order_id,
+                step=step,
+                attempt=attempt,
+                run_id=run_id,
+                detail=detail,
+            )
 
     # -- idempotent side effects ----------------------------------------------------------------
     def record_delivery(self, delivery: Delivery) -> Delivery:
@@ -231,13 +265,21 @@ class BusinessStore:
         """Book an invoice in the ledger once per order; a repeat returns the booked invoice."""
         row = self._insert_once(
             ledger,
-            {"order_id": order.order_id, "invoice_id": invoice.invoice_id,
-             "customer": order.customer, "amount_cents": invoice.amount_cents,
-             "created_at": invoice.issued_at},
+            {
+                "order_id": order.order_id,
+                "invoice_id": invoice.invoice_id,
+                "customer": order.customer,
+                "amount_cents": invoice.amount_cents,
+                "created_at": invoice.issued_at,
+            },
             "order_id",
         )
-        return Invoice(order_id=row["order_id"], invoice_id=row["invoice_id"],
-                       amount_cents=row["amount_cents"], issued_at=row["created_at"])
+        return Invoice(
+            order_id=row["order_id"],
+            invoice_id=row["invoice_id"],
+            amount_cents=row["amount_cents"],
+            issued_at=row["created_at"],
+        )
 
     def _insert_once(self, table: Any, values: dict[str, Any], key: str) -> dict[str, Any]:
         with self.begin() as conn:

@@ -1,0 +1,43 @@
+# The documented entry points. `make demo` and `make test` do all the set-up on a fresh machine.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
+
+.PHONY: venv demo test lint format bench ui clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+## demo: 20 orders at 30% injected faults on the embedded default (SQLite, local files, offline model)
+demo: venv
+	$(BIN)/agentforge demo --orders 20 --fault-rate 0.3 --seed 7
+
+## test: the whole suite, with the services it needs
+test: venv
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check agentforge_dagster tests bench
+	$(BIN)/ruff format --check agentforge_dagster tests bench
+	$(BIN)/mypy agentforge_dagster
+
+format: venv
+	$(BIN)/ruff format agentforge_dagster tests bench
+	$(BIN)/ruff check --fix agentforge_dagster tests bench
+
+## bench: reliability and speed benchmarks; results go to bench/RESULTS.md
+bench: venv
+	$(BIN)/python bench/reliability.py --write bench/RESULTS.md
+
+## ui: the Dagster UI over the same instance the demo wrote to
+ui: venv
+	$(BIN)/dagster dev -w workspace.yaml
+
+clean:
+	rm -rf .dagster_home .agentforge

@@ -1,0 +1,172 @@
+"""Each step's logic as a plain function, on a real SQLite store and the offline model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from agentforge_dagster.domain.errors import PermanentError, RevisionsExhausted
+from agentforge_dagster.domain.models import Draft, DraftSection, Order, Plan
+from agentforge_dagster.domain.state import OrderStatus
+from agentforge_dagster.execution import steps
+from agentforge_dagster.execution.providers import OFFLINE_MODEL_NAME, ModelRequest, OfflineModel
+from agentforge_dagster.persistence.store import BusinessStore
+from tests.conftest import make_order
+
+
+def env_for(
+    store: BusinessStore, order: Order, tmp_path: Path, max_revisions: int = 1
+) -> steps.StepEnv:
+    return steps.StepEnv(
+        order_id=order.order_id,
+        run_id="run-test",
+        attempt=1,
+        store=store,
+        model=OfflineModel(),
+        deliveries_dir=tmp_path / "deliveries",
+        max_revisions=max_revisions,
+    )
+
+
+def planned(store: BusinessStore, order: Order, tmp_path: Path) -> tuple[steps.StepEnv, Plan]:
+    env = env_for(store, order, tmp_path)
+    return env, steps.plan(env, {"intake": order})
+
+
+def test_intake_takes_a_queued_order_and_tolerates_its_own_retry(store, tmp_path) -> None:
+    order = store.submit(make_order())
+    env = env_for(store, order, tmp_path)
+    assert steps.intake(env, {}) == order
+    assert store.get(order.order_id).status is OrderStatus.PROCESSING
+    assert steps.intake(env, {}) == order  # a retry after the transition
+    transitions = [r for r in store.audit_rows(order.order_id) if r["event"] == "transition"]
+    assert len(transitions) == 1
+
+
+def test_intake_refuses_an_order_that_is_not_queued(store, tmp_path) -> None:
+    order = store.submit(make_order())
+    store.transition(order.order_id, OrderStatus.PROCESSING)
+    store.transition(order.order_id, OrderStatus.COMPLETED)
+    with pytest.raises(PermanentError, match="is completed"):
+        steps.intake(env_for(store, order, tmp_path), {})
+
+
+def test_offline_model_is_deterministic_and_labelled(store, tmp_path) -> None:
+    order = make_order(service="press_release")
+    _, first = planned(store, order, tmp_path)
+    _, second = planned(store, order, tmp_path)
+    assert first == second
+    assert first.sections == ["Headline", "Summary", "Details", "Quote", "About"]
+    assert "reliable" in first.keywords
+    response = OfflineModel().complete(
+        ModelRequest(task="plan", prompt="p", context={"order": order.model_dump(mode="json")})
+    )
+    assert response.model == OFFLINE_MODEL_NAME and response.cost_usd == 0.0
+    assert response.input_tokens > 0 and response.output_tokens > 0
+
+
+def test_offline_model_refuses_tasks_it_cannot_do() -> None:
+    with pytest.raises(ValueError, match="no writer for task 'translate'"):
+        OfflineModel().complete(ModelRequest(task="translate", prompt="p"))
+
+
+def test_plan_and_draft_record_model_usage(store, tmp_path) -> None:
+    order = make_order()
+    env, plan = planned(store, order, tmp_path)
+    draft = steps.draft(env, {"intake": order, "plan": plan})
+    assert draft.model == OFFLINE_MODEL_NAME and draft.revision == 0
+    assert len(env.model_calls) == 2
+    assert all(section.body for section in draft.sections)
+
+
+def _lapsing_order(store: BusinessStore, tmp_path: Path) -> tuple[Order, Plan, Draft]:
+    """An order whose first offline draft leaves out a section (about one in four do)."""
+    for index in range(200):
+        order = make_order(index)
+        env, plan = planned(store, order, tmp_path)
+        draft = steps.draft(env, {"intake": order, "plan": plan})
+        if len(draft.sections) < len(plan.sections):
+            return order, plan, draft
+    raise AssertionError("the offline model never lapsed in 200 orders")
+
+
+def test_review_approves_a_complete_draft_without_revising(store, tmp_path) -> None:
+    order = make_order()
+    env, plan = planned(store, order, tmp_path)
+    complete = Draft(
+        order_id=order.order_id,
+        title=plan.title,
+        revision=0,
+        model="m",
+        sections=[DraftSection(heading=h, body=("reliable " * 20).strip()) for h in plan.sections],
+    )
+    review = steps.review(env, {"intake": order, "plan": plan, "draft": complete})
+    assert review.approved and review.revisions == 0 and review.final_draft == complete
+    assert len(env.model_calls) == 1  # the plan only
+
+
+def test_review_sends_an_incomplete_draft_back_once(store, tmp_path) -> None:
+    order, plan, lapsed = _lapsing_order(store, tmp_path)
+    assert steps.review_issues(plan, lapsed) == [f"missing section {plan.sections[-1]!r}"]
+    env = env_for(store, order, tmp_path, max_revisions=1)
+    review = steps.review(env, {"intake": order, "plan": plan, "draft": lapsed})
+    assert review.revisions == 1
+    assert review.final_draft.revision == 1
+    assert [s.heading for s in review.final_draft.sections] == plan.sections
+    assert len(env.model_calls) == 1  # one revision call
+
+
+def test_review_without_revisions_left_fails_permanently(store, tmp_path) -> None:
+    order, plan, lapsed = _lapsing_order(store, tmp_path)
+    env = env_for(store, order, tmp_path, max_revisions=0)
+    with pytest.raises(RevisionsExhausted, match="missing section"):
+        steps.review(env, {"intake": order, "plan": plan, "draft": lapsed})
+
+
+def test_review_issues_catch_thin_sections_and_missing_keywords() -> None:
+    plan = Plan(
+        order_id="o", title="t", sections=["A"], tone="x", word_target=100, keywords=["pipelines"]
+    )
+    draft = Draft(
+        order_id="o",
+        title="t",
+        revision=0,
+        model="m",
+        sections=[DraftSection(heading="A", body="too short")],
+    )
+    assert steps.review_issues(plan, draft) == [
+        "section 'A' is shorter than 15 words",
+        "none of the brief's keywords appear in the draft",
+    ]
+
+
+def _deliver_and_invoice(store: BusinessStore, tmp_path: Path) -> tuple[Order, steps.StepEnv]:
+    order = store.submit(make_order())
+    env = env_for(store, order, tmp_path)
+    steps.intake(env, {})
+    plan = steps.plan(env, {"intake": order})
+    draft = steps.draft(env, {"intake": order, "plan": plan})
+    review = steps.review(env, {"intake": order, "plan": plan, "draft": draft})
+    delivery = steps.deliver(env, {"review": review})
+    assert Path(delivery.location).read_text() == review.final_draft.as_markdown()
+    again = steps.deliver(env, {"review": review})
+    assert again.delivery_id == delivery.delivery_id
+    invoice = steps.invoice(env, {"intake": order, "delivery": delivery})
+    assert steps.invoice(env, {"intake": order, "delivery": delivery}) == invoice
+    return order, env
+
+
+def test_delivery_and_invoice_happen_once_and_complete_the_order(store, tmp_path) -> None:
+    order, _ = _deliver_and_invoice(store, tmp_path)
+    ledger = store.ledger_rows()
+    assert [(r["order_id"], r["amount_cents"]) for r in ledger] == [(order.order_id, 15000)]
+    assert store.get(order.order_id).status is OrderStatus.COMPLETED
+
+
+def test_the_step_table_is_a_chain_over_six_steps() -> None:
+    assert steps.STEP_NAMES == ("intake", "plan", "draft", "review", "delivery", "invoice")
+    seen: set[str] = set()
+    for spec in steps.STEPS:
+        assert set(spec.inputs) <= seen, f"{spec.name} reads a step that runs after it"
+        seen.add(spec.name)

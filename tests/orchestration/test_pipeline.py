@@ -1,0 +1,135 @@
+"""The order pipeline run by Dagster: retries, permanent failures, and 20 orders at 30% faults.
+
+Runs execute in-process against a real (temporary, SQLite) Dagster instance; the report's figures are
+checked against Dagster's own event log, not against themselves.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from dagster import DagsterEventType, DagsterInstance, Definitions
+
+from agentforge_dagster.domain.state import OrderStatus
+from agentforge_dagster.metrics.reliability import build_report
+from agentforge_dagster.orchestration.runner import fault_run_config, run_order, run_orders
+from agentforge_dagster.persistence.store import BusinessStore
+from tests.conftest import make_order
+from tests.execution.test_steps import _lapsing_order
+
+
+def step_events(instance: DagsterInstance, run_id: str) -> Counter[tuple[str, str]]:
+    """(step, event type) counts from Dagster's event log for one run."""
+    counts: Counter[tuple[str, str]] = Counter()
+    for entry in instance.all_logs(run_id):
+        if entry.dagster_event is not None and entry.step_key:
+            counts[
+                (entry.step_key.removeprefix("order_"), entry.dagster_event.event_type_value)
+            ] += 1
+    return counts
+
+
+def scripted(step: str, failures: int) -> dict[str, Any]:
+    return {"resources": {"faults": {"config": {"fail_first": {step: failures}}}}}
+
+
+def test_a_step_that_fails_twice_then_succeeds_books_one_ledger_row(
+    defs: Definitions, instance: DagsterInstance, store: BusinessStore
+) -> None:
+    order = store.submit(make_order())
+    result = run_order(defs, instance, store, order.order_id, run_config=scripted("invoice", 2))
+    assert result.success and result.status is OrderStatus.COMPLETED
+    assert [row["order_id"] for row in store.ledger_rows()] == [order.order_id]
+    events = step_events(instance, result.run_id)
+    assert events[("invoice", DagsterEventType.STEP_UP_FOR_RETRY.value)] == 2
+    assert events[("invoice", DagsterEventType.STEP_SUCCESS.value)] == 1
+    attempts = [
+        (r["attempt"], r["event"])
+        for r in store.audit_rows(order.order_id)
+        if r["step"] == "invoice" and r["event"].startswith("step_")
+    ]
+    assert attempts == [
+        (1, "step_started"),
+        (1, "step_failed"),
+        (2, "step_started"),
+        (2, "step_failed"),
+        (3, "step_started"),
+        (3, "step_succeeded"),
+    ]
+
+
+def test_a_permanent_error_is_not_retried_and_fails_the_order(
+    defs: Definitions, instance: DagsterInstance, store: BusinessStore, settings, tmp_path
+) -> None:
+    order, _, _ = _lapsing_order(store, tmp_path)
+    store.submit(order)
+    options = {"max_revisions": 0, "deliveries_dir": str(settings.resolved_deliveries_dir())}
+    no_revisions = {"resources": {"options": {"config": options}}}
+    result = run_order(defs, instance, store, order.order_id, run_config=no_revisions)
+    assert not result.success and result.status is OrderStatus.FAILED
+    events = step_events(instance, result.run_id)
+    assert events[("review", DagsterEventType.STEP_FAILURE.value)] == 1
+    assert events[("review", DagsterEventType.STEP_UP_FOR_RETRY.value)] == 0
+    record = store.get(order.order_id)
+    assert record.failed_step == "review" and "still rejected" in (record.last_error or "")
+    [failed] = [
+        r
+        for r in store.audit_rows(order.order_id)
+        if r["event"] == "transition" and r["detail"]["to"] == "failed"
+    ]
+    assert failed["detail"]["error_class"] == "permanent"
+    assert store.ledger_rows() == []
+
+
+def test_a_run_for_an_unknown_order_fails_once_without_retries(
+    defs: Definitions, instance: DagsterInstance, store: BusinessStore
+) -> None:
+    instance.add_dynamic_partitions("orders", ["ghost-1"])
+    result = defs.resolve_job_def("order_pipeline").execute_in_process(
+        partition_key="ghost-1", instance=instance, raise_on_error=False
+    )
+    assert not result.success
+    events = step_events(instance, result.run_id)
+    assert events[("intake", DagsterEventType.STEP_UP_FOR_RETRY.value)] == 0
+    assert events[("intake", DagsterEventType.STEP_FAILURE.value)] == 1
+    assert [
+        r["detail"]["error_type"]
+        for r in store.audit_rows("ghost-1")
+        if r["event"] == "step_failed"
+    ] == ["UnknownOrder"]
+
+
+def test_twenty_orders_at_thirty_percent_faults_none_lost(
+    defs: Definitions, instance: DagsterInstance, store: BusinessStore
+) -> None:
+    order_ids = [store.submit(make_order(i)).order_id for i in range(20)]
+    results = run_orders(defs, instance, store, order_ids, run_config=fault_run_config(0.3, 11))
+
+    statuses = store.statuses()
+    assert sorted(statuses) == sorted(order_ids)
+    assert {statuses[o] for o in order_ids} <= {"completed", "failed"}
+    completed = [o for o in order_ids if statuses[o] == "completed"]
+    ledger = [row["order_id"] for row in store.ledger_rows()]
+    assert sorted(ledger) == sorted(completed) and len(set(ledger)) == len(ledger)
+
+    report = build_report(store.audit_rows(), statuses)
+    assert report.orders_run == 20 and report.completed + report.failed == 20
+    assert report.predicted_without_retries is not None
+    assert abs(report.predicted_without_retries - 0.7**6) < 1e-9
+    assert report.end_to_end_success > report.predicted_without_retries
+
+    dagster: Counter[tuple[str, str]] = Counter()
+    for result in results:
+        dagster.update(step_events(instance, result.run_id))
+    for step, row in report.steps.iterrows():
+        starts = (
+            dagster[(str(step), DagsterEventType.STEP_START.value)]
+            + dagster[(str(step), DagsterEventType.STEP_RESTARTED.value)]
+        )
+        retries = dagster[(str(step), DagsterEventType.STEP_UP_FOR_RETRY.value)]
+        failures = dagster[(str(step), DagsterEventType.STEP_FAILURE.value)]
+        assert row["attempts"] == starts, step
+        assert row["failed_attempts"] == retries + failures, step
+    assert report.steps["failed_attempts"].sum() > 0, "30% faults should have caused retries"
+    assert store.verify_audit().ok

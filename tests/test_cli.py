@@ -1,0 +1,155 @@
+"""The ``agentforge`` console script, run as a user runs it (a real subprocess each time)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+AGENTFORGE = str(Path(sys.executable).parent / "agentforge")
+
+
+@pytest.fixture
+def cli(tmp_path: Path):
+    env = {
+        **os.environ,
+        "AGENTFORGE_HOME": str(tmp_path / "af"),
+        "DAGSTER_HOME": str(tmp_path / "dh"),
+    }
+    env.pop("AGENTFORGE_DATABASE_URL", None)
+
+    def invoke(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run(
+            [AGENTFORGE, *args],
+            env=env,
+            cwd=tmp_path,
+            input=stdin,
+            capture_output=True,
+            timeout=300,
+        )
+        return subprocess.CompletedProcess(
+            done.args, done.returncode, done.stdout.decode(), done.stderr.decode()
+        )
+
+    return invoke
+
+
+def rejections(tmp_path: Path) -> list[tuple[str, str]]:
+    engine = create_engine(f"sqlite:///{tmp_path / 'af' / 'agentforge.db'}")
+    with engine.connect() as conn:
+        rows = conn.execute(text("select source, errors from rejected_orders")).all()
+        audited = conn.execute(
+            text("select count(*) from audit_log where event = 'order_rejected'")
+        ).scalar()
+    assert audited == len(rows)
+    return [(row.source, row.errors) for row in rows]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (b'{"customer": "caf\xe9", "service": "blog_post"}', "not UTF-8 text"),
+        (
+            json.dumps(
+                {"customer": "A", "service": "blog_post", "brief": "b" * 1_000_000, "price": "10"}
+            ).encode(),
+            "brief: too long",
+        ),
+        (
+            json.dumps(
+                {
+                    "customer": "A",
+                    "service": "yachts",
+                    "brief": "A decent brief here",
+                    "price": "-3",
+                }
+            ).encode(),
+            "service: Input should be",
+        ),
+        (b"", "order: not valid JSON"),
+    ],
+)
+def test_bad_order_files_are_refused_clearly_and_recorded(
+    cli, tmp_path: Path, content: bytes, expected: str
+) -> None:
+    order_file = tmp_path / "order.json"
+    order_file.write_bytes(content)
+    done = cli("submit", "--file", str(order_file))
+    assert done.returncode == 2
+    assert expected in done.stderr and "Traceback" not in done.stderr
+    [(source, errors)] = rejections(tmp_path)
+    assert source == f"file:{order_file}" and expected.split(":")[0] in errors
+    assert "queued         0" in cli("status").stdout
+
+
+def test_missing_flags_and_files_are_explained(cli, tmp_path: Path) -> None:
+    done = cli("submit", "--customer", "Acme")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    for field in ("service", "brief", "price"):
+        assert f"{field}: field required" in done.stderr
+    missing = cli("submit", "--file", str(tmp_path / "absent.json"))
+    assert missing.returncode != 0 and "Traceback" not in missing.stderr
+    assert "absent.json" in missing.stderr
+
+
+def test_submit_run_status_report_and_audit(cli) -> None:
+    done = cli(
+        "submit",
+        "--order-id",
+        "cli-1",
+        "--customer",
+        "Acme",
+        "--service",
+        "blog_post",
+        "--brief",
+        "Write about retries in small online shops",
+        "--price",
+        "99.00",
+    )
+    assert done.returncode == 0 and "queued cli-1" in done.stdout
+    again = cli(
+        "submit",
+        "--order-id",
+        "cli-1",
+        "--customer",
+        "Acme",
+        "--service",
+        "blog_post",
+        "--brief",
+        "Write about retries in small online shops",
+        "--price",
+        "99.00",
+    )
+    assert again.returncode == 1 and "already submitted" in again.stderr
+    ran = cli("run", "--fault-rate", "0.3", "--seed", "3")
+    assert ran.returncode == 0, ran.stderr
+    assert "[1/1] cli-1 completed" in ran.stdout
+    assert "completed      1" in cli("status").stdout
+    report = cli("report").stdout
+    assert "orders run:            1  (completed 1, failed 0, unfinished 0)" in report
+    assert "at injected fault rate f = 0.30" in report
+    verified = cli("audit", "verify")
+    assert verified.returncode == 0 and "audit chain intact" in verified.stdout
+
+
+def test_order_from_standard_input(cli) -> None:
+    order = {
+        "customer": "Stdin Co",
+        "service": "email_campaign",
+        "brief": "Invite customers to the spring sale",
+        "price": "45.50",
+    }
+    done = cli("submit", "--file", "-", stdin=json.dumps(order).encode())
+    assert done.returncode == 0 and done.stdout.startswith("queued ord-")
+
+
+def test_demo_prints_progress_and_the_report(cli) -> None:
+    done = cli("demo", "--orders", "3", "--fault-rate", "0.3", "--seed", "5")
+    assert done.returncode == 0, done.stderr
+    assert "[3/3]" in done.stdout and "Reliability report" in done.stdout
+    assert "(1 - f)^6 at injected fault rate f = 0.30" in done.stdout
