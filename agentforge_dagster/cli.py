@@ -30,7 +30,7 @@ QUIET_LOGGING = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 def _store(settings: AgentForgeSettings) -> BusinessStore:
     store = BusinessStore.from_url(settings.resolved_database_url())
-    store.create_schema()
+    store.upgrade()
     return store
 
 

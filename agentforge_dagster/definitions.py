@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import Definitions, EnvVar
+from dagster import ConfigurableIOManager, Definitions, EnvVar, definitions
+from dagster_aws.s3 import S3Resource
 
 from agentforge_dagster.execution.assets import ORDER_ASSETS
 from agentforge_dagster.execution.resources import FaultInjector, ModelResource, StepOptions
 from agentforge_dagster.orchestration.jobs import order_pipeline_job
-from agentforge_dagster.persistence.io_managers import LocalArtifactIOManager
+from agentforge_dagster.persistence.io_managers import LocalArtifactIOManager, S3ArtifactIOManager
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.settings import AgentForgeSettings, load_settings
 
@@ -33,10 +34,19 @@ def build_resources(settings: AgentForgeSettings) -> dict[str, Any]:
             deliveries_dir=str(settings.resolved_deliveries_dir()),
             max_revisions=settings.max_revisions,
         ),
-        "artifact_io_manager": LocalArtifactIOManager(
-            base_dir=str(settings.resolved_artifacts_dir())
-        ),
+        "artifact_io_manager": artifact_io_manager(settings),
     }
+
+
+def artifact_io_manager(settings: AgentForgeSettings) -> ConfigurableIOManager:
+    """S3 when a bucket is configured, the local folder otherwise."""
+    if settings.s3_bucket:
+        return S3ArtifactIOManager(
+            s3=S3Resource(endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region),
+            bucket=settings.s3_bucket,
+            prefix=settings.s3_prefix,
+        )
+    return LocalArtifactIOManager(base_dir=str(settings.resolved_artifacts_dir()))
 
 
 def build_definitions(settings: AgentForgeSettings) -> Definitions:
@@ -47,4 +57,7 @@ def build_definitions(settings: AgentForgeSettings) -> Definitions:
     )
 
 
-defs = build_definitions(load_settings())
+@definitions
+def defs() -> Definitions:
+    """The code location: loaded lazily, so the environment is read when Dagster loads it."""
+    return build_definitions(load_settings())

@@ -32,6 +32,14 @@ class AgentForgeSettings(BaseSettings):
     artifacts_dir: Path | None = None
     deliveries_dir: Path | None = None
     model_provider: str = "offline"
+    # S3 (AWS, MinIO, moto): when a bucket is set, artifacts and backups go there.
+    s3_bucket: str | None = None
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_prefix: str = "artifacts"
+    # Backups of the business database.
+    backup_dir: Path | None = None
+    backup_keep: int = Field(default=7, ge=1)
     # Step retry policy: exponential back-off with jitter; wait before retry n is (2^n - 1) * delay.
     retry_max_retries: int = Field(default=6, ge=0, le=20)
     retry_delay_seconds: float = Field(default=0.05, gt=0)
@@ -45,6 +53,9 @@ class AgentForgeSettings(BaseSettings):
 
     def resolved_artifacts_dir(self) -> Path:
         return (self.artifacts_dir or self.home / "artifacts").resolve()
+
+    def resolved_backup_dir(self) -> Path:
+        return (self.backup_dir or self.home / "backups").resolve()
 
     def resolved_deliveries_dir(self) -> Path:
         return (self.deliveries_dir or self.home / "deliveries").resolve()

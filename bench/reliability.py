@@ -32,7 +32,7 @@ def one_case(orders: int, rate: float, seed: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, instance_for_test() as instance:
         settings = AgentForgeSettings(home=Path(tmp) / "af", dagster_home=Path(tmp) / "dh")
         store = BusinessStore.from_url(settings.resolved_database_url())
-        store.create_schema()
+        store.upgrade()
         ids = [
             store.submit(
                 parse_order(

@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 from dagster import DagsterInstance, Definitions, instance_for_test
+from sqlalchemy import Engine, create_engine, make_url, text
+from sqlalchemy.exc import OperationalError
 
 from agentforge_dagster.definitions import build_definitions
 from agentforge_dagster.domain.models import Order, parse_order
@@ -22,7 +33,7 @@ def settings(tmp_path: Path) -> AgentForgeSettings:
 @pytest.fixture
 def store(settings: AgentForgeSettings) -> Iterator[BusinessStore]:
     business = BusinessStore.from_url(settings.resolved_database_url())
-    business.create_schema()
+    business.upgrade()
     yield business
     business.engine.dispose()
 
@@ -47,3 +58,108 @@ def make_order(index: int = 0, **overrides: object) -> Order:
         **overrides,
     }
     return parse_order(fields)
+
+
+# -- real services ------------------------------------------------------------------------------
+PG_ADMIN_URL = os.environ.get(
+    "AGENTFORGE_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
+)
+
+
+@pytest.fixture(scope="session")
+def pg_admin() -> Iterator[Engine]:
+    """The PostgreSQL server on loopback. Not reachable is a failure, never a skip."""
+    engine = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+    except OperationalError as exc:
+        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: start it (make services). {exc}")
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def new_pg_database(pg_admin: Engine) -> Iterator[Callable[[], str]]:
+    """Makes fresh, empty PostgreSQL databases for one test; all dropped afterwards."""
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"agentforge_test_{uuid.uuid4().hex[:12]}"
+        with pg_admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        made.append(name)
+        return make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    with pg_admin.connect() as conn:
+        for name in made:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def pg_url(new_pg_database: Callable[[], str]) -> str:
+    return new_pg_database()
+
+
+@pytest.fixture
+def pg_store(pg_url: str) -> Iterator[BusinessStore]:
+    business = BusinessStore.from_url(pg_url)
+    business.upgrade()
+    yield business
+    business.engine.dispose()
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 HTTP server (moto in server mode) on a loopback port, for the whole session."""
+    port = _free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    saved = {key: os.environ.get(key) for key in S3_ENV}
+    os.environ.update(S3_ENV)
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(f"{url}/moto-api/", timeout=1).close()
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail("the moto S3 server did not start")
+                time.sleep(0.2)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+S3_ENV = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}
+
+
+@pytest.fixture
+def s3_bucket(s3_endpoint: str) -> str:
+    return f"agentforge-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def s3_client(s3_endpoint: str) -> Any:
+    return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")

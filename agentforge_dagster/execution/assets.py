@@ -67,6 +67,7 @@ def run_step(
         "step_started", **audit_common, detail={"inputs": sorted(inputs), "fault_rate": faults.rate}
     )
     try:
+        business.claim(order_id, run_id=context.run_id, step=spec.name)
         faults.check(order_id=order_id, step=spec.name, attempt=attempt, phase="before")
         output = spec.run(env, inputs)
         faults.check(order_id=order_id, step=spec.name, attempt=attempt, phase="after")

@@ -71,13 +71,12 @@ def _prompt(instruction: str, **context: Any) -> str:
 
 # -- the steps ----------------------------------------------------------------------------------
 def intake(env: StepEnv, inputs: Mapping[str, Artifact]) -> Order:
-    """Take a queued (or replayed) order into processing; a retry finds it processing already."""
+    """Take the order in: only an order a run has claimed (now processing) goes on."""
     record = env.store.get(env.order_id)
-    if record.status in (OrderStatus.QUEUED, OrderStatus.REPLAYED):
-        env.store.transition(env.order_id, OrderStatus.PROCESSING, run_id=env.run_id, step="intake")
-    elif record.status is not OrderStatus.PROCESSING:
+    if record.status is not OrderStatus.PROCESSING:
         raise PermanentError(
-            f"order {env.order_id!r} is {record.status.value}; only queued or replayed orders are taken in"
+            f"order {env.order_id!r} is {record.status.value}; only queued or replayed orders are "
+            "taken in"
         )
     return record.order
 

@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from dagster import DagsterInstance, Definitions
+from dagster import DagsterInstance, Definitions, ReexecutionOptions, execute_job
+from dagster._core.definitions.reconstruct import ReconstructableRepository
 
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.execution.assets import ORDERS_PARTITIONS
@@ -52,6 +53,34 @@ def run_order(
         tags={"agentforge/order_id": order_id},
     )
     return OrderRunResult(order_id, result.run_id, result.success, store.get(order_id).status)
+
+
+DEFINITIONS_MODULE = "agentforge_dagster.definitions"
+CARRIED_TAGS = ("dagster/partition", "agentforge/order_id")
+
+
+def reexecute_from_failure(
+    instance: DagsterInstance, run_id: str, *, run_config: dict[str, Any] | None = None
+) -> str:
+    """Re-run a failed run from its failed step; earlier steps' outputs are read, not redone.
+
+    The job is loaded the way a code location loads it (module + lazy definitions), so the
+    re-execution uses this environment's resources: the artifact store must be one the earlier
+    run wrote to (the local folder or S3). Returns the new run's id.
+    """
+    job = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs").get_reconstructable_job(
+        ORDER_PIPELINE
+    )
+    parent = instance.get_run_by_id(run_id)
+    if parent is None:
+        raise ValueError(f"no run {run_id!r} in this Dagster instance")
+    # The partition (the order) is a run tag; execute_job does not carry it over by itself.
+    tags = {key: value for key, value in parent.tags.items() if key in CARRIED_TAGS}
+    options = ReexecutionOptions.from_failure(run_id, instance)
+    result = execute_job(
+        job, instance, run_config=run_config, tags=tags, reexecution_options=options
+    )
+    return result.run_id
 
 
 def run_orders(

@@ -12,7 +12,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dagster import ConfigurableIOManager, InputContext, OutputContext
+from dagster import ConfigurableIOManager, InitResourceContext, InputContext, OutputContext
+from dagster_aws.s3 import S3Resource
+from pydantic import PrivateAttr
 
 from agentforge_dagster.domain.models import ARTIFACT_TYPES, Artifact
 
@@ -53,3 +55,44 @@ class LocalArtifactIOManager(ConfigurableIOManager):
 
     def load_input(self, context: InputContext) -> Any:
         return load_artifact(self._path(context).read_bytes())
+
+
+def ensure_bucket(client: Any, bucket: str) -> None:
+    """Create the bucket if missing and keep every version of every object."""
+    existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
+    if bucket not in existing:
+        client.create_bucket(Bucket=bucket)
+    client.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+
+
+class S3ArtifactIOManager(ConfigurableIOManager):
+    """Artifacts as JSON objects ``s3://bucket/prefix/<asset>/<order>.json`` in a versioned bucket.
+
+    Works with any S3 API (AWS, MinIO, moto) through ``dagster-aws``'s ``S3Resource``.
+    """
+
+    s3: S3Resource
+    bucket: str
+    prefix: str = "artifacts"
+
+    _client: Any = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._client = self.s3.get_client()
+        ensure_bucket(self._client, self.bucket)
+
+    def _key(self, context: InputContext | OutputContext) -> str:
+        return f"{self.prefix.strip('/')}/{artifact_key(context)}"
+
+    def handle_output(self, context: OutputContext, obj: Artifact) -> None:
+        key = self._key(context)
+        put = self._client.put_object(
+            Bucket=self.bucket, Key=key, Body=dump_artifact(obj), ContentType="application/json"
+        )
+        context.add_output_metadata(
+            {"uri": f"s3://{self.bucket}/{key}", "s3_version_id": put.get("VersionId") or "none"}
+        )
+
+    def load_input(self, context: InputContext) -> Any:
+        body = self._client.get_object(Bucket=self.bucket, Key=self._key(context))["Body"]
+        return load_artifact(body.read())

@@ -16,6 +16,9 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+from alembic import command as alembic_command
+from alembic.config import Config as AlembicConfig
+from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, create_engine, event, func, make_url, select
 from sqlalchemy.exc import IntegrityError
 
@@ -27,10 +30,12 @@ from agentforge_dagster.persistence.schema import (
     audit_log,
     deliveries,
     ledger,
-    metadata,
     orders,
     rejected_orders,
 )
+
+
+MIGRATIONS = Path(__file__).with_name("migrations")
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,17 @@ class BusinessStore:
     def from_url(cls, url: str) -> BusinessStore:
         return cls(make_engine(url))
 
-    def create_schema(self) -> None:
-        metadata.create_all(self.engine)
+    def upgrade(self) -> None:
+        """Bring the business tables to the newest Alembic revision (the only way tables are made)."""
+        config = AlembicConfig()
+        config.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.begin() as conn:
+            config.attributes["connection"] = conn
+            alembic_command.upgrade(config, "head")
+
+    def schema_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
 
     @contextmanager
     def begin(self) -> Iterator[Connection]:
@@ -234,6 +248,17 @@ class BusinessStore:
                 },
             )
         return OrderStatus(current)
+
+    def claim(self, order_id: str, *, run_id: str | None, step: str) -> OrderStatus:
+        """Put a queued or replayed order into processing as a run's first step starts on it.
+
+        Returns the status after the claim; an order in any other state is left as it is.
+        """
+        status = self.get(order_id).status
+        if status in (OrderStatus.QUEUED, OrderStatus.REPLAYED):
+            self.transition(order_id, OrderStatus.PROCESSING, run_id=run_id, step=step)
+            return OrderStatus.PROCESSING
+        return status
 
     def record_event(
         self,

@@ -34,12 +34,14 @@ def planned(store: BusinessStore, order: Order, tmp_path: Path) -> tuple[steps.S
     return env, steps.plan(env, {"intake": order})
 
 
-def test_intake_takes_a_queued_order_and_tolerates_its_own_retry(store, tmp_path) -> None:
+def test_a_claimed_order_is_taken_in_and_a_second_claim_changes_nothing(store, tmp_path) -> None:
     order = store.submit(make_order())
     env = env_for(store, order, tmp_path)
+    with pytest.raises(PermanentError, match="is queued"):
+        steps.intake(env, {})
+    assert store.claim(order.order_id, run_id="r1", step="intake") is OrderStatus.PROCESSING
+    assert store.claim(order.order_id, run_id="r1", step="intake") is OrderStatus.PROCESSING
     assert steps.intake(env, {}) == order
-    assert store.get(order.order_id).status is OrderStatus.PROCESSING
-    assert steps.intake(env, {}) == order  # a retry after the transition
     transitions = [r for r in store.audit_rows(order.order_id) if r["event"] == "transition"]
     assert len(transitions) == 1
 
@@ -48,6 +50,7 @@ def test_intake_refuses_an_order_that_is_not_queued(store, tmp_path) -> None:
     order = store.submit(make_order())
     store.transition(order.order_id, OrderStatus.PROCESSING)
     store.transition(order.order_id, OrderStatus.COMPLETED)
+    assert store.claim(order.order_id, run_id="r2", step="intake") is OrderStatus.COMPLETED
     with pytest.raises(PermanentError, match="is completed"):
         steps.intake(env_for(store, order, tmp_path), {})
 
@@ -144,6 +147,7 @@ def test_review_issues_catch_thin_sections_and_missing_keywords() -> None:
 def _deliver_and_invoice(store: BusinessStore, tmp_path: Path) -> tuple[Order, steps.StepEnv]:
     order = store.submit(make_order())
     env = env_for(store, order, tmp_path)
+    store.claim(order.order_id, run_id="r1", step="intake")
     steps.intake(env, {})
     plan = steps.plan(env, {"intake": order})
     draft = steps.draft(env, {"intake": order, "plan": plan})

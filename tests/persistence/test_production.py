@@ -1,0 +1,125 @@
+"""The pipeline on the production persistence: PostgreSQL instance and store, S3 artifacts.
+
+Real services only: the PostgreSQL server on 127.0.0.1:5432 (a fresh database per test) and a moto
+S3 server on a loopback port. The Dagster instance is built from the repository's own dagster.yaml.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus
+from sqlalchemy import create_engine, text
+
+from agentforge_dagster.definitions import build_definitions
+from agentforge_dagster.domain.models import ARTIFACT_TYPES
+from agentforge_dagster.domain.state import OrderStatus
+from agentforge_dagster.execution.steps import STEPS
+from agentforge_dagster.orchestration.runner import reexecute_from_failure, run_order
+from agentforge_dagster.persistence.io_managers import ensure_bucket
+from agentforge_dagster.persistence.store import BusinessStore
+from agentforge_dagster.settings import load_settings
+from tests.conftest import make_order
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def production(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    new_pg_database: Callable[[], str],
+    s3_endpoint: str,
+    s3_bucket: str,
+    s3_client: Any,
+) -> dict[str, Any]:
+    """Environment as an operator sets it; instance from the repo's dagster.yaml."""
+    dagster_url, business_url = new_pg_database(), new_pg_database()
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    env = {
+        "DAGSTER_HOME": str(home),
+        "DAGSTER_PG_URL": dagster_url,
+        "AGENTFORGE_DATABASE_URL": business_url,
+        "AGENTFORGE_S3_BUCKET": s3_bucket,
+        "AGENTFORGE_S3_ENDPOINT_URL": s3_endpoint,
+        "AGENTFORGE_HOME": str(tmp_path / "agentforge"),
+    }
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    ensure_bucket(s3_client, s3_bucket)  # the compute-log bucket must exist before the instance
+    store = BusinessStore.from_url(business_url)
+    store.upgrade()
+    return {"dagster_url": dagster_url, "store": store, "bucket": s3_bucket}
+
+
+def test_orders_run_on_postgres_with_artifacts_in_s3(production, s3_client) -> None:
+    store: BusinessStore = production["store"]
+    settings = load_settings()
+    with DagsterInstance.get() as instance:
+        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        order = store.submit(make_order())
+        result = run_order(build_definitions(settings), instance, store, order.order_id)
+    assert result.success and result.status is OrderStatus.COMPLETED
+
+    for spec in STEPS:
+        key = f"artifacts/{spec.asset_name}/{order.order_id}.json"
+        document = json.loads(s3_client.get_object(Bucket=production["bucket"], Key=key)["Body"].read())
+        assert document["type"] == spec.output_type.__name__
+        ARTIFACT_TYPES[document["type"]].model_validate(document["data"])
+    versioning = s3_client.get_bucket_versioning(Bucket=production["bucket"])
+    assert versioning["Status"] == "Enabled"
+
+    engine = create_engine(production["dagster_url"])
+    with engine.connect() as conn:
+        events = conn.execute(
+            text("select count(*) from event_logs where run_id = :r"), {"r": result.run_id}
+        ).scalar()
+        run_status = conn.execute(
+            text("select status from runs where run_id = :r"), {"r": result.run_id}
+        ).scalar()
+    engine.dispose()
+    assert events and events > 20
+    assert run_status == DagsterRunStatus.SUCCESS.value
+    assert [r["order_id"] for r in store.ledger_rows()] == [order.order_id]
+    assert store.verify_audit().ok
+
+
+def test_reexecution_from_failure_reads_earlier_outputs_from_s3(production) -> None:
+    store: BusinessStore = production["store"]
+    settings = load_settings()
+    order = store.submit(make_order())
+    always_fail_delivery = {
+        "resources": {"faults": {"config": {"fail_first": {"delivery": 99}}}}
+    }
+    with DagsterInstance.get() as instance:
+        first = run_order(build_definitions(settings), instance, store, order.order_id,
+                          run_config=always_fail_delivery)
+        assert not first.success and first.status is OrderStatus.FAILED
+        assert store.get(order.order_id).failed_step == "delivery"
+
+        # What the dead-letter replay does before re-executing: failed → dead_lettered → replayed.
+        store.transition(order.order_id, OrderStatus.DEAD_LETTERED, step="delivery")
+        store.transition(order.order_id, OrderStatus.REPLAYED, step="delivery")
+        cause_fixed = {"resources": {"faults": {"config": {"fail_first": {}}}}}
+        second_run_id = reexecute_from_failure(instance, first.run_id, run_config=cause_fixed)
+        second = instance.get_run_by_id(second_run_id)
+        assert second is not None and second.status is DagsterRunStatus.SUCCESS
+        assert second.parent_run_id == first.run_id
+        executed = {
+            entry.step_key
+            for entry in instance.all_logs(second_run_id, of_type=DagsterEventType.STEP_START)
+        }
+    assert executed == {"order_delivery", "order_invoice"}
+    started = [(r["step"], r["run_id"]) for r in store.audit_rows(order.order_id)
+               if r["event"] == "step_started"]
+    assert {step for step, run in started if run == second_run_id} == {"delivery", "invoice"}
+    assert store.get(order.order_id).status is OrderStatus.COMPLETED
+    assert len(store.ledger_rows()) == 1
