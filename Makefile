@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: venv demo test lint format bench ui clean
+.PHONY: venv services demo test lint format bench ui clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,8 +18,12 @@ venv: $(BIN)/.installed
 demo: venv
 	$(BIN)/agentforge demo --orders 20 --fault-rate 0.3 --seed 7
 
+## services: start what the tests need (PostgreSQL; the S3 server is started by the fixtures)
+services:
+	scripts/start-services.sh
+
 ## test: the whole suite, with the services it needs
-test: venv
+test: venv services
 	$(BIN)/pytest
 
 lint: venv

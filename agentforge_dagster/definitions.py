@@ -9,9 +9,10 @@ from dagster_aws.s3 import S3Resource
 
 from agentforge_dagster.execution.assets import ORDER_ASSETS
 from agentforge_dagster.execution.resources import FaultInjector, ModelResource, StepOptions
+from agentforge_dagster.orchestration.backups import backup_job, nightly_backup
 from agentforge_dagster.orchestration.jobs import order_pipeline_job
 from agentforge_dagster.persistence.io_managers import LocalArtifactIOManager, S3ArtifactIOManager
-from agentforge_dagster.persistence.resources import BusinessStoreResource
+from agentforge_dagster.persistence.resources import BackupTargetResource, BusinessStoreResource
 from agentforge_dagster.settings import AgentForgeSettings, load_settings
 
 
@@ -35,7 +36,19 @@ def build_resources(settings: AgentForgeSettings) -> dict[str, Any]:
             max_revisions=settings.max_revisions,
         ),
         "artifact_io_manager": artifact_io_manager(settings),
+        "backup_target": backup_target(settings),
     }
+
+
+def backup_target(settings: AgentForgeSettings) -> BackupTargetResource:
+    """Backups go to the S3 bucket when one is configured, else to a local folder."""
+    return BackupTargetResource(
+        local_dir=str(settings.resolved_backup_dir()),
+        bucket=settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
+        keep=settings.backup_keep,
+    )
 
 
 def artifact_io_manager(settings: AgentForgeSettings) -> ConfigurableIOManager:
@@ -52,7 +65,8 @@ def artifact_io_manager(settings: AgentForgeSettings) -> ConfigurableIOManager:
 def build_definitions(settings: AgentForgeSettings) -> Definitions:
     return Definitions(
         assets=ORDER_ASSETS,
-        jobs=[order_pipeline_job(settings)],
+        jobs=[order_pipeline_job(settings), backup_job],
+        schedules=[nightly_backup],
         resources=build_resources(settings),
     )
 

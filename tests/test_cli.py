@@ -153,3 +153,39 @@ def test_demo_prints_progress_and_the_report(cli) -> None:
     assert done.returncode == 0, done.stderr
     assert "[3/3]" in done.stdout and "Reliability report" in done.stdout
     assert "(1 - f)^6 at injected fault rate f = 0.30" in done.stdout
+
+
+def test_backup_list_restore_and_a_corrupted_backup(cli, tmp_path: Path) -> None:
+    assert cli("db", "upgrade").returncode == 0
+    assert cli("submit", "--customer", "Acme", "--service", "blog_post", "--brief",
+               "Write about backups that are actually tested", "--price", "10").returncode == 0
+    made = cli("backup", "--keep", "2")
+    assert made.returncode == 0, made.stderr
+    backup_id = made.stdout.split()[1].rstrip(":")
+    listed = cli("backups")
+    assert backup_id in listed.stdout and "orders 1" in listed.stdout
+
+    target = tmp_path / "restored.db"
+    restored = cli("restore", backup_id, "--target-url", f"sqlite:///{target}")
+    assert restored.returncode == 0, restored.stderr
+    assert "orders 1" in restored.stdout and "audit chain verified" in restored.stdout
+
+    refused = cli("restore", backup_id, "--target-url", f"sqlite:///{target}")
+    assert refused.returncode == 1 and "not empty" in refused.stderr
+    dump = tmp_path / "af" / "backups" / backup_id / "business.sqlite.gz"
+    dump.write_bytes(dump.read_bytes()[:-10] + b"0123456789")
+    corrupted = cli("restore", backup_id, "--target-url", f"sqlite:///{tmp_path / 'other.db'}")
+    assert corrupted.returncode == 1 and "is corrupted" in corrupted.stderr
+    assert "Traceback" not in corrupted.stderr
+
+
+def test_audit_verify_reports_a_tampered_row(cli, tmp_path: Path) -> None:
+    cli("submit", "--customer", "Acme", "--service", "blog_post", "--brief",
+        "Write about audit trails nobody can edit", "--price", "10")
+    engine = create_engine(f"sqlite:///{tmp_path / 'af' / 'agentforge.db'}")
+    with engine.begin() as conn:
+        conn.execute(text("update audit_log set detail = '{}' where seq = 1"))
+    engine.dispose()
+    verified = cli("audit", "verify")
+    assert verified.returncode == 1
+    assert "audit chain BROKEN at row 1: content changed" in verified.stderr

@@ -18,3 +18,10 @@ def step_retry_policy(settings: AgentForgeSettings) -> RetryPolicy:
         backoff=Backoff.EXPONENTIAL,
         jitter=Jitter.PLUS_MINUS,
     )
+
+
+def backup_retry_policy() -> RetryPolicy:
+    """A backup that hits a busy database or a flaky object store tries again a few times."""
+    return RetryPolicy(
+        max_retries=3, delay=10, backoff=Backoff.EXPONENTIAL, jitter=Jitter.PLUS_MINUS
+    )

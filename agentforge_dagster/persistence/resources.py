@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from dagster import ConfigurableResource, InitResourceContext
+from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
+from agentforge_dagster.persistence.backup import (
+    BackupLocation,
+    LocalBackupLocation,
+    S3BackupLocation,
+)
+from agentforge_dagster.persistence.io_managers import ensure_bucket
 from agentforge_dagster.persistence.store import BusinessStore
 
 
@@ -26,3 +35,22 @@ class BusinessStoreResource(ConfigurableResource):
         if self._store is None:
             self._store = BusinessStore.from_url(self.database_url)
         return self._store
+
+
+class BackupTargetResource(ConfigurableResource):
+    """Where backups go: an S3 bucket when ``bucket`` is set, else the local folder ``local_dir``."""
+
+    local_dir: str
+    bucket: str | None = None
+    endpoint_url: str | None = None
+    region_name: str = "us-east-1"
+    prefix: str = "backups"
+    keep: int = 7
+
+    def location(self) -> BackupLocation:
+        if self.bucket:
+            client = S3Resource(endpoint_url=self.endpoint_url, region_name=self.region_name)
+            s3 = client.get_client()
+            ensure_bucket(s3, self.bucket)
+            return S3BackupLocation(s3, self.bucket, self.prefix)
+        return LocalBackupLocation(Path(self.local_dir))

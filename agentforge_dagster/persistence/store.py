@@ -34,7 +34,6 @@ from agentforge_dagster.persistence.schema import (
     rejected_orders,
 )
 
-
 MIGRATIONS = Path(__file__).with_name("migrations")
 
 
