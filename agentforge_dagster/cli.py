@@ -177,13 +177,28 @@ def _run(
 @click.pass_obj
 @_user_errors
 def run(settings: AgentForgeSettings, fault_rate: float | None, seed: int) -> None:
-    """Run the pipeline for every queued order, one Dagster run each."""
+    """Run every queued order and every requested replay here, one Dagster run each.
+
+    For set-ups without a daemon; where the daemon runs, its sensors do this.
+    """
     store = _store(settings)
     queued = store.order_ids(OrderStatus.QUEUED)
-    if not queued:
-        click.echo("no queued orders")
+    replays = store.replays_to_launch()
+    if not queued and not replays:
+        click.echo("no queued orders and no replays requested")
         return
-    results = _run(settings, store, queued, fault_rate, seed)
+    results = _run(settings, store, queued, fault_rate, seed) if queued else []
+    if replays:
+        from agentforge_dagster.definitions import build_definitions
+        from agentforge_dagster.orchestration.runner import run_replays
+
+        with _instance(settings) as instance:
+            replayed = run_replays(
+                build_definitions(settings), instance, store, run_config=dict(QUIET_LOGGING)
+            )
+        for result in replayed:
+            click.echo(f"replay {result.order_id} {result.status.value} run {result.run_id[:8]}")
+        results += replayed
     if not all(result.success for result in results):
         sys.exit(EXIT_FAILED)
 
@@ -325,3 +340,50 @@ def restore(settings: AgentForgeSettings, backup_id: str, target_url: str | None
         + ", ".join(f"{table} {count}" for table, count in report.row_counts.items())
         + f"; audit chain verified ({report.audit_rows} rows)"
     )
+
+
+@main.group()
+def dlq() -> None:
+    """The dead-letter queue: failed orders waiting for a replay or a human."""
+
+
+@dlq.command("list")
+@click.option("--error-class", type=click.Choice(["transient", "permanent", "infrastructure"]))
+@click.pass_obj
+def dlq_list(settings: AgentForgeSettings, error_class: str | None) -> None:
+    """Dead letters, oldest first: order, failed step, error class, attempts, replays, message."""
+    letters = _store(settings).dead_letters(error_class)
+    if not letters:
+        click.echo("the dead-letter queue is empty")
+    for letter in letters:
+        click.echo(
+            f"{letter['order_id']}  step={letter['failed_step']}  {letter['error_class']}"
+            f"/{letter['error_type']}  attempts={letter['attempts']}  replays={letter['replays']}"
+            f"  run={letter['run_id'][:8]}  {letter['message'][:120]}"
+        )
+
+
+@dlq.command("replay")
+@click.argument("order_id", required=False)
+@click.option("--all", "replay_all", is_flag=True, help="Replay every letter (of --error-class).")
+@click.option("--error-class", type=click.Choice(["transient", "permanent", "infrastructure"]))
+@click.pass_obj
+@_user_errors
+def dlq_replay(
+    settings: AgentForgeSettings, order_id: str | None, replay_all: bool, error_class: str | None
+) -> None:
+    """Replay dead letters from their failed step (earlier steps are not redone)."""
+    store = _store(settings)
+    if replay_all == (order_id is not None):
+        raise click.UsageError("name one ORDER_ID or use --all")
+    if order_id is not None:
+        targets = [order_id]
+    else:
+        targets = [letter["order_id"] for letter in store.dead_letters(error_class)]
+    for target in targets:
+        run_key = store.request_replay(target, actor="cli")
+        click.echo(f"replay requested: {target} ({run_key})")
+    if targets:
+        click.echo("the dead_letter_replays sensor launches them; without a daemon: agentforge run")
+    else:
+        click.echo("nothing to replay")

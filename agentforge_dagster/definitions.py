@@ -4,13 +4,27 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import ConfigurableIOManager, Definitions, EnvVar, definitions
+from dagster import (
+    ConfigurableIOManager,
+    DefaultScheduleStatus,
+    Definitions,
+    EnvVar,
+    build_schedule_from_partitioned_job,
+    define_asset_job,
+    definitions,
+)
 from dagster_aws.s3 import S3Resource
 
-from agentforge_dagster.execution.assets import ORDER_ASSETS
+from agentforge_dagster.execution.assets import build_order_assets
+from agentforge_dagster.execution.figures import BusinessAssumptions, daily_business_figures
 from agentforge_dagster.execution.resources import FaultInjector, ModelResource, StepOptions
 from agentforge_dagster.orchestration.backups import backup_job, nightly_backup
+from agentforge_dagster.orchestration.dead_letters import (
+    dlq_auto_replay_job,
+    dlq_auto_replay_schedule,
+)
 from agentforge_dagster.orchestration.jobs import order_pipeline_job
+from agentforge_dagster.orchestration.sensors import build_sensors
 from agentforge_dagster.persistence.io_managers import LocalArtifactIOManager, S3ArtifactIOManager
 from agentforge_dagster.persistence.resources import BackupTargetResource, BusinessStoreResource
 from agentforge_dagster.settings import AgentForgeSettings, load_settings
@@ -34,9 +48,13 @@ def build_resources(settings: AgentForgeSettings) -> dict[str, Any]:
         "options": StepOptions(
             deliveries_dir=str(settings.resolved_deliveries_dir()),
             max_revisions=settings.max_revisions,
+            model_timeout_seconds=settings.model_timeout_seconds,
         ),
         "artifact_io_manager": artifact_io_manager(settings),
         "backup_target": backup_target(settings),
+        "assumptions": BusinessAssumptions(
+            cash_on_hand=settings.cash_on_hand, daily_fixed_costs=settings.daily_fixed_costs
+        ),
     }
 
 
@@ -63,10 +81,21 @@ def artifact_io_manager(settings: AgentForgeSettings) -> ConfigurableIOManager:
 
 
 def build_definitions(settings: AgentForgeSettings) -> Definitions:
+    figures_job = define_asset_job("daily_business_figures_job", selection=[daily_business_figures])
     return Definitions(
-        assets=ORDER_ASSETS,
-        jobs=[order_pipeline_job(settings), backup_job],
-        schedules=[nightly_backup],
+        assets=[*build_order_assets(settings.model_provider), daily_business_figures],
+        jobs=[order_pipeline_job(settings), backup_job, dlq_auto_replay_job, figures_job],
+        schedules=[
+            nightly_backup,
+            dlq_auto_replay_schedule(settings),
+            build_schedule_from_partitioned_job(
+                figures_job,
+                hour_of_day=0,
+                minute_of_hour=30,
+                default_status=DefaultScheduleStatus.RUNNING,
+            ),
+        ],
+        sensors=build_sensors(settings),
         resources=build_resources(settings),
     )
 

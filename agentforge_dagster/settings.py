@@ -47,6 +47,17 @@ class AgentForgeSettings(BaseSettings):
     fault_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
     fault_seed: int = 0
     max_revisions: int = Field(default=1, ge=0, le=5)
+    model_timeout_seconds: float = Field(default=120.0, gt=0)
+    # Orchestration under the daemon.
+    sensor_interval_seconds: int = Field(default=15, ge=1)
+    queue_batch: int = Field(default=50, ge=1)
+    order_run_max_runtime_seconds: int = Field(default=900, ge=10)
+    dlq_cooldown_seconds: float = Field(default=900.0, ge=0)
+    dlq_max_replays: int = Field(default=3, ge=0)
+    drop_dir: Path | None = Field(default=None, description="Folder watched for JSON/CSV orders.")
+    # Business figures.
+    cash_on_hand: float = Field(default=10_000.0, description="Cash at hand, for the runway.")
+    daily_fixed_costs: float = Field(default=50.0, ge=0, description="Daily costs besides models.")
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'agentforge.db').resolve()}"

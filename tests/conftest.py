@@ -74,7 +74,9 @@ def pg_admin() -> Iterator[Engine]:
         with engine.connect() as conn:
             conn.execute(text("select 1"))
     except OperationalError as exc:
-        pytest.fail(f"PostgreSQL is not reachable at {PG_ADMIN_URL}: start it (make services). {exc}")
+        pytest.fail(
+            f"PostgreSQL is not reachable at {PG_ADMIN_URL}: start it (make services). {exc}"
+        )
     yield engine
     engine.dispose()
 
@@ -122,7 +124,8 @@ def s3_endpoint() -> Iterator[str]:
     port = _free_port()
     server = subprocess.Popen(
         [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     saved = {key: os.environ.get(key) for key in S3_ENV}

@@ -157,8 +157,20 @@ def test_demo_prints_progress_and_the_report(cli) -> None:
 
 def test_backup_list_restore_and_a_corrupted_backup(cli, tmp_path: Path) -> None:
     assert cli("db", "upgrade").returncode == 0
-    assert cli("submit", "--customer", "Acme", "--service", "blog_post", "--brief",
-               "Write about backups that are actually tested", "--price", "10").returncode == 0
+    assert (
+        cli(
+            "submit",
+            "--customer",
+            "Acme",
+            "--service",
+            "blog_post",
+            "--brief",
+            "Write about backups that are actually tested",
+            "--price",
+            "10",
+        ).returncode
+        == 0
+    )
     made = cli("backup", "--keep", "2")
     assert made.returncode == 0, made.stderr
     backup_id = made.stdout.split()[1].rstrip(":")
@@ -180,8 +192,17 @@ def test_backup_list_restore_and_a_corrupted_backup(cli, tmp_path: Path) -> None
 
 
 def test_audit_verify_reports_a_tampered_row(cli, tmp_path: Path) -> None:
-    cli("submit", "--customer", "Acme", "--service", "blog_post", "--brief",
-        "Write about audit trails nobody can edit", "--price", "10")
+    cli(
+        "submit",
+        "--customer",
+        "Acme",
+        "--service",
+        "blog_post",
+        "--brief",
+        "Write about audit trails nobody can edit",
+        "--price",
+        "10",
+    )
     engine = create_engine(f"sqlite:///{tmp_path / 'af' / 'agentforge.db'}")
     with engine.begin() as conn:
         conn.execute(text("update audit_log set detail = '{}' where seq = 1"))

@@ -26,6 +26,10 @@ class TransientError(AgentForgeError):
         self.retry_after = retry_after
 
 
+class ModelCallTimeout(TransientError):
+    """A model call that did not answer within the step's deadline."""
+
+
 class PermanentError(AgentForgeError):
     """A failure that retrying cannot fix (invalid input, refused content, exhausted revisions)."""
 

@@ -20,10 +20,11 @@ from dagster import (
     Failure,
     MetadataValue,
     Output,
+    RetryRequested,
     asset,
 )
 
-from agentforge_dagster.domain.errors import AgentForgeError, PermanentError
+from agentforge_dagster.domain.errors import AgentForgeError, PermanentError, TransientError
 from agentforge_dagster.domain.models import Artifact
 from agentforge_dagster.execution.resources import FaultInjector, ModelResource, StepOptions
 from agentforge_dagster.execution.steps import STEPS, StepEnv, StepSpec
@@ -32,7 +33,11 @@ from agentforge_dagster.persistence.resources import BusinessStoreResource
 
 ORDERS_PARTITIONS = DynamicPartitionsDefinition(name="orders")
 ORDER_GROUP = "orders"
-MODEL_POOL = "model_calls"
+
+
+def model_pool(provider: str) -> str:
+    """The concurrency pool of the steps that call ``provider`` (limits in dagster.yaml)."""
+    return f"model_{provider}"
 
 
 def run_step(
@@ -53,9 +58,11 @@ def run_step(
         run_id=context.run_id,
         attempt=attempt,
         store=business,
-        model=model.get_provider(),
+        model=faults.wrap_model(model.get_provider(), step=spec.name, attempt=attempt),
         deliveries_dir=Path(options.deliveries_dir),
         max_revisions=options.max_revisions,
+        step=spec.name,
+        model_timeout_s=options.model_timeout_seconds,
     )
     audit_common: dict[str, Any] = {
         "order_id": order_id,
@@ -84,6 +91,8 @@ def run_step(
                 "model_calls": len(env.model_calls),
             },
         )
+        if isinstance(exc, TransientError) and exc.retry_after is not None:
+            raise _retry_after(context, attempt, exc.retry_after) from exc
         if isinstance(exc, PermanentError):
             raise Failure(
                 description=f"{spec.name} failed permanently: {exc}",
@@ -108,6 +117,16 @@ def run_step(
     )
 
 
+def _retry_after(
+    context: AssetExecutionContext, attempt: int, retry_after: float
+) -> RetryRequested:
+    """Retry under the job's policy, but wait at least what the server asked for."""
+    policy = context.op_execution_context.get_step_execution_context().op_retry_policy
+    max_retries = policy.max_retries if policy is not None else 0
+    backoff = policy.calculate_delay(attempt) if policy is not None else 0.0
+    return RetryRequested(max_retries=max_retries, seconds_to_wait=max(retry_after, backoff))
+
+
 def _usage(env: StepEnv) -> dict[str, Any]:
     calls = env.model_calls
     if not calls:
@@ -126,7 +145,7 @@ def _meta(value: Any) -> Any:
     return MetadataValue.float(value) if isinstance(value, float) else value
 
 
-def build_step_asset(spec: StepSpec) -> AssetsDefinition:
+def build_step_asset(spec: StepSpec, pool: str) -> AssetsDefinition:
     """One asset for one step of the table."""
 
     @asset(
@@ -137,7 +156,7 @@ def build_step_asset(spec: StepSpec) -> AssetsDefinition:
         description=spec.description,
         kinds={"python", "llm"} if spec.uses_model else {"python"},
         owners=["team:agentforge"],
-        pool=MODEL_POOL if spec.uses_model else None,
+        pool=pool if spec.uses_model else None,
         io_manager_key="artifact_io_manager",
         metadata={"step": spec.name, "output_type": spec.output_type.__name__},
     )
@@ -156,4 +175,6 @@ def build_step_asset(spec: StepSpec) -> AssetsDefinition:
     return _step_asset
 
 
-ORDER_ASSETS: list[AssetsDefinition] = [build_step_asset(spec) for spec in STEPS]
+def build_order_assets(provider: str) -> list[AssetsDefinition]:
+    """The six order assets; the model steps share the provider's concurrency pool."""
+    return [build_step_asset(spec, model_pool(provider)) for spec in STEPS]

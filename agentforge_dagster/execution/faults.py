@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Mapping
 
 from agentforge_dagster.domain.errors import InjectedFault
+from agentforge_dagster.execution.providers import ModelProvider, ModelRequest, ModelResponse
 
 PHASES = ("before", "after")
 
@@ -35,6 +37,7 @@ def injected_fault(
     attempt: int,
     phase: str,
     fail_first: Mapping[str, int] | None = None,
+    retry_after: float | None = None,
 ) -> InjectedFault | None:
     """The fault to raise at this point, or None.
 
@@ -44,8 +47,24 @@ def injected_fault(
     scripted = (fail_first or {}).get(step, 0)
     if attempt <= scripted and phase == "after":
         return InjectedFault(
-            f"injected fault: {step} scripted to fail attempt {attempt}/{scripted}"
+            f"injected fault: {step} scripted to fail attempt {attempt}/{scripted}",
+            retry_after=retry_after,
         )
     if rate > 0 and _uniform(seed, order_id, step, attempt, phase) < phase_probability(rate):
-        return InjectedFault(f"injected fault: {step} attempt {attempt} failed {phase} its work")
+        return InjectedFault(
+            f"injected fault: {step} attempt {attempt} failed {phase} its work",
+            retry_after=retry_after,
+        )
     return None
+
+
+class SlowModel:
+    """A provider wrapped to answer late: simulated latency, or a hang past the step's deadline."""
+
+    def __init__(self, inner: ModelProvider, delay_s: float) -> None:
+        self.inner, self.delay_s = inner, delay_s
+        self.name, self.model = inner.name, inner.model
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        time.sleep(self.delay_s)
+        return self.inner.complete(request)

@@ -26,7 +26,11 @@ def order_pipeline_job(settings: AgentForgeSettings) -> UnresolvedAssetJobDefini
         description="Take, plan, draft, review, deliver and invoice one order (one partition).",
         op_retry_policy=step_retry_policy(settings),
         hooks={mark_order_failed},
-        tags={"agentforge/pipeline": "orders"},
+        tags={
+            "agentforge/pipeline": "orders",
+            # Enforced by run monitoring (dagster.yaml): a run past it is failed, then retried.
+            "dagster/max_runtime": settings.order_run_max_runtime_seconds,
+        },
         # One order is a chain of six steps: nothing to parallelise inside a run, and a process per
         # step would re-import Dagster six times (../shared/FACTS.md: 42 s against 8 s a run).
         executor_def=in_process_executor,

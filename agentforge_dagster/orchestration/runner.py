@@ -6,15 +6,16 @@ instance given (the embedded ``.dagster_home`` by default), so they show in ``da
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from dagster import DagsterInstance, Definitions, ReexecutionOptions, execute_job
+from dagster import AssetKey, DagsterInstance, Definitions, ReexecutionOptions, execute_job
 from dagster._core.definitions.reconstruct import ReconstructableRepository
 
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.execution.assets import ORDERS_PARTITIONS
+from agentforge_dagster.orchestration.dead_letters import dead_letter_failed_run, replay_selection
 from agentforge_dagster.orchestration.jobs import ORDER_PIPELINE
 from agentforge_dagster.persistence.store import BusinessStore
 
@@ -39,8 +40,10 @@ def run_order(
     order_id: str,
     *,
     run_config: dict[str, Any] | None = None,
+    asset_selection: Sequence[AssetKey] | None = None,
+    tags: dict[str, str] | None = None,
 ) -> OrderRunResult:
-    """Register the order as a partition and run the whole pipeline for it, retries included."""
+    """Register the order as a partition and run the pipeline for it, retries included."""
     partitions_name = ORDERS_PARTITIONS.name
     assert partitions_name is not None
     if not instance.has_dynamic_partition(partitions_name, order_id):
@@ -50,9 +53,42 @@ def run_order(
         instance=instance,
         run_config=run_config or {},
         raise_on_error=False,
-        tags={"agentforge/order_id": order_id},
+        tags={"agentforge/order_id": order_id, **(tags or {})},
+        asset_selection=asset_selection,
     )
     return OrderRunResult(order_id, result.run_id, result.success, store.get(order_id).status)
+
+
+def run_replays(
+    defs: Definitions,
+    instance: DagsterInstance,
+    store: BusinessStore,
+    *,
+    run_config: dict[str, Any] | None = None,
+) -> list[OrderRunResult]:
+    """Run every requested replay in this process, from each letter's failed step on.
+
+    The embedded counterpart of the ``dead_letter_replays`` sensor; a failed replay is
+    dead-lettered again, as the ``dead_letter_queue`` sensor would.
+    """
+    results = []
+    for row in store.replays_to_launch():
+        outcome = run_order(
+            defs,
+            instance,
+            store,
+            row["order_id"],
+            run_config=run_config,
+            asset_selection=replay_selection(row["failed_step"]),
+            tags={"agentforge/replay_of": row["run_id"]},
+        )
+        if not outcome.success:
+            dead_letter_failed_run(store, row["order_id"], outcome.run_id, "replay run failed")
+            outcome = OrderRunResult(
+                outcome.order_id, outcome.run_id, False, store.get(row["order_id"]).status
+            )
+        results.append(outcome)
+    return results
 
 
 DEFINITIONS_MODULE = "agentforge_dagster.definitions"

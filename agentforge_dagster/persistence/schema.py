@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Column,
     DateTime,
+    Float,
     Integer,
     MetaData,
+    Numeric,
     String,
     Table,
     Text,
     UniqueConstraint,
+    false,
 )
 
 metadata = MetaData()
@@ -29,6 +33,8 @@ orders = Table(
     Column("last_error", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("failed_error_class", String(20)),
+    Column("launch_requested_at", DateTime(timezone=True)),  # first claimed by the queue sensor
 )
 
 rejected_orders = Table(
@@ -79,4 +85,39 @@ audit_log = Table(
     Column("row_hash", String(64), nullable=False),
     # One successor per row: two writers racing on the chain cannot both append after the same row.
     UniqueConstraint("prev_hash", name="uq_audit_prev_hash"),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("order_id", String(64), primary_key=True),
+    Column("run_id", String(64), nullable=False),
+    Column("failed_step", String(40), nullable=False),
+    Column("error_class", String(20), nullable=False),
+    Column("error_type", String(80), nullable=False),
+    Column("message", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("replays", Integer, nullable=False, server_default="0"),
+    Column("dead_lettered_at", DateTime(timezone=True), nullable=False),
+    Column("replay_requested_at", DateTime(timezone=True)),
+    Column("replay_run_key", String(120)),
+)
+
+model_calls = Table(
+    "model_calls",
+    metadata,
+    Column("call_id", Integer, primary_key=True, autoincrement=True),
+    Column("order_id", String(64), nullable=False, index=True),
+    Column("step", String(40), nullable=False),
+    Column("run_id", String(64), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("provider", String(40), nullable=False),
+    Column("model", String(120), nullable=False),
+    Column("input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("cost_usd", Numeric(12, 6), nullable=False),
+    Column("latency_s", Float, nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("ended_at", DateTime(timezone=True), nullable=False),
+    Column("cache_hit", Boolean, nullable=False, server_default=false()),
 )

@@ -28,8 +28,10 @@ from agentforge_dagster.domain.state import OrderStatus, check_transition
 from agentforge_dagster.persistence import audit
 from agentforge_dagster.persistence.schema import (
     audit_log,
+    dead_letters,
     deliveries,
     ledger,
+    model_calls,
     orders,
     rejected_orders,
 )
@@ -43,6 +45,7 @@ class OrderRecord:
     status: OrderStatus
     failed_step: str | None
     last_error: str | None
+    failed_error_class: str | None = None
 
 
 def make_engine(url: str) -> Engine:
@@ -163,7 +166,13 @@ class BusinessStore:
             brief=row["brief"],
             price=Decimal(row["price_cents"]) / 100,
         )
-        return OrderRecord(order, OrderStatus(row["status"]), row["failed_step"], row["last_error"])
+        return OrderRecord(
+            order,
+            OrderStatus(row["status"]),
+            row["failed_step"],
+            row["last_error"],
+            row["failed_error_class"],
+        )
 
     def order_ids(self, status: OrderStatus | None = None) -> list[str]:
         query = select(orders.c.order_id).order_by(orders.c.created_at, orders.c.order_id)
@@ -214,39 +223,205 @@ class BusinessStore:
     ) -> OrderStatus:
         """Move an order to ``target`` if the state machine allows it; returns the old status."""
         with self.begin() as conn:
-            current = conn.execute(
-                select(orders.c.status).where(orders.c.order_id == order_id)
-            ).scalar_one_or_none()
-            if current is None:
-                raise UnknownOrder(f"no order {order_id!r} in the business store")
-            check_transition(current, target)
-            values: dict[str, Any] = {"status": target.value, "updated_at": utcnow()}
-            if target is OrderStatus.FAILED:
-                values.update(failed_step=step, last_error=error)
-            updated = conn.execute(
-                orders.update()
-                .where(orders.c.order_id == order_id, orders.c.status == current)
-                .values(**values)
-            ).rowcount
-            if updated != 1:
-                raise IllegalTransition(
-                    f"order {order_id!r} changed status concurrently; {current!r} → {target.value!r}"
-                    " was not applied"
-                )
-            audit.append(
+            return self._transition(
+                conn, order_id, target, run_id=run_id, step=step, error=error, detail=detail
+            )
+
+    @staticmethod
+    def _transition(
+        conn: Connection,
+        order_id: str,
+        target: OrderStatus,
+        *,
+        run_id: str | None,
+        step: str | None,
+        error: str | None,
+        detail: dict[str, Any],
+    ) -> OrderStatus:
+        current = conn.execute(
+            select(orders.c.status).where(orders.c.order_id == order_id)
+        ).scalar_one_or_none()
+        if current is None:
+            raise UnknownOrder(f"no order {order_id!r} in the business store")
+        check_transition(current, target)
+        values: dict[str, Any] = {"status": target.value, "updated_at": utcnow()}
+        if target is OrderStatus.FAILED:
+            values.update(
+                failed_step=step, last_error=error, failed_error_class=detail.get("error_class")
+            )
+        updated = conn.execute(
+            orders.update()
+            .where(orders.c.order_id == order_id, orders.c.status == current)
+            .values(**values)
+        ).rowcount
+        if updated != 1:
+            raise IllegalTransition(
+                f"order {order_id!r} changed status concurrently; {current!r} → {target.value!r}"
+                " was not applied"
+            )
+        audit.append(
+            conn,
+            "transition",
+            order_id=order_id,
+            step=step,
+            run_id=run_id,
+            detail={
+                "from": current,
+                "to": target.value,
+                **({"error": error} if error else {}),
+                **detail,
+            },
+        )
+        return OrderStatus(current)
+
+    # -- the queue ------------------------------------------------------------------------------
+    def claim_for_launch(self, limit: int) -> list[str]:
+        """The oldest queued orders, for the queue sensor to launch (at most ``limit``).
+
+        Rows are locked with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so two claimers never take the
+        same order at once; an order is marked (and audited) the first time it is claimed. Orders
+        claimed before but still queued are returned again: their run key makes the relaunch
+        request a no-op if the run exists, and brings the run back if a crash lost the request.
+        """
+        with self.begin() as conn:
+            rows = conn.execute(
+                select(orders.c.order_id, orders.c.launch_requested_at)
+                .where(orders.c.status == OrderStatus.QUEUED.value)
+                .order_by(orders.c.created_at, orders.c.order_id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            now = utcnow()
+            for order_id, requested in rows:
+                if requested is None:
+                    conn.execute(
+                        orders.update()
+                        .where(orders.c.order_id == order_id)
+                        .values(launch_requested_at=now)
+                    )
+                    audit.append(conn, "launch_requested", order_id=order_id)
+        return [order_id for order_id, _ in rows]
+
+    # -- dead letters ---------------------------------------------------------------------------
+    def dead_letter(
+        self,
+        order_id: str,
+        *,
+        run_id: str,
+        failed_step: str,
+        error_class: str,
+        error_type: str,
+        message: str,
+        attempts: int,
+    ) -> None:
+        """Move a failed order to the dead-letter queue with what is needed to replay it."""
+        now = utcnow()
+        with self.begin() as conn:
+            self._transition(
                 conn,
-                "transition",
-                order_id=order_id,
-                step=step,
+                order_id,
+                OrderStatus.DEAD_LETTERED,
                 run_id=run_id,
+                step=failed_step,
+                error=None,
                 detail={
-                    "from": current,
-                    "to": target.value,
-                    **({"error": error} if error else {}),
-                    **detail,
+                    "error_class": error_class,
+                    "error_type": error_type,
+                    "attempts": attempts,
+                    "message": message[:2000],
                 },
             )
-        return OrderStatus(current)
+            values = {
+                "run_id": run_id,
+                "failed_step": failed_step,
+                "error_class": error_class,
+                "error_type": error_type,
+                "message": message[:2000],
+                "attempts": attempts,
+                "dead_lettered_at": now,
+                "replay_requested_at": None,
+                "replay_run_key": None,
+            }
+            exists = conn.execute(
+                select(dead_letters.c.order_id).where(dead_letters.c.order_id == order_id)
+            ).first()
+            if exists:
+                conn.execute(
+                    dead_letters.update()
+                    .where(dead_letters.c.order_id == order_id)
+                    .values(**values)
+                )
+            else:
+                conn.execute(dead_letters.insert().values(order_id=order_id, replays=0, **values))
+
+    def dead_letters(self, error_class: str | None = None) -> list[dict[str, Any]]:
+        """Orders waiting in the dead-letter queue (status dead_lettered), oldest first."""
+        query = (
+            select(dead_letters)
+            .join(orders, orders.c.order_id == dead_letters.c.order_id)
+            .where(orders.c.status == OrderStatus.DEAD_LETTERED.value)
+            .order_by(dead_letters.c.dead_lettered_at)
+        )
+        if error_class is not None:
+            query = query.where(dead_letters.c.error_class == error_class)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def request_replay(self, order_id: str, *, actor: str) -> str:
+        """Mark a dead letter for replay (dead_lettered → replayed); returns its replay run key."""
+        with self.begin() as conn:
+            letter = (
+                conn.execute(select(dead_letters).where(dead_letters.c.order_id == order_id))
+                .mappings()
+                .first()
+            )
+            if letter is None:
+                raise UnknownOrder(f"order {order_id!r} is not in the dead-letter queue")
+            replays = letter["replays"] + 1
+            run_key = f"replay-{order_id}-{replays}"
+            self._transition(
+                conn,
+                order_id,
+                OrderStatus.REPLAYED,
+                run_id=None,
+                step=letter["failed_step"],
+                error=None,
+                detail={"actor": actor, "replay": replays, "run_key": run_key},
+            )
+            conn.execute(
+                dead_letters.update()
+                .where(dead_letters.c.order_id == order_id)
+                .values(replays=replays, replay_requested_at=utcnow(), replay_run_key=run_key)
+            )
+        return run_key
+
+    def replays_to_launch(self) -> list[dict[str, Any]]:
+        """Replayed orders whose replay run has not started yet."""
+        query = (
+            select(
+                dead_letters.c.order_id,
+                dead_letters.c.failed_step,
+                dead_letters.c.run_id,
+                dead_letters.c.replay_run_key,
+            )
+            .join(orders, orders.c.order_id == dead_letters.c.order_id)
+            .where(orders.c.status == OrderStatus.REPLAYED.value)
+            .order_by(dead_letters.c.replay_requested_at)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    # -- model calls ----------------------------------------------------------------------------
+    def record_model_call(self, **values: Any) -> None:
+        with self.begin() as conn:
+            conn.execute(model_calls.insert().values(**values))
+
+    def model_call_rows(self, order_id: str | None = None) -> list[dict[str, Any]]:
+        query = select(model_calls).order_by(model_calls.c.call_id)
+        if order_id is not None:
+            query = query.where(model_calls.c.order_id == order_id)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
 
     def claim(self, order_id: str, *, run_id: str | None, step: str) -> OrderStatus:
         """Put a queued or replayed order into processing as a run's first step starts on it.

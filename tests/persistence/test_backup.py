@@ -31,8 +31,14 @@ def process(store: BusinessStore, index: int, deliveries: Path) -> None:
     """One order through the step functions; every fifth one fails at review."""
     order = store.submit(make_order(index))
     store.claim(order.order_id, run_id=f"run-{index}", step="intake")
-    env = steps.StepEnv(order_id=order.order_id, run_id=f"run-{index}", attempt=1, store=store,
-                        model=OfflineModel(), deliveries_dir=deliveries)
+    env = steps.StepEnv(
+        order_id=order.order_id,
+        run_id=f"run-{index}",
+        attempt=1,
+        store=store,
+        model=OfflineModel(),
+        deliveries_dir=deliveries,
+    )
     if index % 5 == 0:
         store.transition(order.order_id, OrderStatus.FAILED, step="review", error="drill failure")
         return
@@ -47,8 +53,10 @@ def snapshot(store: BusinessStore) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of every business table, in key order."""
     with store.engine.connect() as conn:
         return {
-            name: [tuple(row) for row in conn.execute(
-                select(table).order_by(*table.primary_key.columns))]
+            name: [
+                tuple(row)
+                for row in conn.execute(select(table).order_by(*table.primary_key.columns))
+            ]
             for name, table in metadata.tables.items()
         }
 
@@ -71,7 +79,7 @@ def test_restore_drill_fifty_orders_on_postgres(
     location = LocalBackupLocation(tmp_path / "backups")
     manifest = create_backup(pg_store, location, keep=3)
     assert manifest.dialect == "postgresql" and manifest.row_counts["orders"] == 50
-    assert manifest.schema_revision == "0001"
+    assert manifest.schema_revision == "0002"
     pg_store.engine.dispose()
 
     recreate_empty(pg_admin, pg_url)
@@ -81,7 +89,7 @@ def test_restore_drill_fifty_orders_on_postgres(
         assert snapshot(restored) == before
         assert report.audit_rows == len(before["audit_log"])
         assert restored.verify_audit().ok
-        assert restored.schema_revision() == "0001"
+        assert restored.schema_revision() == "0002"
         # The restored store keeps working: the chain goes on from the restored head.
         restored.submit(make_order(999))
         assert restored.verify_audit().ok
@@ -105,19 +113,22 @@ def test_a_corrupted_backup_is_refused_and_nothing_is_restored(
         restore_backup(location, manifest.backup_id, pg_url)
     with pg_admin.connect() as conn:
         name = make_url(pg_url).database
-        assert conn.execute(text("select 1 from pg_database where datname = :n"),
-                            {"n": name}).scalar() == 1
+        assert (
+            conn.execute(text("select 1 from pg_database where datname = :n"), {"n": name}).scalar()
+            == 1
+        )
     empty = BusinessStore.from_url(pg_url)
     with empty.engine.connect() as conn:
-        tables = conn.execute(text(
-            "select count(*) from information_schema.tables where table_schema = 'public'"
-        )).scalar()
+        tables = conn.execute(
+            text("select count(*) from information_schema.tables where table_schema = 'public'")
+        ).scalar()
     empty.engine.dispose()
     assert tables == 0
 
 
-def test_restore_refuses_a_database_that_is_not_empty(pg_store: BusinessStore, pg_url: str,
-                                                      tmp_path: Path) -> None:
+def test_restore_refuses_a_database_that_is_not_empty(
+    pg_store: BusinessStore, pg_url: str, tmp_path: Path
+) -> None:
     location = LocalBackupLocation(tmp_path / "backups")
     manifest = create_backup(pg_store, location, keep=1)
     with pytest.raises(BackupError, match="not empty"):
@@ -135,19 +146,21 @@ def test_backup_job_writes_to_s3_and_restores_into_sqlite(
 ) -> None:
     for index in range(3):
         process(store, index + 1, tmp_path / "deliveries")
-    target = BackupTargetResource(local_dir=str(tmp_path / "unused"), bucket=s3_bucket,
-                                  endpoint_url=s3_endpoint, keep=2)
+    target = BackupTargetResource(
+        local_dir=str(tmp_path / "unused"), bucket=s3_bucket, endpoint_url=s3_endpoint, keep=2
+    )
     with DagsterInstance.ephemeral() as instance:
         result = backup_job.execute_in_process(
             instance=instance,
-            resources={"store": BusinessStoreResource(database_url=settings.resolved_database_url()),
-                       "backup_target": target},
+            resources={
+                "store": BusinessStoreResource(database_url=settings.resolved_database_url()),
+                "backup_target": target,
+            },
         )
     assert result.success
     backup_id = result.output_for_node("backup_business_database")
     keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]}
-    assert keys == {f"backups/{backup_id}/manifest.json",
-                    f"backups/{backup_id}/business.sqlite.gz"}
+    assert keys == {f"backups/{backup_id}/manifest.json", f"backups/{backup_id}/business.sqlite.gz"}
     location = S3BackupLocation(s3_client, s3_bucket)
     restored_url = f"sqlite:///{tmp_path / 'restored.db'}"
     report = restore_backup(location, backup_id, restored_url)

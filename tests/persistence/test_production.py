@@ -71,7 +71,9 @@ def test_orders_run_on_postgres_with_artifacts_in_s3(production, s3_client) -> N
 
     for spec in STEPS:
         key = f"artifacts/{spec.asset_name}/{order.order_id}.json"
-        document = json.loads(s3_client.get_object(Bucket=production["bucket"], Key=key)["Body"].read())
+        document = json.loads(
+            s3_client.get_object(Bucket=production["bucket"], Key=key)["Body"].read()
+        )
         assert document["type"] == spec.output_type.__name__
         ARTIFACT_TYPES[document["type"]].model_validate(document["data"])
     versioning = s3_client.get_bucket_versioning(Bucket=production["bucket"])
@@ -96,12 +98,15 @@ def test_reexecution_from_failure_reads_earlier_outputs_from_s3(production) -> N
     store: BusinessStore = production["store"]
     settings = load_settings()
     order = store.submit(make_order())
-    always_fail_delivery = {
-        "resources": {"faults": {"config": {"fail_first": {"delivery": 99}}}}
-    }
+    always_fail_delivery = {"resources": {"faults": {"config": {"fail_first": {"delivery": 99}}}}}
     with DagsterInstance.get() as instance:
-        first = run_order(build_definitions(settings), instance, store, order.order_id,
-                          run_config=always_fail_delivery)
+        first = run_order(
+            build_definitions(settings),
+            instance,
+            store,
+            order.order_id,
+            run_config=always_fail_delivery,
+        )
         assert not first.success and first.status is OrderStatus.FAILED
         assert store.get(order.order_id).failed_step == "delivery"
 
@@ -118,8 +123,11 @@ def test_reexecution_from_failure_reads_earlier_outputs_from_s3(production) -> N
             for entry in instance.all_logs(second_run_id, of_type=DagsterEventType.STEP_START)
         }
     assert executed == {"order_delivery", "order_invoice"}
-    started = [(r["step"], r["run_id"]) for r in store.audit_rows(order.order_id)
-               if r["event"] == "step_started"]
+    started = [
+        (r["step"], r["run_id"])
+        for r in store.audit_rows(order.order_id)
+        if r["event"] == "step_started"
+    ]
     assert {step for step, run in started if run == second_run_id} == {"delivery", "invoice"}
     assert store.get(order.order_id).status is OrderStatus.COMPLETED
     assert len(store.ledger_rows()) == 1

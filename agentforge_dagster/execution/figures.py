@@ -1,0 +1,55 @@
+"""The daily business figures as a daily-partitioned asset."""
+# No "from __future__ import annotations" here: Dagster reads these annotations at definition time.
+
+from datetime import date
+
+from dagster import (
+    AssetExecutionContext,
+    ConfigurableResource,
+    DailyPartitionsDefinition,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from agentforge_dagster.metrics.business import daily_figures
+from agentforge_dagster.persistence.resources import BusinessStoreResource
+
+DAILY = DailyPartitionsDefinition(start_date="2026-11-01", timezone="UTC")
+
+
+class BusinessAssumptions(ConfigurableResource):
+    """Figures the books do not hold: cash at hand and the daily costs besides models."""
+
+    cash_on_hand: float = 10_000.0
+    daily_fixed_costs: float = 50.0
+
+
+@asset(
+    partitions_def=DAILY,
+    group_name="figures",
+    kinds={"python", "pandas"},
+    owners=["team:agentforge"],
+    description="Revenue, model spend, orders delivered and failed, net burn and runway, per day.",
+)
+def daily_business_figures(
+    context: AssetExecutionContext, store: BusinessStoreResource, assumptions: BusinessAssumptions
+) -> MaterializeResult:
+    figures = daily_figures(
+        store.get_store(),
+        date.fromisoformat(context.partition_key),
+        cash_on_hand=assumptions.cash_on_hand,
+        daily_fixed_costs=assumptions.daily_fixed_costs,
+    )
+    return MaterializeResult(
+        metadata={
+            "revenue": MetadataValue.float(figures.revenue),
+            "model_spend": MetadataValue.float(figures.model_spend),
+            "orders_delivered": figures.orders_delivered,
+            "orders_failed": figures.orders_failed,
+            "net_burn": MetadataValue.float(figures.net_burn),
+            "runway_days": MetadataValue.text(
+                "profitable day" if figures.runway_days is None else f"{figures.runway_days}"
+            ),
+        }
+    )

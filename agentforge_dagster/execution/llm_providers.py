@@ -1,0 +1,512 @@
+"""Real model providers: any OpenAI-compatible chat-completions server, and Anthropic's messages API.
+
+Both use the official SDKs with the SDKs' own retries turned off (``max_retries=0``): one
+``complete()`` is one HTTP request, and every failure is translated into our transient/permanent
+classes so the Dagster retry policy is the single place that decides whether to try again (and
+how long to wait, from ``retry_after``).
+
+What the SDK versions this was written against actually do (openai 3.57, anthropic 2.14, both on
+``httpx2``):
+
+* HTTP errors are ``APIStatusError`` subclasses carrying ``status_code`` and an ``httpx2.Headers``
+  ``response.headers``; the OpenAI SDK reports 529 as a plain ``InternalServerError``, the
+  Anthropic SDK as ``OverloadedError``.
+* Client timeouts are ``APITimeoutError`` (a subclass of ``APIConnectionError``); a dropped or
+  truncated response body is ``APIConnectionError`` caused by ``httpx2.RemoteProtocolError``.
+* A 200 whose body is not JSON raises a bare ``json.JSONDecodeError`` from both SDKs (not an SDK
+  exception), and a 200 with a non-JSON content type makes the OpenAI SDK return a ``str``.
+
+The API key never appears in our messages: provider text is scrubbed of it, and an SDK exception
+is chained as ``__cause__`` only when its traceback does not mention the key either.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import logging
+import math
+import re
+import time
+import traceback
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import anthropic
+import openai
+from anthropic.types import Message
+from openai.types.chat import ChatCompletion
+
+from agentforge_dagster.domain.errors import AgentForgeError, PermanentError, TransientError
+from agentforge_dagster.execution.providers import (
+    ModelRequest,
+    ModelResponse,
+    estimate_tokens,
+)
+
+log = logging.getLogger(__name__)
+
+Prices = Mapping[str, tuple[float, float]]
+
+# EXAMPLE prices only, in USD per million (input, output) tokens, copied from public price lists
+# at the time of writing. They are NOT kept up to date: pass your own table for real accounting.
+# A model missing from the table costs 0.0 (as local models do).
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "claude-3-5-haiku-latest": (0.80, 4.00),
+    "claude-sonnet-4-5": (3.00, 15.00),
+    "claude-opus-4-1": (15.00, 75.00),
+}
+
+# Placeholder sent to servers that need no key (Ollama, vLLM, llama.cpp, LM Studio).
+NO_KEY_PLACEHOLDER = "not-needed"
+# Keys shorter than this are placeholders like "ollama", not secrets worth scrubbing from text.
+_MIN_SECRET_LENGTH = 8
+_REDACTED = "[redacted]"
+_MAX_DETAIL = 500
+
+_CONTEXT_WORDING = re.compile(
+    r"context[ _-]?(length|window|size)|maximum context|prompt is too long|too many (input )?tokens"
+    r"|reduce the length|exceeds? (the )?(available )?context|input is too long",
+    re.IGNORECASE,
+)
+_POLICY_WORDING = re.compile(
+    r"content[ _-]?(policy|filter|management)|safety system|responsible ?ai|moderation"
+    r"|flagged|refus",
+    re.IGNORECASE,
+)
+
+
+class _ProviderFailure:
+    """Where a provider failure came from; mixed into each class below so handlers can log it.
+
+    ``status_code`` is None when no HTTP answer arrived (timeouts, dropped connections).
+    """
+
+    provider: str = ""
+    status_code: int | None = None
+    request_id: str | None = None
+
+
+class RateLimited(_ProviderFailure, TransientError):
+    """429: the provider wants us to slow down; ``retry_after`` says for how long when it says."""
+
+
+class ProviderOverloaded(_ProviderFailure, TransientError):
+    """529 (Anthropic) or an ``overloaded_error``: the provider is shedding load."""
+
+
+class ProviderUnavailable(_ProviderFailure, TransientError):
+    """500/502/503, other 5xx, 409, or no connection: the provider failed, not our request."""
+
+
+class ProviderTimeout(_ProviderFailure, TransientError):
+    """Our client timeout fired, or the provider said 408/504."""
+
+
+class MalformedResponse(_ProviderFailure, TransientError):
+    """A 200 that is not usable: not JSON, not the expected shape, or an empty answer."""
+
+
+class ContextTooLong(_ProviderFailure, PermanentError):
+    """The prompt does not fit the model's context window (or the request is too large)."""
+
+
+class AuthenticationFailed(_ProviderFailure, PermanentError):
+    """401/403: the key is wrong or lacks access; retrying cannot fix it."""
+
+
+class BadRequest(_ProviderFailure, PermanentError):
+    """Any other 4xx (400/404/422...) or 501: the request itself is wrong for this server."""
+
+
+class ContentRefused(_ProviderFailure, PermanentError):
+    """The model or provider refused on content-policy grounds (filter, refusal, 400 wording)."""
+
+
+class OutputTruncated(_ProviderFailure, PermanentError):
+    """The answer hit the output-token limit, so it is cut short; raise the limit instead."""
+
+
+def parse_retry_after(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds to wait from ``retry-after-ms`` or ``Retry-After`` (seconds or an HTTP-date).
+
+    Header names are matched case-insensitively. A date in the past gives 0.0; a missing or
+    unparseable value gives None.
+    """
+    if not headers:
+        return None
+    lowered = {name.lower(): value for name, value in headers.items()}
+    milliseconds = _finite_float(lowered.get("retry-after-ms"))
+    if milliseconds is not None:
+        return max(0.0, milliseconds / 1000.0)
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    seconds = _finite_float(value)
+    if seconds is not None:
+        return max(0.0, seconds)
+    try:
+        when = email.utils.parsedate_to_datetime(value.strip())
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _finite_float(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        number = float(value.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
+def cost_usd(prices: Prices, model: str, input_tokens: int, output_tokens: int) -> float:
+    """Cost of one call from a USD-per-million-tokens table; 0.0 for a model it does not list."""
+    price = prices.get(model)
+    if price is None:
+        return 0.0
+    input_price, output_price = price
+    return (input_tokens * input_price + output_tokens * output_price) / 1_000_000
+
+
+def system_prompt(request: ModelRequest) -> str:
+    """The instruction that makes any chat model answer with schema-valid JSON and nothing else."""
+    lines = [
+        "You are one step of an automated order pipeline; a program parses your answer.",
+        "Answer with a single JSON object only: no prose before or after it, no Markdown fences.",
+    ]
+    if request.output_schema:
+        schema = json.dumps(request.output_schema, indent=2, sort_keys=True, ensure_ascii=False)
+        lines.append(f"The JSON must validate against this JSON Schema:\n{schema}")
+    return "\n".join(lines)
+
+
+class _SdkProvider:
+    """What both providers share: the key kept out of text, timing, costs, error translation."""
+
+    name: str
+    model: str
+
+    def __init__(self, *, name: str, model: str, api_key: str | None, prices: Prices) -> None:
+        self.name = name
+        self.model = model
+        self.prices = dict(prices)
+        self._secret = api_key or ""
+
+    def _scrub(self, text: str) -> str:
+        if len(self._secret) >= _MIN_SECRET_LENGTH:
+            return text.replace(self._secret, _REDACTED)
+        return text
+
+    def _mentions_secret(self, error: BaseException) -> bool:
+        if len(self._secret) < _MIN_SECRET_LENGTH:
+            return False
+        rendered = "".join(traceback.format_exception(error)) + repr(getattr(error, "body", None))
+        return self._secret in rendered
+
+    def _raise(self, failure: AgentForgeError, cause: BaseException) -> None:
+        """Raise ``failure`` chained to the SDK error, unless that error's text holds the key."""
+        log.debug(
+            "%s %s call failed: %s", self.name, self.model, type(failure).__name__, exc_info=False
+        )
+        if self._mentions_secret(cause):
+            raise failure from None
+        raise failure from cause
+
+    def _failure(
+        self,
+        cls: type[_ProviderFailure],
+        detail: str,
+        *,
+        status_code: int | None = None,
+        request_id: str | None = None,
+        retry_after: float | None = None,
+    ) -> AgentForgeError:
+        message = self._scrub(f"{self.name} model {self.model!r}: {detail}")
+        if len(message) > _MAX_DETAIL:
+            message = message[: _MAX_DETAIL - 1] + "…"
+        failure: AgentForgeError
+        if issubclass(cls, TransientError):
+            failure = cls(message, retry_after=retry_after)
+        else:
+            assert issubclass(cls, PermanentError), cls
+            failure = cls(message)
+        assert isinstance(failure, _ProviderFailure)
+        failure.provider = self.name
+        failure.status_code = status_code
+        failure.request_id = request_id
+        return failure
+
+    def _from_status(
+        self, status_code: int, headers: Mapping[str, str], message: str, error_text: str
+    ) -> AgentForgeError:
+        """Map an HTTP error to our class; ``error_text`` is everything the body said, for wording."""
+        retry_after = parse_retry_after(headers)
+        request_id = headers.get("x-request-id") or headers.get("request-id")
+        detail = f"HTTP {status_code}: {message}"
+        cls: type[_ProviderFailure]
+        if status_code == 429:
+            cls = RateLimited
+        elif status_code == 529 or "overloaded_error" in error_text:
+            cls = ProviderOverloaded
+        elif status_code in (408, 504):
+            cls = ProviderTimeout
+        elif status_code == 501:
+            cls = BadRequest
+        elif status_code >= 500 or status_code == 409:
+            cls = ProviderUnavailable
+        elif status_code in (401, 403):
+            cls = AuthenticationFailed
+        elif status_code == 413 or _CONTEXT_WORDING.search(error_text):
+            cls = ContextTooLong
+        elif _POLICY_WORDING.search(error_text):
+            cls = ContentRefused
+        else:
+            cls = BadRequest
+        return self._failure(
+            cls, detail, status_code=status_code, request_id=request_id, retry_after=retry_after
+        )
+
+    def _response(
+        self, text: str, input_tokens: int, output_tokens: int, started: float
+    ) -> ModelResponse:
+        latency = time.perf_counter() - started
+        cost = cost_usd(self.prices, self.model, input_tokens, output_tokens)
+        log.debug(
+            "%s %s answered: %d in / %d out tokens, $%.6f, %.3fs",
+            self.name,
+            self.model,
+            input_tokens,
+            output_tokens,
+            cost,
+            latency,
+        )
+        return ModelResponse(
+            text=text,
+            provider=self.name,
+            model=self.model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost,
+            latency_s=latency,
+        )
+
+
+def _short(error: BaseException) -> str:
+    """``ExceptionType: message`` of an error's root cause, for messages about no HTTP answer."""
+    root: BaseException = error
+    while root.__cause__ is not None:
+        root = root.__cause__
+    text = str(root) or type(root).__name__
+    return f"{type(root).__name__}: {text}"
+
+
+class OpenAICompatibleProvider(_SdkProvider):
+    """Chat completions on OpenAI or any server that copies its API (Ollama, vLLM, llama.cpp...).
+
+    Only the basic chat-completions request is sent, so servers without extras work;
+    ``json_mode=True`` adds ``response_format={"type": "json_object"}`` for servers that have it.
+    A missing ``usage`` block (some local servers) falls back to :func:`estimate_tokens`.
+    ``timeout_s`` bounds each phase (connect, write, each read), not the whole call.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        api_key: str | None,
+        base_url: str,
+        timeout_s: float,
+        prices: Prices = DEFAULT_PRICES,
+        *,
+        json_mode: bool = False,
+        name: str = "openai",
+    ) -> None:
+        super().__init__(name=name, model=model, api_key=api_key, prices=prices)
+        self.base_url = base_url
+        self.timeout_s = timeout_s
+        self.json_mode = json_mode
+        self._client = openai.OpenAI(
+            api_key=api_key or NO_KEY_PLACEHOLDER,
+            base_url=base_url,
+            timeout=timeout_s,
+            max_retries=0,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"OpenAICompatibleProvider(model={self.model!r}, base_url={self.base_url!r}, "
+            f"timeout_s={self.timeout_s!r})"
+        )
+
+    def close(self) -> None:
+        """Release the pooled connections."""
+        self._client.close()
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        system = system_prompt(request)
+        extra: dict[str, Any] = {}
+        if self.json_mode:
+            extra["response_format"] = {"type": "json_object"}
+        started = time.perf_counter()
+        try:
+            completion: Any = self._client.chat.completions.create(
+                model=self.model,
+                messages=[
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": request.prompt},
+                ],
+                **extra,
+            )
+        except openai.APIStatusError as err:
+            self._raise(self._from_sdk_status(err), err)
+            raise AssertionError("unreachable") from err
+        except openai.APITimeoutError as err:
+            self._raise(self._failure(ProviderTimeout, f"no answer within {self.timeout_s}s"), err)
+            raise AssertionError("unreachable") from err
+        except openai.APIConnectionError as err:
+            detail = f"connection failed ({_short(err)})"
+            self._raise(self._failure(ProviderUnavailable, detail), err)
+            raise AssertionError("unreachable") from err
+        except (openai.APIResponseValidationError, json.JSONDecodeError) as err:
+            detail = f"the response body is not a valid completion ({type(err).__name__})"
+            self._raise(self._failure(MalformedResponse, detail), err)
+            raise AssertionError("unreachable") from err
+        return self._read(completion, request, system, started)
+
+    def _from_sdk_status(self, err: openai.APIStatusError) -> AgentForgeError:
+        body = err.body
+        message = err.message
+        if isinstance(body, Mapping) and isinstance(body.get("message"), str):
+            message = body["message"]
+        error_text = " ".join(str(part) for part in (message, err.type, err.code, body))
+        return self._from_status(err.status_code, err.response.headers, message, error_text)
+
+    def _read(
+        self, completion: object, request: ModelRequest, system: str, started: float
+    ) -> ModelResponse:
+        if not isinstance(completion, ChatCompletion) or not completion.choices:
+            raise self._failure(MalformedResponse, "the response holds no completion choices")
+        choice = completion.choices[0]
+        message = choice.message
+        refusal = getattr(message, "refusal", None) if message is not None else None
+        if choice.finish_reason == "content_filter" or refusal:
+            reason = f": {refusal}" if refusal else ""
+            raise self._failure(ContentRefused, f"the answer was withheld by a content filter{reason}")
+        if choice.finish_reason == "length":
+            raise self._failure(OutputTruncated, "the answer hit the output-token limit")
+        text = message.content if message is not None else None
+        if not text or not text.strip():
+            raise self._failure(MalformedResponse, "the model returned an empty answer")
+        usage = completion.usage
+        if usage is not None and usage.prompt_tokens is not None:
+            input_tokens, output_tokens = usage.prompt_tokens, usage.completion_tokens or 0
+        else:
+            input_tokens = estimate_tokens(system + request.prompt)
+            output_tokens = estimate_tokens(text)
+        return self._response(text, input_tokens, output_tokens, started)
+
+
+class AnthropicProvider(_SdkProvider):
+    """Anthropic's messages API (or a server that copies it), with the JSON instruction as system.
+
+    ``timeout_s`` bounds each phase (connect, write, each read), not the whole call.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        api_key: str | None,
+        base_url: str | None = None,
+        timeout_s: float = 60.0,
+        max_tokens: int = 4096,
+        prices: Prices = DEFAULT_PRICES,
+        *,
+        name: str = "anthropic",
+    ) -> None:
+        super().__init__(name=name, model=model, api_key=api_key, prices=prices)
+        self.base_url = base_url
+        self.timeout_s = timeout_s
+        self.max_tokens = max_tokens
+        self._client = anthropic.Anthropic(
+            api_key=api_key or NO_KEY_PLACEHOLDER,
+            base_url=base_url,
+            timeout=timeout_s,
+            max_retries=0,
+        )
+
+    def __repr__(self) -> str:
+        return (
+            f"AnthropicProvider(model={self.model!r}, base_url={self.base_url!r}, "
+            f"timeout_s={self.timeout_s!r}, max_tokens={self.max_tokens!r})"
+        )
+
+    def close(self) -> None:
+        """Release the pooled connections."""
+        self._client.close()
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        system = system_prompt(request)
+        started = time.perf_counter()
+        try:
+            message: Any = self._client.messages.create(
+                model=self.model,
+                max_tokens=self.max_tokens,
+                system=system,
+                messages=[{"role": "user", "content": request.prompt}],
+            )
+        except anthropic.APIStatusError as err:
+            self._raise(self._from_sdk_status(err), err)
+            raise AssertionError("unreachable") from err
+        except anthropic.APITimeoutError as err:
+            self._raise(self._failure(ProviderTimeout, f"no answer within {self.timeout_s}s"), err)
+            raise AssertionError("unreachable") from err
+        except anthropic.APIConnectionError as err:
+            detail = f"connection failed ({_short(err)})"
+            self._raise(self._failure(ProviderUnavailable, detail), err)
+            raise AssertionError("unreachable") from err
+        except (anthropic.APIResponseValidationError, json.JSONDecodeError) as err:
+            detail = f"the response body is not a valid message ({type(err).__name__})"
+            self._raise(self._failure(MalformedResponse, detail), err)
+            raise AssertionError("unreachable") from err
+        return self._read(message, request, system, started)
+
+    def _from_sdk_status(self, err: anthropic.APIStatusError) -> AgentForgeError:
+        message = err.api_message or err.message
+        error_text = " ".join(str(part) for part in (message, err.type, err.error_code, err.body))
+        return self._from_status(err.status_code, err.response.headers, message, error_text)
+
+    def _read(
+        self, message: object, request: ModelRequest, system: str, started: float
+    ) -> ModelResponse:
+        if not isinstance(message, Message):
+            raise self._failure(MalformedResponse, "the response is not a message")
+        if message.stop_reason == "refusal":
+            details = message.stop_details
+            category = f" (category {details.category})" if details and details.category else ""
+            raise self._failure(ContentRefused, f"the model refused to answer{category}")
+        if message.stop_reason == "max_tokens":
+            raise self._failure(
+                OutputTruncated, f"the answer hit max_tokens={self.max_tokens}"
+            )
+        if message.stop_reason == "model_context_window_exceeded":
+            raise self._failure(ContextTooLong, "the conversation filled the context window")
+        text = "".join(
+            getattr(block, "text", "") for block in message.content or [] if block.type == "text"
+        )
+        if not text.strip():
+            raise self._failure(MalformedResponse, "the model returned an empty answer")
+        usage = message.usage
+        if usage is not None and usage.input_tokens is not None:
+            input_tokens, output_tokens = usage.input_tokens, usage.output_tokens or 0
+        else:
+            input_tokens = estimate_tokens(system + request.prompt)
+            output_tokens = estimate_tokens(text)
+        return self._response(text, input_tokens, output_tokens, started)

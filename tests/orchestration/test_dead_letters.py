@@ -1,0 +1,109 @@
+"""Dead letters: a failed order is parked with its failure, replayed from the failed step."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from dagster import DagsterEventType, DagsterInstance, Definitions
+from sqlalchemy import update
+
+from agentforge_dagster.domain.models import utcnow
+from agentforge_dagster.domain.state import OrderStatus
+from agentforge_dagster.orchestration.dead_letters import (
+    dead_letter_failed_run,
+    eligible_for_auto_replay,
+    replay_selection,
+)
+from agentforge_dagster.orchestration.runner import run_order, run_replays
+from agentforge_dagster.persistence.schema import dead_letters
+from agentforge_dagster.persistence.store import BusinessStore
+from tests.conftest import make_order
+
+ALWAYS_FAIL_DELIVERY = {"resources": {"faults": {"config": {"fail_first": {"delivery": 99}}}}}
+
+
+def failed_order(defs: Definitions, instance: DagsterInstance, store: BusinessStore) -> tuple[str, str]:
+    order = store.submit(make_order())
+    result = run_order(defs, instance, store, order.order_id, run_config=ALWAYS_FAIL_DELIVERY)
+    assert not result.success and result.status is OrderStatus.FAILED
+    return order.order_id, result.run_id
+
+
+def test_a_failed_run_is_dead_lettered_with_its_failure(defs, instance, store) -> None:
+    order_id, run_id = failed_order(defs, instance, store)
+    assert dead_letter_failed_run(store, order_id, run_id, "run failed")
+    assert store.get(order_id).status is OrderStatus.DEAD_LETTERED
+    [letter] = store.dead_letters()
+    assert letter["order_id"] == order_id and letter["run_id"] == run_id
+    assert (letter["failed_step"], letter["error_class"], letter["error_type"]) == (
+        "delivery", "transient", "InjectedFault")
+    assert letter["attempts"] == 7  # the first try and six retries
+    assert "scripted to fail attempt 7/99" in letter["message"]
+    assert not dead_letter_failed_run(store, order_id, run_id, "again"), "only once"
+    moves = [(r["detail"]["from"], r["detail"]["to"]) for r in store.audit_rows(order_id)
+             if r["event"] == "transition"]
+    assert moves[-2:] == [("processing", "failed"), ("failed", "dead_lettered")]
+
+
+def test_a_replay_starts_at_the_failed_step_and_makes_no_new_model_calls(
+    defs, instance, store
+) -> None:
+    order_id, run_id = failed_order(defs, instance, store)
+    dead_letter_failed_run(store, order_id, run_id, "run failed")
+    calls_before = len(store.model_call_rows(order_id))
+    assert calls_before >= 2  # plan and draft (and perhaps a revision)
+
+    run_key = store.request_replay(order_id, actor="test")
+    assert run_key == f"replay-{order_id}-1"
+    assert store.get(order_id).status is OrderStatus.REPLAYED
+    [replay] = run_replays(defs, instance, store)
+    assert replay.success and replay.status is OrderStatus.COMPLETED
+
+    started = {e.step_key for e in instance.all_logs(replay.run_id,
+                                                     of_type=DagsterEventType.STEP_START)}
+    assert started == {"order_delivery", "order_invoice"}
+    assert len(store.model_call_rows(order_id)) == calls_before
+    assert len(store.ledger_rows()) == 1
+    actions = [r["detail"].get("actor") for r in store.audit_rows(order_id)
+               if r["event"] == "transition" and r["detail"]["to"] == "replayed"]
+    assert actions == ["test"]
+
+
+def test_a_replay_that_fails_again_goes_back_to_the_queue(defs, instance, store) -> None:
+    order_id, run_id = failed_order(defs, instance, store)
+    dead_letter_failed_run(store, order_id, run_id, "run failed")
+    store.request_replay(order_id, actor="test")
+    [replay] = run_replays(defs, instance, store, run_config=ALWAYS_FAIL_DELIVERY)
+    assert not replay.success and replay.status is OrderStatus.DEAD_LETTERED
+    [letter] = store.dead_letters()
+    assert letter["replays"] == 1 and letter["run_id"] == replay.run_id
+
+
+def test_auto_replay_takes_cooled_down_transient_letters_within_the_limit(
+    defs, instance, store
+) -> None:
+    order_id, run_id = failed_order(defs, instance, store)
+    dead_letter_failed_run(store, order_id, run_id, "run failed")
+    assert eligible_for_auto_replay(store, cooldown_seconds=3600, max_replays=3) == []
+    with store.begin() as conn:
+        conn.execute(update(dead_letters).values(dead_lettered_at=utcnow() - timedelta(hours=2)))
+    assert eligible_for_auto_replay(store, cooldown_seconds=3600, max_replays=3) == [order_id]
+    assert eligible_for_auto_replay(store, cooldown_seconds=3600, max_replays=0) == []
+
+
+def test_permanent_letters_are_not_auto_replayed(defs, instance, store, tmp_path) -> None:
+    instance.add_dynamic_partitions("orders", ["ghost"])
+    store.submit(make_order(order_id="ghost"))
+    store.transition("ghost", OrderStatus.PROCESSING)
+    store.transition("ghost", OrderStatus.FAILED, step="review", error="no", error_class="permanent")
+    dead_letter_failed_run(store, "ghost", "run-x", "failed")
+    with store.begin() as conn:
+        conn.execute(update(dead_letters).values(dead_lettered_at=utcnow() - timedelta(days=1)))
+    assert eligible_for_auto_replay(store, cooldown_seconds=0, max_replays=9) == []
+    assert [letter["error_class"] for letter in store.dead_letters()] == ["permanent"]
+
+
+def test_replay_selection_is_the_failed_step_and_what_follows() -> None:
+    assert [k.to_user_string() for k in replay_selection("review")] == [
+        "order_review", "order_delivery", "order_invoice"]
+    assert len(replay_selection("launch")) == 6

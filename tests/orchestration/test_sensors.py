@@ -1,0 +1,97 @@
+"""The queue and drop-folder sensors, evaluated the way the daemon evaluates them."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+from dagster import DagsterInstance, Definitions, build_sensor_context
+from sqlalchemy import select
+
+from agentforge_dagster.persistence.resources import BusinessStoreResource
+from agentforge_dagster.persistence.schema import orders
+from agentforge_dagster.persistence.store import BusinessStore
+from agentforge_dagster.orchestration.sensors import take_drop_folder
+from tests.conftest import make_order
+
+
+def evaluate(defs: Definitions, instance: DagsterInstance, name: str, database_url: str):
+    sensor = defs.resolve_sensor_def(name)
+    with build_sensor_context(
+        instance=instance, resources={"store": BusinessStoreResource(database_url=database_url)},
+        definitions=defs,
+    ) as context:
+        # The raw result: the daemon adds the requested partitions before it resolves the runs.
+        return sensor(context)
+
+
+def test_queue_sensor_requests_each_queued_order_under_a_stable_run_key(
+    defs: Definitions, instance: DagsterInstance, store: BusinessStore, settings
+) -> None:
+    ids = [store.submit(make_order(i)).order_id for i in range(3)]
+    url = settings.resolved_database_url()
+    first = evaluate(defs, instance, "order_queue", url)
+    assert [r.run_key for r in first.run_requests] == [f"order-{i}" for i in ids]
+    assert [r.partition_key for r in first.run_requests] == ids
+    [added] = first.dynamic_partitions_requests
+    assert list(added.partition_keys) == ids
+    instance.add_dynamic_partitions("orders", ids)
+
+    again = evaluate(defs, instance, "order_queue", url)  # still queued: same keys, no new partitions
+    assert [r.run_key for r in again.run_requests] == [f"order-{i}" for i in ids]
+    assert again.dynamic_partitions_requests == []
+    claims = [r for r in store.audit_rows() if r["event"] == "launch_requested"]
+    assert sorted(r["order_id"] for r in claims) == sorted(ids), "claimed and audited once each"
+
+
+def test_skip_locked_claims_never_hand_one_order_to_two_claimers(pg_store: BusinessStore) -> None:
+    ids = [pg_store.submit(make_order(i)).order_id for i in range(4)]
+    locked = threading.Event()
+    release = threading.Event()
+
+    def hold_first_two() -> None:
+        with pg_store.engine.begin() as conn:
+            conn.execute(select(orders.c.order_id).where(orders.c.order_id.in_(ids[:2]))
+                         .with_for_update())
+            locked.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_first_two)
+    holder.start()
+    assert locked.wait(10)
+    try:
+        assert pg_store.claim_for_launch(10) == ids[2:]
+    finally:
+        release.set()
+        holder.join()
+    assert pg_store.claim_for_launch(10) == ids
+
+
+def test_drop_folder_queues_json_and_csv_and_records_refusals(
+    store: BusinessStore, tmp_path: Path
+) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    good = {"customer": "Acme", "service": "blog_post", "brief": "Write about drop folders",
+            "price": "20"}
+    (drop / "one.json").write_text(json.dumps(good))
+    (drop / "many.json").write_text(json.dumps([good, {**good, "price": "-1"}]))
+    (drop / "sheet.csv").write_text(
+        "customer,service,brief,price\nBeta,email_campaign,Invite them to the sale,15.50\n")
+    (drop / "broken.json").write_bytes(b"\xff\xfe not json")
+    (drop / "notes.txt").write_text("ignored")
+
+    counts = take_drop_folder(store, drop)
+    assert counts == {"files": 4, "queued": 3, "rejected": 2, "already_queued": 0}
+    assert sorted(p.name for p in (drop / "done").iterdir()) == [
+        "broken.json", "many.json", "one.json", "sheet.csv"]
+    assert (drop / "notes.txt").exists()
+    assert store.counts_by_status() == {"queued": 3}
+    rejections = [r["detail"]["errors"] for r in store.audit_rows() if r["event"] == "order_rejected"]
+    assert any("price" in e[0] for e in rejections) and any("UTF-8" in e[0] for e in rejections)
+
+    # The same file dropped again (a crash before it was moved) queues nothing twice.
+    (drop / "one.json").write_text(json.dumps(good))
+    assert take_drop_folder(store, drop)["already_queued"] == 1
+    assert store.counts_by_status() == {"queued": 3}
