@@ -44,7 +44,11 @@ def build_resources(settings: AgentForgeSettings) -> dict[str, Any]:
     return {
         "store": BusinessStoreResource(database_url=database_url),
         "model": ModelResource(provider=settings.model_provider),
-        "faults": FaultInjector(rate=settings.fault_rate, seed=settings.fault_seed),
+        "faults": FaultInjector(
+            rate=settings.fault_rate,
+            seed=settings.fault_seed,
+            model_latency_seconds=settings.fault_model_latency_seconds,
+        ),
         "options": StepOptions(
             deliveries_dir=str(settings.resolved_deliveries_dir()),
             max_revisions=settings.max_revisions,

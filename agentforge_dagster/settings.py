@@ -46,6 +46,7 @@ class AgentForgeSettings(BaseSettings):
     # Fault injection (off unless asked for).
     fault_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
     fault_seed: int = 0
+    fault_model_latency_seconds: float = Field(default=0.0, ge=0)
     max_revisions: int = Field(default=1, ge=0, le=5)
     model_timeout_seconds: float = Field(default=120.0, gt=0)
     # Orchestration under the daemon.

@@ -15,6 +15,8 @@ What the SDK versions this was written against actually do (openai 3.57, anthrop
   truncated response body is ``APIConnectionError`` caused by ``httpx2.RemoteProtocolError``.
 * A 200 whose body is not JSON raises a bare ``json.JSONDecodeError`` from both SDKs (not an SDK
   exception), and a 200 with a non-JSON content type makes the OpenAI SDK return a ``str``.
+* Both send the key as ``Authorization: Bearer ...`` (the Anthropic SDK no longer sends
+  ``x-api-key``), and the Anthropic SDK logs whole request bodies (prompts) at DEBUG.
 
 The API key never appears in our messages: provider text is scrubbed of it, and an SDK exception
 is chained as ``__cause__`` only when its traceback does not mention the key either.
@@ -31,7 +33,7 @@ import time
 import traceback
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn
 
 import anthropic
 import openai
@@ -212,18 +214,19 @@ class _SdkProvider:
         rendered = "".join(traceback.format_exception(error)) + repr(getattr(error, "body", None))
         return self._secret in rendered
 
-    def _raise(self, failure: AgentForgeError, cause: BaseException) -> None:
-        """Raise ``failure`` chained to the SDK error, unless that error's text holds the key."""
-        log.debug(
-            "%s %s call failed: %s", self.name, self.model, type(failure).__name__, exc_info=False
-        )
+    def _raise(self, failure: AgentForgeError, cause: BaseException) -> NoReturn:
+        """Raise ``failure`` chained to the SDK error, unless that error's text holds the key.
+
+        Called outside the ``except`` block, so an unchained failure has no ``__context__`` either.
+        """
+        log.debug("%s %s call failed: %s", self.name, self.model, type(failure).__name__)
         if self._mentions_secret(cause):
             raise failure from None
         raise failure from cause
 
     def _failure(
         self,
-        cls: type[_ProviderFailure],
+        cls: type[AgentForgeError],
         detail: str,
         *,
         status_code: int | None = None,
@@ -237,12 +240,11 @@ class _SdkProvider:
         if issubclass(cls, TransientError):
             failure = cls(message, retry_after=retry_after)
         else:
-            assert issubclass(cls, PermanentError), cls
             failure = cls(message)
-        assert isinstance(failure, _ProviderFailure)
-        failure.provider = self.name
-        failure.status_code = status_code
-        failure.request_id = request_id
+        if isinstance(failure, _ProviderFailure):
+            failure.provider = self.name
+            failure.status_code = status_code
+            failure.request_id = request_id
         return failure
 
     def _from_status(
@@ -252,7 +254,7 @@ class _SdkProvider:
         retry_after = parse_retry_after(headers)
         request_id = headers.get("x-request-id") or headers.get("request-id")
         detail = f"HTTP {status_code}: {message}"
-        cls: type[_ProviderFailure]
+        cls: type[AgentForgeError]
         if status_code == 429:
             cls = RateLimited
         elif status_code == 529 or "overloaded_error" in error_text:
@@ -356,8 +358,10 @@ class OpenAICompatibleProvider(_SdkProvider):
         if self.json_mode:
             extra["response_format"] = {"type": "json_object"}
         started = time.perf_counter()
+        failure: AgentForgeError
+        cause: BaseException
         try:
-            completion: Any = self._client.chat.completions.create(
+            completion: object = self._client.chat.completions.create(
                 model=self.model,
                 messages=[
                     {"role": "system", "content": system},
@@ -366,26 +370,27 @@ class OpenAICompatibleProvider(_SdkProvider):
                 **extra,
             )
         except openai.APIStatusError as err:
-            self._raise(self._from_sdk_status(err), err)
-            raise AssertionError("unreachable") from err
+            failure, cause = self._from_sdk_status(err), err
         except openai.APITimeoutError as err:
-            self._raise(self._failure(ProviderTimeout, f"no answer within {self.timeout_s}s"), err)
-            raise AssertionError("unreachable") from err
+            detail = f"no answer within {self.timeout_s}s"
+            failure, cause = self._failure(ProviderTimeout, detail), err
         except openai.APIConnectionError as err:
             detail = f"connection failed ({_short(err)})"
-            self._raise(self._failure(ProviderUnavailable, detail), err)
-            raise AssertionError("unreachable") from err
+            failure, cause = self._failure(ProviderUnavailable, detail), err
         except (openai.APIResponseValidationError, json.JSONDecodeError) as err:
             detail = f"the response body is not a valid completion ({type(err).__name__})"
-            self._raise(self._failure(MalformedResponse, detail), err)
-            raise AssertionError("unreachable") from err
-        return self._read(completion, request, system, started)
+            failure, cause = self._failure(MalformedResponse, detail), err
+        else:
+            return self._read(completion, request, system, started)
+        self._raise(failure, cause)
 
     def _from_sdk_status(self, err: openai.APIStatusError) -> AgentForgeError:
         body = err.body
         message = err.message
         if isinstance(body, Mapping) and isinstance(body.get("message"), str):
             message = body["message"]
+        elif isinstance(body, str) and body.strip():
+            message = body.strip()[:200]
         error_text = " ".join(str(part) for part in (message, err.type, err.code, body))
         return self._from_status(err.status_code, err.response.headers, message, error_text)
 
@@ -399,7 +404,9 @@ class OpenAICompatibleProvider(_SdkProvider):
         refusal = getattr(message, "refusal", None) if message is not None else None
         if choice.finish_reason == "content_filter" or refusal:
             reason = f": {refusal}" if refusal else ""
-            raise self._failure(ContentRefused, f"the answer was withheld by a content filter{reason}")
+            raise self._failure(
+                ContentRefused, f"the answer was withheld by a content filter{reason}"
+            )
         if choice.finish_reason == "length":
             raise self._failure(OutputTruncated, "the answer hit the output-token limit")
         text = message.content if message is not None else None
@@ -455,28 +462,29 @@ class AnthropicProvider(_SdkProvider):
     def complete(self, request: ModelRequest) -> ModelResponse:
         system = system_prompt(request)
         started = time.perf_counter()
+        failure: AgentForgeError
+        cause: BaseException
         try:
-            message: Any = self._client.messages.create(
+            message: object = self._client.messages.create(
                 model=self.model,
                 max_tokens=self.max_tokens,
                 system=system,
                 messages=[{"role": "user", "content": request.prompt}],
             )
         except anthropic.APIStatusError as err:
-            self._raise(self._from_sdk_status(err), err)
-            raise AssertionError("unreachable") from err
+            failure, cause = self._from_sdk_status(err), err
         except anthropic.APITimeoutError as err:
-            self._raise(self._failure(ProviderTimeout, f"no answer within {self.timeout_s}s"), err)
-            raise AssertionError("unreachable") from err
+            detail = f"no answer within {self.timeout_s}s"
+            failure, cause = self._failure(ProviderTimeout, detail), err
         except anthropic.APIConnectionError as err:
             detail = f"connection failed ({_short(err)})"
-            self._raise(self._failure(ProviderUnavailable, detail), err)
-            raise AssertionError("unreachable") from err
+            failure, cause = self._failure(ProviderUnavailable, detail), err
         except (anthropic.APIResponseValidationError, json.JSONDecodeError) as err:
             detail = f"the response body is not a valid message ({type(err).__name__})"
-            self._raise(self._failure(MalformedResponse, detail), err)
-            raise AssertionError("unreachable") from err
-        return self._read(message, request, system, started)
+            failure, cause = self._failure(MalformedResponse, detail), err
+        else:
+            return self._read(message, request, system, started)
+        self._raise(failure, cause)
 
     def _from_sdk_status(self, err: anthropic.APIStatusError) -> AgentForgeError:
         message = err.api_message or err.message
@@ -493,14 +501,12 @@ class AnthropicProvider(_SdkProvider):
             category = f" (category {details.category})" if details and details.category else ""
             raise self._failure(ContentRefused, f"the model refused to answer{category}")
         if message.stop_reason == "max_tokens":
-            raise self._failure(
-                OutputTruncated, f"the answer hit max_tokens={self.max_tokens}"
-            )
+            raise self._failure(OutputTruncated, f"the answer hit max_tokens={self.max_tokens}")
         if message.stop_reason == "model_context_window_exceeded":
             raise self._failure(ContextTooLong, "the conversation filled the context window")
-        text = "".join(
-            getattr(block, "text", "") for block in message.content or [] if block.type == "text"
-        )
+        blocks = message.content or []
+        texts = [getattr(b, "text", None) for b in blocks if getattr(b, "type", None) == "text"]
+        text = "".join(part for part in texts if isinstance(part, str))
         if not text.strip():
             raise self._failure(MalformedResponse, "the model returned an empty answer")
         usage = message.usage

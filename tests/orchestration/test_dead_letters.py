@@ -22,7 +22,9 @@ from tests.conftest import make_order
 ALWAYS_FAIL_DELIVERY = {"resources": {"faults": {"config": {"fail_first": {"delivery": 99}}}}}
 
 
-def failed_order(defs: Definitions, instance: DagsterInstance, store: BusinessStore) -> tuple[str, str]:
+def failed_order(
+    defs: Definitions, instance: DagsterInstance, store: BusinessStore
+) -> tuple[str, str]:
     order = store.submit(make_order())
     result = run_order(defs, instance, store, order.order_id, run_config=ALWAYS_FAIL_DELIVERY)
     assert not result.success and result.status is OrderStatus.FAILED
@@ -36,12 +38,18 @@ def test_a_failed_run_is_dead_lettered_with_its_failure(defs, instance, store) -
     [letter] = store.dead_letters()
     assert letter["order_id"] == order_id and letter["run_id"] == run_id
     assert (letter["failed_step"], letter["error_class"], letter["error_type"]) == (
-        "delivery", "transient", "InjectedFault")
+        "delivery",
+        "transient",
+        "InjectedFault",
+    )
     assert letter["attempts"] == 7  # the first try and six retries
     assert "scripted to fail attempt 7/99" in letter["message"]
     assert not dead_letter_failed_run(store, order_id, run_id, "again"), "only once"
-    moves = [(r["detail"]["from"], r["detail"]["to"]) for r in store.audit_rows(order_id)
-             if r["event"] == "transition"]
+    moves = [
+        (r["detail"]["from"], r["detail"]["to"])
+        for r in store.audit_rows(order_id)
+        if r["event"] == "transition"
+    ]
     assert moves[-2:] == [("processing", "failed"), ("failed", "dead_lettered")]
 
 
@@ -59,13 +67,17 @@ def test_a_replay_starts_at_the_failed_step_and_makes_no_new_model_calls(
     [replay] = run_replays(defs, instance, store)
     assert replay.success and replay.status is OrderStatus.COMPLETED
 
-    started = {e.step_key for e in instance.all_logs(replay.run_id,
-                                                     of_type=DagsterEventType.STEP_START)}
+    started = {
+        e.step_key for e in instance.all_logs(replay.run_id, of_type=DagsterEventType.STEP_START)
+    }
     assert started == {"order_delivery", "order_invoice"}
     assert len(store.model_call_rows(order_id)) == calls_before
     assert len(store.ledger_rows()) == 1
-    actions = [r["detail"].get("actor") for r in store.audit_rows(order_id)
-               if r["event"] == "transition" and r["detail"]["to"] == "replayed"]
+    actions = [
+        r["detail"].get("actor")
+        for r in store.audit_rows(order_id)
+        if r["event"] == "transition" and r["detail"]["to"] == "replayed"
+    ]
     assert actions == ["test"]
 
 
@@ -95,7 +107,9 @@ def test_permanent_letters_are_not_auto_replayed(defs, instance, store, tmp_path
     instance.add_dynamic_partitions("orders", ["ghost"])
     store.submit(make_order(order_id="ghost"))
     store.transition("ghost", OrderStatus.PROCESSING)
-    store.transition("ghost", OrderStatus.FAILED, step="review", error="no", error_class="permanent")
+    store.transition(
+        "ghost", OrderStatus.FAILED, step="review", error="no", error_class="permanent"
+    )
     dead_letter_failed_run(store, "ghost", "run-x", "failed")
     with store.begin() as conn:
         conn.execute(update(dead_letters).values(dead_lettered_at=utcnow() - timedelta(days=1)))
@@ -105,5 +119,8 @@ def test_permanent_letters_are_not_auto_replayed(defs, instance, store, tmp_path
 
 def test_replay_selection_is_the_failed_step_and_what_follows() -> None:
     assert [k.to_user_string() for k in replay_selection("review")] == [
-        "order_review", "order_delivery", "order_invoice"]
+        "order_review",
+        "order_delivery",
+        "order_invoice",
+    ]
     assert len(replay_selection("launch")) == 6

@@ -14,27 +14,39 @@ from tests.conftest import make_order
 
 
 def attempts(store: BusinessStore, order_id: str, step: str) -> list[dict]:
-    return [r for r in store.audit_rows(order_id)
-            if r["step"] == step and r["event"] in ("step_started", "step_failed",
-                                                    "step_succeeded")]
+    return [
+        r
+        for r in store.audit_rows(order_id)
+        if r["step"] == step and r["event"] in ("step_started", "step_failed", "step_succeeded")
+    ]
 
 
 def test_a_hung_model_call_times_out_and_the_step_is_retried(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore, settings
 ) -> None:
     order = store.submit(make_order())
-    config = {"resources": {
-        "faults": {"config": {"hang_first": {"plan": 1}, "hang_seconds": 5}},
-        "options": {"config": {"deliveries_dir": str(settings.resolved_deliveries_dir()),
-                               "model_timeout_seconds": 0.5}},
-    }}
+    config = {
+        "resources": {
+            "faults": {"config": {"hang_first": {"plan": 1}, "hang_seconds": 5}},
+            "options": {
+                "config": {
+                    "deliveries_dir": str(settings.resolved_deliveries_dir()),
+                    "model_timeout_seconds": 0.5,
+                }
+            },
+        }
+    }
     started = time.monotonic()
     result = run_order(defs, instance, store, order.order_id, run_config=config)
     assert result.success and result.status is OrderStatus.COMPLETED
     assert time.monotonic() - started < 5, "the step did not wait for the hung call"
     plan = attempts(store, order.order_id, "plan")
     assert [(r["attempt"], r["event"]) for r in plan] == [
-        (1, "step_started"), (1, "step_failed"), (2, "step_started"), (2, "step_succeeded")]
+        (1, "step_started"),
+        (1, "step_failed"),
+        (2, "step_started"),
+        (2, "step_succeeded"),
+    ]
     assert plan[1]["detail"]["error_type"] == "ModelCallTimeout"
     assert plan[1]["detail"]["error_class"] == "transient"
     retries = instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)
@@ -45,8 +57,11 @@ def test_a_server_provided_wait_is_honoured(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore
 ) -> None:
     order = store.submit(make_order())
-    config = {"resources": {"faults": {"config": {"fail_first": {"draft": 1},
-                                                  "retry_after_seconds": 1.5}}}}
+    config = {
+        "resources": {
+            "faults": {"config": {"fail_first": {"draft": 1}, "retry_after_seconds": 1.5}}
+        }
+    }
     result = run_order(defs, instance, store, order.order_id, run_config=config)
     assert result.success
     [retry] = instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)

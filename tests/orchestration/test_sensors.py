@@ -9,17 +9,18 @@ from pathlib import Path
 from dagster import DagsterInstance, Definitions, build_sensor_context
 from sqlalchemy import select
 
+from agentforge_dagster.orchestration.sensors import take_drop_folder
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.schema import orders
 from agentforge_dagster.persistence.store import BusinessStore
-from agentforge_dagster.orchestration.sensors import take_drop_folder
 from tests.conftest import make_order
 
 
 def evaluate(defs: Definitions, instance: DagsterInstance, name: str, database_url: str):
     sensor = defs.resolve_sensor_def(name)
     with build_sensor_context(
-        instance=instance, resources={"store": BusinessStoreResource(database_url=database_url)},
+        instance=instance,
+        resources={"store": BusinessStoreResource(database_url=database_url)},
         definitions=defs,
     ) as context:
         # The raw result: the daemon adds the requested partitions before it resolves the runs.
@@ -38,7 +39,9 @@ def test_queue_sensor_requests_each_queued_order_under_a_stable_run_key(
     assert list(added.partition_keys) == ids
     instance.add_dynamic_partitions("orders", ids)
 
-    again = evaluate(defs, instance, "order_queue", url)  # still queued: same keys, no new partitions
+    again = evaluate(
+        defs, instance, "order_queue", url
+    )  # still queued: same keys, no new partitions
     assert [r.run_key for r in again.run_requests] == [f"order-{i}" for i in ids]
     assert again.dynamic_partitions_requests == []
     claims = [r for r in store.audit_rows() if r["event"] == "launch_requested"]
@@ -52,8 +55,9 @@ def test_skip_locked_claims_never_hand_one_order_to_two_claimers(pg_store: Busin
 
     def hold_first_two() -> None:
         with pg_store.engine.begin() as conn:
-            conn.execute(select(orders.c.order_id).where(orders.c.order_id.in_(ids[:2]))
-                         .with_for_update())
+            conn.execute(
+                select(orders.c.order_id).where(orders.c.order_id.in_(ids[:2])).with_for_update()
+            )
             locked.set()
             release.wait(10)
 
@@ -73,22 +77,33 @@ def test_drop_folder_queues_json_and_csv_and_records_refusals(
 ) -> None:
     drop = tmp_path / "drop"
     drop.mkdir()
-    good = {"customer": "Acme", "service": "blog_post", "brief": "Write about drop folders",
-            "price": "20"}
+    good = {
+        "customer": "Acme",
+        "service": "blog_post",
+        "brief": "Write about drop folders",
+        "price": "20",
+    }
     (drop / "one.json").write_text(json.dumps(good))
     (drop / "many.json").write_text(json.dumps([good, {**good, "price": "-1"}]))
     (drop / "sheet.csv").write_text(
-        "customer,service,brief,price\nBeta,email_campaign,Invite them to the sale,15.50\n")
+        "customer,service,brief,price\nBeta,email_campaign,Invite them to the sale,15.50\n"
+    )
     (drop / "broken.json").write_bytes(b"\xff\xfe not json")
     (drop / "notes.txt").write_text("ignored")
 
     counts = take_drop_folder(store, drop)
     assert counts == {"files": 4, "queued": 3, "rejected": 2, "already_queued": 0}
     assert sorted(p.name for p in (drop / "done").iterdir()) == [
-        "broken.json", "many.json", "one.json", "sheet.csv"]
+        "broken.json",
+        "many.json",
+        "one.json",
+        "sheet.csv",
+    ]
     assert (drop / "notes.txt").exists()
     assert store.counts_by_status() == {"queued": 3}
-    rejections = [r["detail"]["errors"] for r in store.audit_rows() if r["event"] == "order_rejected"]
+    rejections = [
+        r["detail"]["errors"] for r in store.audit_rows() if r["event"] == "order_rejected"
+    ]
     assert any("price" in e[0] for e in rejections) and any("UTF-8" in e[0] for e in rejections)
 
     # The same file dropped again (a crash before it was moved) queues nothing twice.

@@ -1,0 +1,570 @@
+"""A scriptable fake LLM server: real HTTP on 127.0.0.1, speaking enough OpenAI and Anthropic.
+
+The provider tests use the official SDKs unchanged, so the fake has to answer over a real socket
+with realistic bodies and headers; nothing of ours is mocked. Each request consumes one scripted
+behaviour (falling back to the default "ok" answer) and is recorded, so a test can count requests,
+read the headers the SDK sent and measure the waits between arrivals.
+
+The dialect follows the path: ``POST /v1/chat/completions`` answers like OpenAI (and the servers
+that copy it: Ollama, vLLM, llama.cpp, LM Studio), ``POST /v1/messages`` like Anthropic.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import TracebackType
+from typing import Any, Literal
+
+Dialect = Literal["openai", "anthropic"]
+Answer = str | Callable[[dict[str, Any]], str]
+
+DEFAULT_ANSWER = '{"ok": true}'
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """How the server answers one request; build these with the functions below."""
+
+    kind: Literal["ok", "status", "hang", "truncated", "invalid_json", "refusal", "disconnect"]
+    content: Answer | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    include_usage: bool = True
+    finish_reason: str | None = None
+    status_code: int = 200
+    retry_after: str | None = None
+    retry_after_ms: str | None = None
+    body: Mapping[str, Any] | str | None = None
+    seconds: float = 0.0
+    then: Behaviour | None = None
+    flavour: Literal["context_length", "content_policy"] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+def ok(
+    content: Answer = DEFAULT_ANSWER,
+    *,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    include_usage: bool = True,
+    finish_reason: str | None = None,
+) -> Behaviour:
+    """A normal answer. ``content`` is the text the model "says", or a function of the request body.
+
+    Token counts default to about four characters a token of the prompt and the answer;
+    ``include_usage=False`` leaves usage out, as some local servers do.
+    ``finish_reason`` overrides "stop" / "end_turn" (e.g. "length" / "max_tokens").
+    """
+    return Behaviour(
+        kind="ok",
+        content=content,
+        input_tokens=input_tokens,
+        output_tokens=output_tokens,
+        include_usage=include_usage,
+        finish_reason=finish_reason,
+    )
+
+
+def status(
+    code: int,
+    retry_after: float | str | None = None,
+    body: Mapping[str, Any] | str | None = None,
+    *,
+    retry_after_ms: float | str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Behaviour:
+    """An HTTP error with the provider's realistic error body (or ``body`` verbatim).
+
+    ``retry_after`` is sent as the ``Retry-After`` header: a number of seconds or an HTTP-date.
+    """
+    return Behaviour(
+        kind="status",
+        status_code=code,
+        retry_after=None if retry_after is None else _header_value(retry_after),
+        retry_after_ms=None if retry_after_ms is None else _header_value(retry_after_ms),
+        body=body,
+        headers=dict(headers or {}),
+    )
+
+
+def context_too_long() -> Behaviour:
+    """A 400 worded the way each provider reports a prompt longer than the context window."""
+    return Behaviour(kind="status", status_code=400, flavour="context_length")
+
+
+def content_policy_rejection() -> Behaviour:
+    """A 400 worded the way each provider rejects a prompt on content-policy grounds."""
+    return Behaviour(kind="status", status_code=400, flavour="content_policy")
+
+
+def hang(seconds: float, then: Behaviour | None = None) -> Behaviour:
+    """Wait ``seconds`` before answering (with ``then``, default ok), to trip client timeouts."""
+    return Behaviour(kind="hang", seconds=seconds, then=then)
+
+
+def truncated() -> Behaviour:
+    """A 200 whose Content-Length promises more than is sent before the connection closes."""
+    return Behaviour(kind="truncated")
+
+
+def invalid_json() -> Behaviour:
+    """A 200 labelled application/json whose body is not JSON."""
+    return Behaviour(kind="invalid_json")
+
+
+def refusal() -> Behaviour:
+    """A 200 where the model refuses: OpenAI finish_reason "content_filter", Anthropic "refusal"."""
+    return Behaviour(kind="refusal")
+
+
+def disconnect() -> Behaviour:
+    """Close the connection without answering at all."""
+    return Behaviour(kind="disconnect")
+
+
+def user_prompt(body: Mapping[str, Any]) -> str:
+    """The text of the last user message in an OpenAI or Anthropic request body."""
+    for message in reversed(body.get("messages") or []):
+        if message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            return "".join(
+                part.get("text", "") for part in content or [] if isinstance(part, Mapping)
+            )
+    return ""
+
+
+@dataclass
+class RecordedRequest:
+    """One request as the server saw it; header names are lower-cased."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    raw_body: bytes
+    body: Any
+    arrived_at: float
+    behaviour: str = ""
+    finished_at: float | None = None
+    client_gone: bool = False
+
+
+def _header_value(value: float | str) -> str:
+    if isinstance(value, str):
+        return value
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+def _approx_tokens(text: str) -> int:
+    return max(1, len(text) // 4)
+
+
+_OPENAI_ERRORS: dict[int, tuple[str, str, str | None]] = {
+    400: ("Invalid value for 'messages'.", "invalid_request_error", None),
+    401: (
+        "Incorrect API key provided. You can find your API key at "
+        "https://platform.openai.com/account/api-keys.",
+        "invalid_request_error",
+        "invalid_api_key",
+    ),
+    403: ("You are not allowed to sample from this model.", "invalid_request_error", None),
+    404: (
+        "The model does not exist or you do not have access to it.",
+        "invalid_request_error",
+        "model_not_found",
+    ),
+    422: ("Unprocessable request.", "invalid_request_error", None),
+    429: (
+        "Rate limit reached for requests per min (RPM): Limit 3, Used 3, Requested 1. "
+        "Please try again in 20s.",
+        "requests",
+        "rate_limit_exceeded",
+    ),
+    500: (
+        "The server had an error while processing your request. Sorry about that!",
+        "server_error",
+        None,
+    ),
+    502: ("Bad gateway.", "server_error", None),
+    503: ("The engine is currently overloaded, please try again later.", "server_error", None),
+    504: ("Gateway timeout.", "server_error", None),
+    529: ("Overloaded.", "server_error", None),
+}
+_ANTHROPIC_ERRORS: dict[int, tuple[str, str]] = {
+    400: ("messages: text content blocks must be non-empty", "invalid_request_error"),
+    401: ("invalid x-api-key", "authentication_error"),
+    403: (
+        "Your API key does not have permission to use the specified resource.",
+        "permission_error",
+    ),
+    404: ("model: not found", "not_found_error"),
+    413: ("Request exceeds the maximum allowed number of bytes.", "request_too_large"),
+    422: ("Unprocessable request.", "invalid_request_error"),
+    429: (
+        "This request would exceed the rate limit for your organization of 50 requests per minute.",
+        "rate_limit_error",
+    ),
+    500: ("Internal server error", "api_error"),
+    502: ("Bad gateway", "api_error"),
+    503: ("Service unavailable", "api_error"),
+    504: ("Request timed out", "timeout_error"),
+    529: ("Overloaded", "overloaded_error"),
+}
+
+
+def _error_body(dialect: Dialect, code: int, flavour: str | None) -> dict[str, Any]:
+    """A realistic error body for ``code`` in ``dialect``; ``flavour`` picks a special 400."""
+    message: str
+    kind: str
+    err_code: str | None
+    if dialect == "openai":
+        if flavour == "context_length":
+            message, kind, err_code = (
+                "This model's maximum context length is 8192 tokens. However, your messages "
+                "resulted in 9000 tokens. Please reduce the length of the messages.",
+                "invalid_request_error",
+                "context_length_exceeded",
+            )
+        elif flavour == "content_policy":
+            message, kind, err_code = (
+                "Your request was rejected as a result of our safety system. Your prompt may "
+                "contain text that is not allowed by our content policy.",
+                "invalid_request_error",
+                "content_policy_violation",
+            )
+        else:
+            message, kind, err_code = _OPENAI_ERRORS.get(code, ("Error.", "server_error", None))
+        return {"error": {"message": message, "type": kind, "param": None, "code": err_code}}
+    if flavour == "context_length":
+        message, kind = (
+            "prompt is too long: 210000 tokens > 200000 maximum",
+            "invalid_request_error",
+        )
+    elif flavour == "content_policy":
+        message, kind = (
+            "Output blocked by content filtering policy",
+            "invalid_request_error",
+        )
+    else:
+        message, kind = _ANTHROPIC_ERRORS.get(code, ("Error", "api_error"))
+    return {"type": "error", "error": {"type": kind, "message": message}}
+
+
+class _Handler(BaseHTTPRequestHandler):
+    """Answers one request with the next scripted behaviour."""
+
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Stay quiet: the recorded requests are the log."""
+
+    def do_GET(self) -> None:
+        self._answer()
+
+    def do_POST(self) -> None:
+        self._answer()
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        try:
+            body: Any = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        record = RecordedRequest(
+            method=self.command,
+            path=self.path,
+            headers={name.lower(): value for name, value in self.headers.items()},
+            raw_body=raw,
+            body=body,
+            arrived_at=time.monotonic(),
+        )
+        fake = self.server.fake
+        behaviour = fake._next_behaviour()
+        record.behaviour = behaviour.kind
+        fake._record(record)
+        try:
+            self._perform(behaviour, record)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up (e.g. its timeout fired during a hang); that is the point.
+            record.client_gone = True
+            self.close_connection = True
+        record.finished_at = time.monotonic()
+
+    def _dialect(self) -> Dialect | None:
+        path = self.path.split("?", 1)[0].rstrip("/")
+        if path.endswith("/chat/completions"):
+            return "openai"
+        if path.endswith("/messages"):
+            return "anthropic"
+        return None
+
+    def _perform(self, behaviour: Behaviour, record: RecordedRequest) -> None:
+        dialect = self._dialect()
+        if dialect is None:
+            self._send_json(404, {"error": {"message": f"no route {self.path}", "type": "x"}})
+            return
+        kind = behaviour.kind
+        if kind == "hang":
+            if self.server.fake._stopping.wait(behaviour.seconds):
+                self.close_connection = True
+                return
+            self._perform(behaviour.then or self.server.fake.default, record)
+        elif kind == "disconnect":
+            self.close_connection = True
+        elif kind == "status":
+            self._send_status(dialect, behaviour)
+        elif kind == "invalid_json":
+            self._send_raw(200, b'{"id": "chatcmpl-broken", "choices": [{"index": 0, "mess')
+        elif kind == "truncated":
+            full = json.dumps(self._success_body(dialect, ok(), record.body)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(full)))
+            self.end_headers()
+            self.wfile.write(full[: len(full) // 2])
+            self.wfile.flush()
+            self.close_connection = True
+        elif kind == "refusal":
+            self._send_json(200, self._refusal_body(dialect, record.body))
+        else:
+            self._send_json(200, self._success_body(dialect, behaviour, record.body))
+
+    def _send_status(self, dialect: Dialect, behaviour: Behaviour) -> None:
+        headers = dict(behaviour.headers)
+        if behaviour.retry_after is not None:
+            headers["Retry-After"] = behaviour.retry_after
+        if behaviour.retry_after_ms is not None:
+            headers["retry-after-ms"] = behaviour.retry_after_ms
+        if isinstance(behaviour.body, str):
+            self._send_raw(behaviour.status_code, behaviour.body.encode(), headers=headers)
+            return
+        body = (
+            dict(behaviour.body)
+            if behaviour.body is not None
+            else _error_body(dialect, behaviour.status_code, behaviour.flavour)
+        )
+        self._send_json(behaviour.status_code, body, headers=headers)
+
+    def _success_body(
+        self, dialect: Dialect, behaviour: Behaviour, request_body: Any
+    ) -> dict[str, Any]:
+        request = request_body if isinstance(request_body, dict) else {}
+        answer = behaviour.content if behaviour.content is not None else DEFAULT_ANSWER
+        text = answer(request) if callable(answer) else answer
+        prompt_text = json.dumps(request.get("messages", [])) + str(request.get("system", ""))
+        input_tokens = behaviour.input_tokens or _approx_tokens(prompt_text)
+        output_tokens = behaviour.output_tokens or _approx_tokens(text)
+        serial = next(self.server.fake._ids)
+        model = request.get("model", "unknown-model")
+        if dialect == "openai":
+            body: dict[str, Any] = {
+                "id": f"chatcmpl-fake-{serial}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": behaviour.finish_reason or "stop",
+                    }
+                ],
+            }
+            if behaviour.include_usage:
+                body["usage"] = {
+                    "prompt_tokens": input_tokens,
+                    "completion_tokens": output_tokens,
+                    "total_tokens": input_tokens + output_tokens,
+                }
+            return body
+        body = {
+            "id": f"msg_fake_{serial}",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": behaviour.finish_reason or "end_turn",
+            "stop_sequence": None,
+        }
+        if behaviour.include_usage:
+            body["usage"] = {"input_tokens": input_tokens, "output_tokens": output_tokens}
+        return body
+
+    def _refusal_body(self, dialect: Dialect, request_body: Any) -> dict[str, Any]:
+        request = request_body if isinstance(request_body, dict) else {}
+        model = request.get("model", "unknown-model")
+        if dialect == "openai":
+            return {
+                "id": "chatcmpl-fake-refusal",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": None, "refusal": None},
+                        "logprobs": None,
+                        "finish_reason": "content_filter",
+                    }
+                ],
+                "usage": {"prompt_tokens": 20, "completion_tokens": 0, "total_tokens": 20},
+            }
+        return {
+            "id": "msg_fake_refusal",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [],
+            "stop_reason": "refusal",
+            "stop_details": {"type": "refusal", "category": None, "explanation": None},
+            "stop_sequence": None,
+            "usage": {"input_tokens": 20, "output_tokens": 0},
+        }
+
+    def _send_json(
+        self, code: int, body: Mapping[str, Any], headers: Mapping[str, str] | None = None
+    ) -> None:
+        self._send_raw(code, json.dumps(body).encode(), headers=headers)
+
+    def _send_raw(
+        self, code: int, payload: bytes, headers: Mapping[str, str] | None = None
+    ) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(payload)))
+        request_id = f"req_fake_{next(self.server.fake._ids)}"
+        self.send_header("x-request-id", request_id)
+        self.send_header("request-id", request_id)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(payload)
+        self.wfile.flush()
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, fake: FakeLLMServer) -> None:
+        super().__init__(("127.0.0.1", 0), _Handler)
+        self.fake = fake
+
+
+class FakeLLMServer:
+    """The fake server; use as a context manager (or ``start()``/``stop()``).
+
+    ``default`` answers every request the script does not cover; ``answer`` is a shortcut for
+    ``default=ok(answer)`` (a string, or a function of the request body).
+    """
+
+    def __init__(self, default: Behaviour | None = None, *, answer: Answer | None = None) -> None:
+        if default is not None and answer is not None:
+            raise ValueError("give either default or answer, not both")
+        self.default = default or ok(answer if answer is not None else DEFAULT_ANSWER)
+        self._script: deque[Behaviour] = deque()
+        self._requests: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._ids = itertools.count(1)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> FakeLLMServer:
+        if self._server is not None:
+            raise RuntimeError("the fake LLM server is already running")
+        self._stopping.clear()
+        self._server = _Server(self)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="fake-llm-server",
+            daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is None:
+            return
+        self._stopping.set()
+        self._server.shutdown()
+        self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._server = None
+        self._thread = None
+
+    def __enter__(self) -> FakeLLMServer:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._server is None:
+            raise RuntimeError("the fake LLM server is not running")
+        return int(self._server.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """The server root, e.g. ``http://127.0.0.1:54321``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def openai_base_url(self) -> str:
+        """What to give the OpenAI SDK as ``base_url`` (it appends ``/chat/completions``)."""
+        return f"{self.url}/v1"
+
+    @property
+    def anthropic_base_url(self) -> str:
+        """What to give the Anthropic SDK as ``base_url`` (it appends ``/v1/messages``)."""
+        return self.url
+
+    def script(self, *behaviours: Behaviour) -> None:
+        """Queue behaviours; each request consumes one, then the default answers."""
+        with self._lock:
+            self._script.extend(behaviours)
+
+    @property
+    def pending(self) -> int:
+        """How many scripted behaviours are still unconsumed."""
+        with self._lock:
+            return len(self._script)
+
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A snapshot of every request received so far, in arrival order."""
+        with self._lock:
+            return list(self._requests)
+
+    def clear(self) -> None:
+        """Forget the recorded requests and any unconsumed script."""
+        with self._lock:
+            self._requests.clear()
+            self._script.clear()
+
+    def _next_behaviour(self) -> Behaviour:
+        with self._lock:
+            return self._script.popleft() if self._script else self.default
+
+    def _record(self, record: RecordedRequest) -> None:
+        with self._lock:
+            self._requests.append(record)
