@@ -53,6 +53,8 @@ def build_resources(settings: AgentForgeSettings) -> dict[str, Any]:
             deliveries_dir=str(settings.resolved_deliveries_dir()),
             max_revisions=settings.max_revisions,
             model_timeout_seconds=settings.model_timeout_seconds,
+            image=settings.image,
+            image_id=settings.image_id,
         ),
         "artifact_io_manager": artifact_io_manager(settings),
         "backup_target": backup_target(settings),

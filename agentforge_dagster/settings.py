@@ -32,6 +32,9 @@ class AgentForgeSettings(BaseSettings):
     artifacts_dir: Path | None = None
     deliveries_dir: Path | None = None
     model_provider: str = "offline"
+    # The container image a run executes in (set by the Docker run launcher).
+    image: str | None = None
+    image_id: str | None = None
     # S3 (AWS, MinIO, moto): when a bucket is set, artifacts and backups go there.
     s3_bucket: str | None = None
     s3_endpoint_url: str | None = None

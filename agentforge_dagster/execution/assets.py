@@ -70,8 +70,11 @@ def run_step(
         "attempt": attempt,
         "run_id": context.run_id,
     }
+    image = {"image": options.image or "local", "image_id": options.image_id or "none"}
     business.record_event(
-        "step_started", **audit_common, detail={"inputs": sorted(inputs), "fault_rate": faults.rate}
+        "step_started",
+        **audit_common,
+        detail={"inputs": sorted(inputs), "fault_rate": faults.rate, **image},
     )
     try:
         business.claim(order_id, run_id=context.run_id, step=spec.name)
@@ -112,6 +115,7 @@ def run_step(
         metadata={
             "attempt": attempt,
             "output_sha256": digest,
+            **image,
             **{k: _meta(v) for k, v in usage.items()},
         },
     )

@@ -72,3 +72,5 @@ class StepOptions(ConfigurableResource):
     model_timeout_seconds: float = Field(
         default=120.0, gt=0, description="A model call slower than this is a transient error."
     )
+    image: str | None = Field(default=None, description="Image tag the run executes in.")
+    image_id: str | None = Field(default=None, description="Image id (digest) of that image.")
