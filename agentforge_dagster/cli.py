@@ -387,3 +387,14 @@ def dlq_replay(
         click.echo("the dead_letter_replays sensor launches them; without a daemon: agentforge run")
     else:
         click.echo("nothing to replay")
+
+
+from agentforge_dagster.cli_deploy import (  # noqa: E402  (registered last: no import cycle)
+    deploy_command,
+    deploys_command,
+    rollback_command,
+)
+
+main.add_command(deploy_command)
+main.add_command(rollback_command)
+main.add_command(deploys_command)

@@ -17,7 +17,12 @@ from dagster_aws.s3 import S3Resource
 
 from agentforge_dagster.execution.assets import build_order_assets
 from agentforge_dagster.execution.figures import BusinessAssumptions, daily_business_figures
-from agentforge_dagster.execution.resources import FaultInjector, ModelResource, StepOptions
+from agentforge_dagster.execution.resources import (
+    FaultInjector,
+    ModelResource,
+    StepOptions,
+    parse_model_specs,
+)
 from agentforge_dagster.orchestration.backups import backup_job, nightly_backup
 from agentforge_dagster.orchestration.dead_letters import (
     dlq_auto_replay_job,
@@ -43,7 +48,17 @@ def build_resources(settings: AgentForgeSettings) -> dict[str, Any]:
     )
     return {
         "store": BusinessStoreResource(database_url=database_url),
-        "model": ModelResource(provider=settings.model_provider),
+        "model": ModelResource(
+            models=settings.models,
+            # Keys go in as EnvVar: the UI and the run config show the variable, never the value.
+            openai_api_key=EnvVar("OPENAI_API_KEY") if settings.openai_api_key else None,
+            anthropic_api_key=EnvVar("ANTHROPIC_API_KEY") if settings.anthropic_api_key else None,
+            fallback_after=settings.model_fallback_after,
+            max_reprompts=settings.model_max_reprompts,
+            replay_only=settings.model_replay_only,
+            monthly_budget_usd=settings.monthly_budget_usd,
+            prices_json=settings.model_prices_json,
+        ),
         "faults": FaultInjector(
             rate=settings.fault_rate,
             seed=settings.fault_seed,
@@ -86,10 +101,14 @@ def artifact_io_manager(settings: AgentForgeSettings) -> ConfigurableIOManager:
     return LocalArtifactIOManager(base_dir=str(settings.resolved_artifacts_dir()))
 
 
+def primary_provider(settings: AgentForgeSettings) -> str:
+    return parse_model_specs(settings.models)[0].provider
+
+
 def build_definitions(settings: AgentForgeSettings) -> Definitions:
     figures_job = define_asset_job("daily_business_figures_job", selection=[daily_business_figures])
     return Definitions(
-        assets=[*build_order_assets(settings.model_provider), daily_business_figures],
+        assets=[*build_order_assets(primary_provider(settings)), daily_business_figures],
         jobs=[order_pipeline_job(settings), backup_job, dlq_auto_replay_job, figures_job],
         schedules=[
             nightly_backup,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -31,7 +31,25 @@ class AgentForgeSettings(BaseSettings):
     )
     artifacts_dir: Path | None = None
     deliveries_dir: Path | None = None
-    model_provider: str = "offline"
+    models: str = Field(
+        default="offline",
+        description="Model chain in fallback order: provider:model[@base_url], comma-separated.",
+    )
+    openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
+    anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
+    model_fallback_after: int = Field(default=2, ge=1)
+    model_max_reprompts: int = Field(default=2, ge=0)
+    model_replay_only: bool = False
+    model_prices_json: str | None = None
+    monthly_budget_usd: float | None = Field(default=None, ge=0)
+    # Deploys of the code location's image (agentforge deploy / rollback).
+    code_server_port: int = Field(default=4000, ge=1, le=65535)
+    code_server_host: str = Field(default="127.0.0.1", description="Address the server binds.")
+    deploy_history: Path | None = Field(
+        default=None,
+        description="History of deploys, for roll-backs; $AGENTFORGE_HOME/deploys.json.",
+    )
+    deploy_timeout_seconds: float = Field(default=120.0, gt=0)
     # The container image a run executes in (set by the Docker run launcher).
     image: str | None = None
     image_id: str | None = None

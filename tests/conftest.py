@@ -166,3 +166,18 @@ def s3_bucket(s3_endpoint: str) -> str:
 @pytest.fixture
 def s3_client(s3_endpoint: str) -> Any:
     return boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1")
+
+
+def step_env(
+    store: BusinessStore, order_id: str, deliveries: Path, *, max_revisions: int = 1,
+    run_id: str = "run-test", step: str = "test",
+) -> Any:
+    """A StepEnv on the offline model, as run_step builds one."""
+    from agentforge_dagster.execution.gateway import ModelGateway
+    from agentforge_dagster.execution.providers import OfflineModel
+    from agentforge_dagster.execution.steps import StepEnv
+
+    gateway = ModelGateway(store=store, providers=[OfflineModel()], order_id=order_id,
+                           step=step, run_id=run_id, attempt=1)
+    return StepEnv(order_id=order_id, run_id=run_id, attempt=1, store=store, gateway=gateway,
+                   deliveries_dir=deliveries, max_revisions=max_revisions)

@@ -58,3 +58,9 @@ class IllegalTransition(PermanentError):
 
 class RevisionsExhausted(PermanentError):
     """The review kept rejecting the draft after the bounded number of revisions."""
+
+
+class BudgetExhausted(AgentForgeError):
+    """The next paid model call would exceed the month's model budget: pause, do not fail."""
+
+    error_class = "budget"

@@ -1,6 +1,7 @@
 """The order state machine: which status may follow which, in one table.
 
 queued → processing → completed | failed → dead_lettered → replayed → processing …
+processing → waiting_budget → replayed → processing … (paused for the model budget)
 """
 
 from __future__ import annotations
@@ -17,15 +18,20 @@ class OrderStatus(StrEnum):
     FAILED = "failed"
     DEAD_LETTERED = "dead_lettered"
     REPLAYED = "replayed"
+    WAITING_BUDGET = "waiting_budget"
 
 
 LEGAL_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.QUEUED: frozenset({OrderStatus.PROCESSING}),
-    OrderStatus.PROCESSING: frozenset({OrderStatus.COMPLETED, OrderStatus.FAILED}),
+    OrderStatus.PROCESSING: frozenset(
+        {OrderStatus.COMPLETED, OrderStatus.FAILED, OrderStatus.WAITING_BUDGET}
+    ),
     OrderStatus.COMPLETED: frozenset(),
     OrderStatus.FAILED: frozenset({OrderStatus.DEAD_LETTERED}),
     OrderStatus.DEAD_LETTERED: frozenset({OrderStatus.REPLAYED}),
     OrderStatus.REPLAYED: frozenset({OrderStatus.PROCESSING}),
+    # Paused, not failed: the month's model budget would be exceeded; resumes from the same step.
+    OrderStatus.WAITING_BUDGET: frozenset({OrderStatus.REPLAYED}),
 }
 
 TERMINAL_STATUSES = frozenset({OrderStatus.COMPLETED, OrderStatus.FAILED})

@@ -9,6 +9,7 @@ anything else is left to the job's retry policy.
 
 import hashlib
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +25,14 @@ from dagster import (
     asset,
 )
 
-from agentforge_dagster.domain.errors import AgentForgeError, PermanentError, TransientError
+from agentforge_dagster.domain.errors import (
+    AgentForgeError,
+    BudgetExhausted,
+    PermanentError,
+    TransientError,
+)
 from agentforge_dagster.domain.models import Artifact
+from agentforge_dagster.execution.gateway import ModelGateway
 from agentforge_dagster.execution.resources import FaultInjector, ModelResource, StepOptions
 from agentforge_dagster.execution.steps import STEPS, StepEnv, StepSpec
 from agentforge_dagster.persistence.io_managers import dump_artifact
@@ -53,16 +60,32 @@ def run_step(
     order_id = context.partition_key
     attempt = context.retry_number + 1
     business = store.get_store()
+    budget = model.monthly_budget_usd
+    gateway = ModelGateway(
+        store=business,
+        providers=[
+            faults.wrap_model(provider, step=spec.name, attempt=attempt)
+            for provider in model.get_providers()
+        ],
+        order_id=order_id,
+        step=spec.name,
+        run_id=context.run_id,
+        attempt=attempt,
+        timeout_s=options.model_timeout_seconds,
+        fallback_after=model.fallback_after,
+        max_reprompts=model.max_reprompts,
+        replay_only=model.replay_only,
+        default_budget_usd=Decimal(str(budget)) if budget is not None else None,
+        prices=model.prices(),
+    )
     env = StepEnv(
         order_id=order_id,
         run_id=context.run_id,
         attempt=attempt,
         store=business,
-        model=faults.wrap_model(model.get_provider(), step=spec.name, attempt=attempt),
+        gateway=gateway,
         deliveries_dir=Path(options.deliveries_dir),
         max_revisions=options.max_revisions,
-        step=spec.name,
-        model_timeout_s=options.model_timeout_seconds,
     )
     audit_common: dict[str, Any] = {
         "order_id": order_id,
@@ -79,7 +102,9 @@ def run_step(
     try:
         business.claim(order_id, run_id=context.run_id, step=spec.name)
         faults.check(order_id=order_id, step=spec.name, attempt=attempt, phase="before")
+        ballast = faults.allocate(spec.name)
         output = spec.run(env, inputs)
+        del ballast
         faults.check(order_id=order_id, step=spec.name, attempt=attempt, phase="after")
     except Exception as exc:
         error_class = exc.error_class if isinstance(exc, AgentForgeError) else "unexpected"
@@ -96,6 +121,12 @@ def run_step(
         )
         if isinstance(exc, TransientError) and exc.retry_after is not None:
             raise _retry_after(context, attempt, exc.retry_after) from exc
+        if isinstance(exc, BudgetExhausted):
+            raise Failure(
+                description=f"{spec.name} paused: {exc}",
+                metadata={"error_class": "budget"},
+                allow_retries=False,
+            ) from exc
         if isinstance(exc, PermanentError):
             raise Failure(
                 description=f"{spec.name} failed permanently: {exc}",

@@ -2,22 +2,105 @@
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass
+
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from agentforge_dagster.execution.faults import SlowModel, injected_fault
+from agentforge_dagster.execution.llm_providers import (
+    DEFAULT_PRICES,
+    AnthropicProvider,
+    OpenAICompatibleProvider,
+)
 from agentforge_dagster.execution.providers import ModelProvider, OfflineModel
 
 
 class ModelResource(ConfigurableResource):
-    """Which model answers the steps; ``offline`` is the built-in deterministic model."""
+    """Which models answer the steps, in fallback order, and the rules around every call.
 
-    provider: str = "offline"
+    ``models`` is a comma-separated chain of ``provider:model[@base_url]``: ``offline`` (the
+    built-in model), ``openai:gpt-4o-mini``, ``anthropic:claude-sonnet-4-5``,
+    ``openai:llama3.1@http://127.0.0.1:11434/v1`` (any OpenAI-compatible server). Keys come from
+    ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY`` through ``EnvVar``.
+    """
 
-    def get_provider(self) -> ModelProvider:
-        if self.provider == "offline":
+    models: str = "offline"
+    openai_api_key: str | None = None
+    anthropic_api_key: str | None = None
+    timeout_seconds: float = Field(default=60.0, gt=0)
+    fallback_after: int = Field(default=2, ge=1)
+    max_reprompts: int = Field(default=2, ge=0)
+    replay_only: bool = False
+    monthly_budget_usd: float | None = None
+    prices_json: str | None = Field(
+        default=None, description='USD per million tokens: {"model": [input, output]}.'
+    )
+
+    def specs(self) -> list[ModelSpec]:
+        return parse_model_specs(self.models)
+
+    def prices(self) -> dict[str, tuple[float, float]]:
+        table = dict(DEFAULT_PRICES)
+        if self.prices_json:
+            table.update(
+                {k: (float(v[0]), float(v[1])) for k, v in json.loads(self.prices_json).items()}
+            )
+        return table
+
+    def get_providers(self) -> list[ModelProvider]:
+        return [self._provider(spec) for spec in self.specs()]
+
+    def _provider(self, spec: ModelSpec) -> ModelProvider:
+        if spec.provider == "offline":
             return OfflineModel()
-        raise ValueError(f"unknown model provider {self.provider!r}; known: offline")
+        if spec.provider == "openai":
+            return OpenAICompatibleProvider(
+                model=spec.model,
+                api_key=self.openai_api_key,
+                base_url=spec.base_url or "https://api.openai.com/v1",
+                timeout_s=self.timeout_seconds,
+                prices=self.prices(),
+            )
+        return AnthropicProvider(
+            model=spec.model,
+            api_key=self.anthropic_api_key,
+            base_url=spec.base_url,
+            timeout_s=self.timeout_seconds,
+            prices=self.prices(),
+        )
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    provider: str
+    model: str
+    base_url: str | None = None
+
+
+KNOWN_PROVIDERS = ("offline", "openai", "anthropic")
+
+
+def parse_model_specs(text: str) -> list[ModelSpec]:
+    """``"openai:gpt-4o-mini@http://host/v1, offline"`` → specs, first is primary."""
+    specs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        provider, _, rest = item.partition(":")
+        model, _, base_url = rest.partition("@")
+        if provider not in KNOWN_PROVIDERS:
+            raise ValueError(
+                f"unknown model provider {provider!r} in {item!r}; known: "
+                + ", ".join(KNOWN_PROVIDERS)
+            )
+        if provider != "offline" and not model:
+            raise ValueError(f"{item!r}: name the model, e.g. {provider}:MODEL")
+        specs.append(ModelSpec(provider, model or OfflineModel.model, base_url or None))
+    if not specs:
+        raise ValueError("no model configured (AGENTFORGE_MODELS is empty)")
+    return specs
 
 
 class FaultInjector(ConfigurableResource):
@@ -40,6 +123,11 @@ class FaultInjector(ConfigurableResource):
     model_latency_seconds: float = Field(
         default=0.0, ge=0, description="Simulated latency added to every model call."
     )
+    allocate_mb: dict[str, int] = Field(
+        default_factory=dict,
+        description="Megabytes a step allocates and holds during its work: an out-of-memory "
+        "drill for run containers with a memory cap.",
+    )
 
     def wrap_model(self, provider: ModelProvider, *, step: str, attempt: int) -> ModelProvider:
         """The provider as this attempt sees it: hung, slowed down, or untouched."""
@@ -48,6 +136,11 @@ class FaultInjector(ConfigurableResource):
         if self.model_latency_seconds > 0:
             return SlowModel(provider, self.model_latency_seconds)
         return provider
+
+    def allocate(self, step: str) -> bytes | None:
+        """The step's memory ballast, every page written so it is really resident."""
+        megabytes = self.allocate_mb.get(step, 0)
+        return b"\xff" * (megabytes * 1024 * 1024) if megabytes > 0 else None
 
     def check(self, *, order_id: str, step: str, attempt: int, phase: str) -> None:
         fault = injected_fault(

@@ -12,15 +12,13 @@ import json
 import os
 import tempfile
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from agentforge_dagster.domain.errors import ModelCallTimeout, PermanentError, RevisionsExhausted
+from agentforge_dagster.domain.errors import PermanentError, RevisionsExhausted
 from agentforge_dagster.domain.models import (
     Artifact,
     Delivery,
@@ -34,7 +32,8 @@ from agentforge_dagster.domain.models import (
     utcnow,
 )
 from agentforge_dagster.domain.state import OrderStatus
-from agentforge_dagster.execution.providers import ModelProvider, ModelRequest, ModelResponse
+from agentforge_dagster.execution.gateway import ModelGateway
+from agentforge_dagster.execution.providers import ModelRequest, ModelResponse
 from agentforge_dagster.persistence.store import BusinessStore
 
 P = TypeVar("P", bound=BaseModel)
@@ -43,66 +42,22 @@ MIN_SECTION_WORDS = 15
 
 @dataclass
 class StepEnv:
-    """What a step may touch: its order, the business store, a model and where to deliver."""
+    """What a step may touch: its order, the business store, the models and where to deliver."""
 
     order_id: str
     run_id: str
     attempt: int
     store: BusinessStore
-    model: ModelProvider
+    gateway: ModelGateway
     deliveries_dir: Path
     max_revisions: int = 1
-    step: str = ""
-    model_timeout_s: float = 120.0
-    model_calls: list[ModelResponse] = field(default_factory=list)
+
+    @property
+    def model_calls(self) -> list[ModelResponse]:
+        return self.gateway.responses
 
     def ask(self, request: ModelRequest, schema: type[P]) -> P:
-        """Call the model (bounded by ``model_timeout_s``), record the call, validate the answer."""
-        started = utcnow()
-        response = call_with_timeout(self.model.complete, request, timeout_s=self.model_timeout_s)
-        self.model_calls.append(response)
-        self.store.record_model_call(
-            order_id=self.order_id,
-            step=self.step,
-            run_id=self.run_id,
-            attempt=self.attempt,
-            provider=response.provider,
-            model=response.model,
-            input_tokens=response.input_tokens,
-            output_tokens=response.output_tokens,
-            cost_usd=response.cost_usd,
-            latency_s=response.latency_s,
-            started_at=started,
-            ended_at=utcnow(),
-            cache_hit=False,
-        )
-        try:
-            return schema.model_validate_json(response.text)
-        except ValidationError as exc:
-            raise PermanentError(
-                f"{response.model} returned output that does not match {schema.__name__}: "
-                f"{exc.error_count()} error(s), first: {exc.errors()[0]['msg']}"
-            ) from exc
-
-
-def call_with_timeout(
-    fn: Callable[[ModelRequest], ModelResponse], request: ModelRequest, *, timeout_s: float
-) -> ModelResponse:
-    """Run a model call with a deadline; a call that hangs past it becomes a transient error.
-
-    The call runs in a worker thread; on timeout the step stops waiting for it (a thread cannot be
-    killed, so a truly hung call is left to finish or die with the process).
-    """
-    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-call")
-    future = pool.submit(fn, request)
-    try:
-        return future.result(timeout=timeout_s)
-    except FutureTimeout as exc:
-        raise ModelCallTimeout(
-            f"model call for {request.task!r} did not answer within {timeout_s:g} s"
-        ) from exc
-    finally:
-        pool.shutdown(wait=False, cancel_futures=True)
+        return self.gateway.ask(request, schema)
 
 
 def _prompt(instruction: str, **context: Any) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dagster import Failure, HookContext, failure_hook
 
-from agentforge_dagster.domain.errors import AgentForgeError, UnknownOrder
+from agentforge_dagster.domain.errors import AgentForgeError, BudgetExhausted, UnknownOrder
 from agentforge_dagster.domain.state import OrderStatus
 
 PARTITION_TAG = "dagster/partition"
@@ -39,6 +39,9 @@ def mark_order_failed(context: HookContext) -> None:
     if current is not OrderStatus.PROCESSING:
         # A run that never took the order in (it was completed or failed already) changes nothing.
         context.log.warning(f"order {order_id} is {current.value}; {step} failure not applied")
+        return
+    if exc is not None and isinstance(exc.__cause__, BudgetExhausted):
+        store.park_for_budget(order_id, run_id=context.run_id, step=step, message=message)
         return
     store.transition(
         order_id,

@@ -121,3 +121,24 @@ model_calls = Table(
     Column("ended_at", DateTime(timezone=True), nullable=False),
     Column("cache_hit", Boolean, nullable=False, server_default=false()),
 )
+
+model_responses = Table(
+    "model_responses",
+    metadata,
+    Column("cache_key", String(64), primary_key=True),  # SHA-256 of provider, model, request
+    Column("provider", String(40), nullable=False),
+    Column("model", String(120), nullable=False),
+    Column("text", Text, nullable=False),
+    Column("input_tokens", Integer, nullable=False),
+    Column("output_tokens", Integer, nullable=False),
+    Column("cost_usd", Numeric(12, 6), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+)
+
+budgets = Table(
+    "budgets",
+    metadata,
+    Column("month", String(7), primary_key=True),  # YYYY-MM, or "default"
+    Column("cap_usd", Numeric(12, 2), nullable=False),
+    Column("set_at", DateTime(timezone=True), nullable=False),
+)

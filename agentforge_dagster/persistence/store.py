@@ -12,6 +12,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -28,10 +29,12 @@ from agentforge_dagster.domain.state import OrderStatus, check_transition
 from agentforge_dagster.persistence import audit
 from agentforge_dagster.persistence.schema import (
     audit_log,
+    budgets,
     dead_letters,
     deliveries,
     ledger,
     model_calls,
+    model_responses,
     orders,
     rejected_orders,
 )
@@ -410,6 +413,92 @@ class BusinessStore:
         )
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
+
+    def park_for_budget(self, order_id: str, *, run_id: str, step: str, message: str) -> None:
+        """Pause an order whose next model call would break the budget (processing → waiting)."""
+        now = utcnow()
+        with self.begin() as conn:
+            self._transition(
+                conn,
+                order_id,
+                OrderStatus.WAITING_BUDGET,
+                run_id=run_id,
+                step=step,
+                error=None,
+                detail={"reason": message[:2000]},
+            )
+            values = {
+                "run_id": run_id,
+                "failed_step": step,
+                "error_class": "budget",
+                "error_type": "BudgetExhausted",
+                "message": message[:2000],
+                "attempts": 1,
+                "dead_lettered_at": now,
+                "replay_requested_at": None,
+                "replay_run_key": None,
+            }
+            exists = conn.execute(
+                select(dead_letters.c.order_id).where(dead_letters.c.order_id == order_id)
+            ).first()
+            if exists:
+                conn.execute(
+                    dead_letters.update()
+                    .where(dead_letters.c.order_id == order_id)
+                    .values(**values)
+                )
+            else:
+                conn.execute(dead_letters.insert().values(order_id=order_id, replays=0, **values))
+
+    # -- budget ---------------------------------------------------------------------------------
+    def set_budget(self, cap_usd: Decimal, month: str = "default") -> None:
+        with self.begin() as conn:
+            conn.execute(budgets.delete().where(budgets.c.month == month))
+            conn.execute(budgets.insert().values(month=month, cap_usd=cap_usd, set_at=utcnow()))
+            audit.append(conn, "budget_set", detail={"month": month, "cap_usd": str(cap_usd)})
+
+    def budget_cap(self, month: str) -> Decimal | None:
+        """The month's cap, else the default cap set in the store; None: no cap stored."""
+        with self.engine.connect() as conn:
+            caps = dict(
+                conn.execute(
+                    select(budgets.c.month, budgets.c.cap_usd).where(
+                        budgets.c.month.in_([month, "default"])
+                    )
+                ).all()
+            )
+        cap = caps.get(month, caps.get("default"))
+        return Decimal(cap) if cap is not None else None
+
+    def month_spend(self, month: str) -> Decimal:
+        """What paid model calls cost in ``month`` (YYYY-MM); cache hits cost nothing."""
+        start = datetime.strptime(month, "%Y-%m").replace(tzinfo=UTC)
+        end = (start + timedelta(days=32)).replace(day=1)
+        with self.engine.connect() as conn:
+            total = conn.execute(
+                select(func.coalesce(func.sum(model_calls.c.cost_usd), 0)).where(
+                    model_calls.c.cache_hit.is_(False),
+                    model_calls.c.started_at >= start,
+                    model_calls.c.started_at < end,
+                )
+            ).scalar_one()
+        return Decimal(str(total))
+
+    # -- model responses (never pay twice) ------------------------------------------------------
+    def stored_response(self, cache_key: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(
+                    select(model_responses).where(model_responses.c.cache_key == cache_key)
+                )
+                .mappings()
+                .first()
+            )
+        return dict(row) if row else None
+
+    def store_response(self, **values: Any) -> None:
+        """Keep a paid answer; a second writer of the same key keeps the first answer."""
+        self._insert_once(model_responses, {**values, "created_at": utcnow()}, "cache_key")
 
     # -- model calls ----------------------------------------------------------------------------
     def record_model_call(self, **values: Any) -> None:

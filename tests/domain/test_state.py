@@ -17,6 +17,8 @@ EXPECTED_LEGAL = {
     (S.FAILED, S.DEAD_LETTERED),
     (S.DEAD_LETTERED, S.REPLAYED),
     (S.REPLAYED, S.PROCESSING),
+    (S.PROCESSING, S.WAITING_BUDGET),
+    (S.WAITING_BUDGET, S.REPLAYED),
 }
 ALL_PAIRS = list(itertools.product(OrderStatus, OrderStatus))
 

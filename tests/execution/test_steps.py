@@ -12,21 +12,13 @@ from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.execution import steps
 from agentforge_dagster.execution.providers import OFFLINE_MODEL_NAME, ModelRequest, OfflineModel
 from agentforge_dagster.persistence.store import BusinessStore
-from tests.conftest import make_order
+from tests.conftest import make_order, step_env
 
 
 def env_for(
     store: BusinessStore, order: Order, tmp_path: Path, max_revisions: int = 1
 ) -> steps.StepEnv:
-    return steps.StepEnv(
-        order_id=order.order_id,
-        run_id="run-test",
-        attempt=1,
-        store=store,
-        model=OfflineModel(),
-        deliveries_dir=tmp_path / "deliveries",
-        max_revisions=max_revisions,
-    )
+    return step_env(store, order.order_id, tmp_path / "deliveries", max_revisions=max_revisions)
 
 
 def planned(store: BusinessStore, order: Order, tmp_path: Path) -> tuple[steps.StepEnv, Plan]:

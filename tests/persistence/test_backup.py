@@ -11,7 +11,6 @@ from sqlalchemy import Engine, make_url, select, text
 
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.execution import steps
-from agentforge_dagster.execution.providers import OfflineModel
 from agentforge_dagster.orchestration.backups import backup_job
 from agentforge_dagster.persistence.backup import (
     BackupCorrupted,
@@ -24,21 +23,14 @@ from agentforge_dagster.persistence.backup import (
 from agentforge_dagster.persistence.resources import BackupTargetResource, BusinessStoreResource
 from agentforge_dagster.persistence.schema import metadata
 from agentforge_dagster.persistence.store import BusinessStore
-from tests.conftest import make_order
+from tests.conftest import make_order, step_env
 
 
 def process(store: BusinessStore, index: int, deliveries: Path) -> None:
     """One order through the step functions; every fifth one fails at review."""
     order = store.submit(make_order(index))
     store.claim(order.order_id, run_id=f"run-{index}", step="intake")
-    env = steps.StepEnv(
-        order_id=order.order_id,
-        run_id=f"run-{index}",
-        attempt=1,
-        store=store,
-        model=OfflineModel(),
-        deliveries_dir=deliveries,
-    )
+    env = step_env(store, order.order_id, deliveries, run_id=f"run-{index}")
     if index % 5 == 0:
         store.transition(order.order_id, OrderStatus.FAILED, step="review", error="drill failure")
         return
@@ -79,7 +71,7 @@ def test_restore_drill_fifty_orders_on_postgres(
     location = LocalBackupLocation(tmp_path / "backups")
     manifest = create_backup(pg_store, location, keep=3)
     assert manifest.dialect == "postgresql" and manifest.row_counts["orders"] == 50
-    assert manifest.schema_revision == "0002"
+    assert manifest.schema_revision == "0003"
     pg_store.engine.dispose()
 
     recreate_empty(pg_admin, pg_url)
@@ -89,7 +81,7 @@ def test_restore_drill_fifty_orders_on_postgres(
         assert snapshot(restored) == before
         assert report.audit_rows == len(before["audit_log"])
         assert restored.verify_audit().ok
-        assert restored.schema_revision() == "0002"
+        assert restored.schema_revision() == "0003"
         # The restored store keeps working: the chain goes on from the restored head.
         restored.submit(make_order(999))
         assert restored.verify_audit().ok

@@ -1,0 +1,251 @@
+"""The one door to the models: cache, budget, fallback, deadline, re-prompt, records.
+
+Every model call of a step goes through :meth:`ModelGateway.ask`:
+
+1. **Never pay twice**: the request is keyed by SHA-256 of (provider, model, task, prompt, output
+   schema). A key already answered is served from the ``model_responses`` table: a retried step, a
+   re-executed run or a replayed dead letter reuses what was paid for. In ``replay_only`` mode a
+   missing answer is an error: the failed order's calls are reproduced exactly or not at all.
+2. **Budget guard**: before a paid call, the month's spend plus the call's estimated cost must fit
+   the cap; otherwise :class:`BudgetExhausted` pauses the order (``waiting_budget``).
+3. **Fallback**: providers are tried in order; a provider that has failed transiently
+   ``fallback_after`` times for this order and step is passed over for the next one.
+4. **Deadline**: the call runs under the step's model timeout; a hang is a transient error.
+5. **Re-prompt**: an answer that does not validate against the step's schema is sent back with
+   the validation error, at most ``max_reprompts`` times; then the step fails permanently.
+
+Each call (paid or served from the store) is a row of ``model_calls``: provider, model, tokens,
+latency, cost and cache hit. Each transient provider failure is an audit event.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from agentforge_dagster.domain.errors import (
+    BudgetExhausted,
+    ModelCallTimeout,
+    PermanentError,
+    TransientError,
+)
+from agentforge_dagster.domain.models import utcnow
+from agentforge_dagster.execution.providers import (
+    ModelProvider,
+    ModelRequest,
+    ModelResponse,
+    estimate_tokens,
+)
+from agentforge_dagster.persistence.store import BusinessStore
+
+P = TypeVar("P", bound=BaseModel)
+Prices = dict[str, tuple[float, float]]
+
+
+def call_with_timeout(
+    fn: Callable[[ModelRequest], ModelResponse], request: ModelRequest, *, timeout_s: float
+) -> ModelResponse:
+    """Run a model call with a deadline; a call that hangs past it becomes a transient error.
+
+    The call runs in a worker thread; on timeout the step stops waiting for it (a thread cannot be
+    killed, so a truly hung call is left to finish or die with the process).
+    """
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-call")
+    future = pool.submit(fn, request)
+    try:
+        return future.result(timeout=timeout_s)
+    except FutureTimeout as exc:
+        raise ModelCallTimeout(
+            f"model call for {request.task!r} did not answer within {timeout_s:g} s"
+        ) from exc
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
+def cache_key(provider: ModelProvider, request: ModelRequest) -> str:
+    payload = json.dumps(
+        {
+            "provider": provider.name,
+            "model": provider.model,
+            "task": request.task,
+            "prompt": request.prompt,
+            "schema": request.output_schema,
+        },
+        sort_keys=True,
+        default=str,
+    )
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+def month_of() -> str:
+    return utcnow().strftime("%Y-%m")
+
+
+@dataclass
+class ModelGateway:
+    store: BusinessStore
+    providers: Sequence[ModelProvider]
+    order_id: str
+    step: str
+    run_id: str
+    attempt: int
+    timeout_s: float = 120.0
+    fallback_after: int = 2
+    max_reprompts: int = 2
+    replay_only: bool = False
+    default_budget_usd: Decimal | None = None
+    prices: Prices = field(default_factory=dict)
+    responses: list[ModelResponse] = field(default_factory=list)
+
+    def ask(self, request: ModelRequest, schema: type[P]) -> P:
+        """An answer to ``request`` that validates against ``schema``."""
+        for reprompt in range(self.max_reprompts + 1):
+            response = self.complete(request)
+            try:
+                return schema.model_validate_json(_json_text(response.text))
+            except ValidationError as exc:
+                problem = "; ".join(
+                    f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['msg']}"
+                    for e in exc.errors()[:5]
+                )
+                if reprompt == self.max_reprompts:
+                    raise PermanentError(
+                        f"{response.model} gave no answer matching {schema.__name__} after "
+                        f"{self.max_reprompts} re-prompt(s); last problem: {problem}"
+                    ) from exc
+                request = ModelRequest(
+                    task=request.task,
+                    prompt=f"{request.prompt}\n\nYour previous answer was invalid: {problem}. "
+                    "Answer again with JSON that matches the schema exactly.",
+                    context={**request.context, "validation_error": problem},
+                    output_schema=request.output_schema,
+                )
+        raise AssertionError("unreachable")
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        """One answer: from the store if paid for already, else from the first provider that can."""
+        candidates = self._candidates()
+        for index, provider in enumerate(candidates):
+            key = cache_key(provider, request)
+            stored = self.store.stored_response(key)
+            if stored is not None:
+                return self._record(self._from_store(stored), started=utcnow(), cache_hit=True)
+            if self.replay_only:
+                raise PermanentError(
+                    f"replay mode: no recorded answer of {provider.model} for this {request.task} "
+                    "request"
+                )
+            self._check_budget(provider, request)
+            started = utcnow()
+            try:
+                response = call_with_timeout(provider.complete, request, timeout_s=self.timeout_s)
+            except TransientError as exc:
+                self.store.record_event(
+                    "model_call_failed",
+                    order_id=self.order_id,
+                    step=self.step,
+                    attempt=self.attempt,
+                    run_id=self.run_id,
+                    detail={
+                        "provider": provider.name,
+                        "model": provider.model,
+                        "error_type": type(exc).__name__,
+                        "message": str(exc)[:500],
+                    },
+                )
+                if index + 1 < len(candidates) and self._failures(provider) >= self.fallback_after:
+                    continue  # the primary is down: the next provider answers
+                raise
+            self.store.store_response(
+                cache_key=key,
+                provider=response.provider,
+                model=response.model,
+                text=response.text,
+                input_tokens=response.input_tokens,
+                output_tokens=response.output_tokens,
+                cost_usd=response.cost_usd,
+            )
+            return self._record(response, started=started, cache_hit=False)
+        raise AssertionError("no model provider configured")
+
+    def _candidates(self) -> list[ModelProvider]:
+        """Providers in order, leaving out those that failed too often here (the last stays)."""
+        usable = [p for p in self.providers[:-1] if self._failures(p) < self.fallback_after]
+        return [*usable, self.providers[-1]]
+
+    def _failures(self, provider: ModelProvider) -> int:
+        return sum(
+            1
+            for row in self.store.audit_rows(self.order_id)
+            if row["event"] == "model_call_failed"
+            and row["step"] == self.step
+            and row["detail"].get("provider") == provider.name
+            and row["detail"].get("model") == provider.model
+        )
+
+    def _check_budget(self, provider: ModelProvider, request: ModelRequest) -> None:
+        month = month_of()
+        cap = self.store.budget_cap(month)
+        if cap is None:
+            cap = self.default_budget_usd
+        if cap is None:
+            return
+        price_in, price_out = self.prices.get(provider.model, (0.0, 0.0))
+        tokens = estimate_tokens(request.prompt)
+        estimate = Decimal(str((tokens * price_in + tokens * price_out) / 1_000_000))
+        spent = self.store.month_spend(month)
+        if spent + estimate > cap:
+            raise BudgetExhausted(
+                f"model budget for {month} is {cap} USD; {spent} spent, and the next "
+                f"{provider.model} call (~{estimate} USD) would exceed it"
+            )
+
+    @staticmethod
+    def _from_store(row: dict[str, object]) -> ModelResponse:
+        return ModelResponse(
+            text=str(row["text"]),
+            provider=str(row["provider"]),
+            model=str(row["model"]),
+            input_tokens=int(str(row["input_tokens"])),
+            output_tokens=int(str(row["output_tokens"])),
+            cost_usd=0.0,
+            latency_s=0.0,
+        )
+
+    def _record(
+        self, response: ModelResponse, *, started: object, cache_hit: bool
+    ) -> ModelResponse:
+        self.responses.append(response)
+        self.store.record_model_call(
+            order_id=self.order_id,
+            step=self.step,
+            run_id=self.run_id,
+            attempt=self.attempt,
+            provider=response.provider,
+            model=response.model,
+            input_tokens=response.input_tokens,
+            output_tokens=response.output_tokens,
+            cost_usd=response.cost_usd,
+            latency_s=response.latency_s,
+            started_at=started,
+            ended_at=utcnow(),
+            cache_hit=cache_hit,
+        )
+        return response
+
+
+def _json_text(text: str) -> str:
+    """The JSON in an answer, without the Markdown fence some models put around it."""
+    stripped = text.strip()
+    if stripped.startswith("```"):
+        stripped = stripped.split("\n", 1)[1] if "\n" in stripped else stripped
+        stripped = stripped.rsplit("```", 1)[0]
+    return stripped.strip()
