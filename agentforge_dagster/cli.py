@@ -7,6 +7,7 @@ import random
 import sys
 import time
 from collections.abc import Callable
+from decimal import Decimal
 from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
@@ -181,8 +182,11 @@ def run(settings: AgentForgeSettings, fault_rate: float | None, seed: int) -> No
 
     For set-ups without a daemon; where the daemon runs, its sensors do this.
     """
+    from agentforge_dagster.orchestration.dead_letters import resume_waiting_for_budget
+
     store = _store(settings)
     queued = store.order_ids(OrderStatus.QUEUED)
+    resume_waiting_for_budget(store, settings.monthly_budget_usd)
     replays = store.replays_to_launch()
     if not queued and not replays:
         click.echo("no queued orders and no replays requested")
@@ -340,6 +344,55 @@ def restore(settings: AgentForgeSettings, backup_id: str, target_url: str | None
         + ", ".join(f"{table} {count}" for table, count in report.row_counts.items())
         + f"; audit chain verified ({report.audit_rows} rows)"
     )
+
+
+@main.group()
+def budget() -> None:
+    """The monthly model budget: orders pause in waiting_budget rather than overspend."""
+
+
+@budget.command("show")
+@click.pass_obj
+def budget_show(settings: AgentForgeSettings) -> None:
+    """This month's cap, spend and orders waiting for the budget."""
+    from agentforge_dagster.domain.models import utcnow
+
+    store = _store(settings)
+    month = utcnow().strftime("%Y-%m")
+    cap = store.budget_cap(month)
+    if cap is None and settings.monthly_budget_usd is not None:
+        cap = Decimal(str(settings.monthly_budget_usd))
+    click.echo(
+        f"month {month}: cap {cap if cap is not None else 'none'} USD, "
+        f"spent {store.month_spend(month)} USD, "
+        f"{len(store.order_ids(OrderStatus.WAITING_BUDGET))} orders waiting"
+    )
+
+
+@budget.command("set")
+@click.argument("cap_usd", type=click.FloatRange(min=0))
+@click.option("--month", default="default", help="YYYY-MM, or 'default' for every month.")
+@click.pass_obj
+def budget_set(settings: AgentForgeSettings, cap_usd: float, month: str) -> None:
+    """Set the cap; paused orders resume (budget_resume sensor, or agentforge run)."""
+    _store(settings).set_budget(Decimal(str(cap_usd)).quantize(Decimal("0.01")), month)
+    click.echo(f"budget {month}: {cap_usd:.2f} USD")
+
+
+@main.command()
+@click.option(
+    "--by",
+    "group",
+    type=click.Choice(["order", "step", "customer", "model"]),
+    default="customer",
+    show_default=True,
+)
+@click.pass_obj
+def costs(settings: AgentForgeSettings, group: str) -> None:
+    """Model calls, tokens and cost, grouped."""
+    from agentforge_dagster.metrics.business import model_costs
+
+    click.echo(model_costs(_store(settings), group).to_string())
 
 
 @main.group()

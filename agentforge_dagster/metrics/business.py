@@ -9,7 +9,13 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import select
 
-from agentforge_dagster.persistence.schema import audit_log, deliveries, ledger, model_calls
+from agentforge_dagster.persistence.schema import (
+    audit_log,
+    deliveries,
+    ledger,
+    model_calls,
+    orders,
+)
 from agentforge_dagster.persistence.store import BusinessStore
 
 
@@ -72,4 +78,32 @@ def daily_figures(
         orders_failed=failed,
         net_burn=round(net_burn, 2),
         runway_days=round(cash_on_hand / net_burn, 1) if net_burn > 0 else None,
+    )
+
+
+COST_GROUPS = {"order": "order_id", "step": "step", "customer": "customer", "model": "model"}
+
+
+def model_costs(store: BusinessStore, by: str) -> pd.DataFrame:
+    """Model calls, tokens and cost per order, step, customer or model; cache hits cost 0."""
+    query = select(model_calls, orders.c.customer).join(
+        orders, orders.c.order_id == model_calls.c.order_id
+    )
+    calls = _frame(store, query)
+    column = COST_GROUPS[by]
+    if calls.empty:
+        return pd.DataFrame(
+            columns=["calls", "cache_hits", "input_tokens", "output_tokens", "cost_usd"]
+        ).rename_axis(column)
+    calls["cost_usd"] = calls["cost_usd"].astype(float)
+    return (
+        calls.groupby(column)
+        .agg(
+            calls=("call_id", "count"),
+            cache_hits=("cache_hit", "sum"),
+            input_tokens=("input_tokens", "sum"),
+            output_tokens=("output_tokens", "sum"),
+            cost_usd=("cost_usd", "sum"),
+        )
+        .sort_values("cost_usd", ascending=False)
     )

@@ -8,6 +8,7 @@ steps' outputs are read from the artifact store, not redone).
 # No "from __future__ import annotations" here: Dagster reads these annotations at definition time.
 
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 from dagster import (
     AssetKey,
@@ -154,3 +155,23 @@ def dlq_auto_replay_schedule(settings: AgentForgeSettings) -> ScheduleDefinition
         description="Hourly: replay transient dead letters that have cooled down, up to the "
         "replay limit; the rest wait for a human.",
     )
+
+
+def resume_waiting_for_budget(store: BusinessStore, default_cap: float | None) -> list[str]:
+    """Replay orders paused for the budget once the month's spend is under the cap again.
+
+    That happens when the cap is raised (``agentforge budget set``) or the month turns (the new
+    month's spend starts at zero). Each resumes from the step that paused it.
+    """
+    waiting = store.order_ids(OrderStatus.WAITING_BUDGET)
+    if not waiting:
+        return []
+    month = utcnow().strftime("%Y-%m")
+    cap = store.budget_cap(month)
+    if cap is None and default_cap is not None:
+        cap = Decimal(str(default_cap))
+    if cap is not None and store.month_spend(month) >= cap:
+        return []
+    for order_id in waiting:
+        store.request_replay(order_id, actor="budget")
+    return waiting

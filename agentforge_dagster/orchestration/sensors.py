@@ -31,7 +31,11 @@ from dagster._core.storage.tags import WILL_RETRY_TAG
 from agentforge_dagster.domain.errors import IllegalTransition, InvalidOrder
 from agentforge_dagster.domain.models import parse_order
 from agentforge_dagster.execution.assets import ORDERS_PARTITIONS
-from agentforge_dagster.orchestration.dead_letters import dead_letter_failed_run, replay_selection
+from agentforge_dagster.orchestration.dead_letters import (
+    dead_letter_failed_run,
+    replay_selection,
+    resume_waiting_for_budget,
+)
 from agentforge_dagster.orchestration.jobs import ORDER_PIPELINE
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.store import BusinessStore
@@ -185,4 +189,21 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
             for row in store.get_store().replays_to_launch()
         ]
 
-    return [order_queue_sensor, drop_folder_sensor, dead_letter_sensor, replay_sensor]
+    @sensor(
+        name="budget_resume",
+        minimum_interval_seconds=max(interval, 60),
+        default_status=DefaultSensorStatus.RUNNING,
+        description="Resume orders paused for the model budget once it allows (cap raised or "
+        "new month); dead_letter_replays then launches them.",
+    )
+    def budget_sensor(context: SensorEvaluationContext, store: BusinessStoreResource) -> SkipReason:
+        resumed = resume_waiting_for_budget(store.get_store(), settings.monthly_budget_usd)
+        return SkipReason(f"resumed {len(resumed)} orders waiting for the budget")
+
+    return [
+        order_queue_sensor,
+        drop_folder_sensor,
+        dead_letter_sensor,
+        replay_sensor,
+        budget_sensor,
+    ]
