@@ -41,7 +41,8 @@ from anthropic.types import Message
 from openai.types.chat import ChatCompletion
 
 from agentforge_dagster.domain.errors import AgentForgeError, PermanentError, TransientError
-from agentforge_dagster.execution.providers import (
+from agentforge_dagster.execution.providers import (  # DEFAULT_PRICES is re-exported
+    DEFAULT_PRICES,
     ModelRequest,
     ModelResponse,
     estimate_tokens,
@@ -50,18 +51,6 @@ from agentforge_dagster.execution.providers import (
 log = logging.getLogger(__name__)
 
 Prices = Mapping[str, tuple[float, float]]
-
-# EXAMPLE prices only, in USD per million (input, output) tokens, copied from public price lists
-# at the time of writing. They are NOT kept up to date: pass your own table for real accounting.
-# A model missing from the table costs 0.0 (as local models do).
-DEFAULT_PRICES: dict[str, tuple[float, float]] = {
-    "gpt-4o-mini": (0.15, 0.60),
-    "gpt-4o": (2.50, 10.00),
-    "gpt-4.1-mini": (0.40, 1.60),
-    "claude-3-5-haiku-latest": (0.80, 4.00),
-    "claude-sonnet-4-5": (3.00, 15.00),
-    "claude-opus-4-1": (15.00, 75.00),
-}
 
 # Placeholder sent to servers that need no key (Ollama, vLLM, llama.cpp, LM Studio).
 NO_KEY_PLACEHOLDER = "not-needed"

@@ -19,6 +19,19 @@ from typing import Any, Protocol
 
 OFFLINE_MODEL_NAME = "agentforge-offline-template-v1"
 
+# EXAMPLE prices only, in USD per million (input, output) tokens, copied from public price lists
+# at the time of writing. They are NOT kept up to date: pass your own table for real accounting.
+# A model missing from the table costs 0.0 (as local models do).
+DEFAULT_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "claude-3-5-haiku-latest": (0.80, 4.00),
+    "claude-sonnet-4-5": (3.00, 15.00),
+    "claude-opus-4-1": (15.00, 75.00),
+}
+
+
 _OUTLINES: dict[str, tuple[list[str], str, int]] = {
     "blog_post": (
         ["Introduction", "Why it matters", "How to do it", "Conclusion"],

@@ -9,12 +9,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from agentforge_dagster.execution.faults import SlowModel, injected_fault
-from agentforge_dagster.execution.llm_providers import (
-    DEFAULT_PRICES,
-    AnthropicProvider,
-    OpenAICompatibleProvider,
-)
-from agentforge_dagster.execution.providers import ModelProvider, OfflineModel
+from agentforge_dagster.execution.providers import DEFAULT_PRICES, ModelProvider, OfflineModel
 
 
 class ModelResource(ConfigurableResource):
@@ -55,6 +50,12 @@ class ModelResource(ConfigurableResource):
     def _provider(self, spec: ModelSpec) -> ModelProvider:
         if spec.provider == "offline":
             return OfflineModel()
+        # The SDKs take seconds to import: only runs that call a real model pay for that.
+        from agentforge_dagster.execution.llm_providers import (
+            AnthropicProvider,
+            OpenAICompatibleProvider,
+        )
+
         if spec.provider == "openai":
             return OpenAICompatibleProvider(
                 model=spec.model,

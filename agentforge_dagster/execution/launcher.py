@@ -1,0 +1,261 @@
+"""The Docker run launcher of the deployment: per-run resource caps, and the image a run ran in.
+
+Dagster's ``DockerRunLauncher`` has one ``container_kwargs`` for the whole deployment. Orders differ
+(a long press release needs more memory than a product blurb), so a run may ask for its own caps
+with tags (``agentforge/mem_limit: 512m``, ``agentforge/nano_cpus: 500000000``); the operator's
+maxima (``max_mem_limit``, ``max_nano_cpus``; by default the ``container_kwargs`` values) bound what
+a tag can get, and a request above them is clamped and reported as an engine event on the run.
+
+Each run container also gets ``AGENTFORGE_IMAGE`` (the tag it runs) and ``AGENTFORGE_IMAGE_ID``
+(the local image id), which every step records in its audit row and metadata, so a roll-back can
+be traced to the runs it affected.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Self
+
+import docker.errors
+from dagster import Field, IntSource, StringSource
+from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+from dagster._core.storage.dagster_run import DagsterRun
+from dagster._core.storage.tags import DOCKER_IMAGE_TAG
+from dagster._core.utils import parse_env_var
+from dagster._serdes.config_class import ConfigurableClassData
+from dagster._utils.merger import merge_dicts
+from dagster_docker import DockerRunLauncher
+from dagster_docker.docker_run_launcher import DOCKER_CONTAINER_ID_TAG
+from dagster_docker.utils import DOCKER_CONFIG_SCHEMA
+
+MEM_LIMIT_TAG = "agentforge/mem_limit"
+NANO_CPUS_TAG = "agentforge/nano_cpus"
+IMAGE_ID_TAG = "agentforge/image_id"
+ROLE_LABEL = "agentforge/role"
+
+_UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
+_MEMORY = re.compile(r"^\s*(\d+)\s*([bkmg]?)b?\s*$", re.IGNORECASE)
+
+
+def parse_memory(value: str | int) -> int:
+    """Bytes of a Docker memory size (``512m``, ``2g``, ``1073741824``)."""
+    if isinstance(value, int):
+        return value
+    match = _MEMORY.match(value)
+    if match is None:
+        raise ValueError(f"not a memory size: {value!r} (use e.g. 512m or 2g)")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def format_memory(size: int) -> str:
+    return f"{size / 1024**2:.0f} MiB"
+
+
+@dataclass(frozen=True)
+class CapDecision:
+    """The cap a run gets for one resource, and what to tell the operator about it."""
+
+    kwarg: str
+    value: int | None
+    note: str | None
+
+
+def decide_cap(
+    kwarg: str, requested: str | None, default: int | None, maximum: int | None, parse: Any
+) -> CapDecision:
+    """A per-run request, clamped to the maximum; the default when nothing (valid) is asked.
+
+    With no maximum and no default the container is unlimited, so any request only lowers it.
+    """
+    if requested is None:
+        return CapDecision(kwarg, default, None)
+    try:
+        wanted = int(parse(requested))
+    except ValueError as exc:
+        return CapDecision(kwarg, default, f"{kwarg}: ignored the run's request ({exc})")
+    if wanted <= 0:
+        return CapDecision(kwarg, default, f"{kwarg}: ignored the run's request {requested!r}")
+    ceiling = maximum if maximum is not None else default
+    if ceiling is not None and wanted > ceiling:
+        return CapDecision(
+            kwarg, ceiling, f"{kwarg}: the run asked for {requested}, clamped to the max {ceiling}"
+        )
+    return CapDecision(kwarg, wanted, None)
+
+
+CAPPED_DOCKER_CONFIG_SCHEMA = merge_dicts(
+    DOCKER_CONFIG_SCHEMA,
+    {
+        "max_mem_limit": Field(
+            StringSource,
+            is_required=False,
+            description="Largest memory a run may ask for with the agentforge/mem_limit tag "
+            "(default: container_kwargs.mem_limit).",
+        ),
+        "max_nano_cpus": Field(
+            IntSource,
+            is_required=False,
+            description="Largest CPU share (1e9 = one CPU) a run may ask for with the "
+            "agentforge/nano_cpus tag (default: container_kwargs.nano_cpus).",
+        ),
+    },
+)
+
+
+class CappedDockerRunLauncher(DockerRunLauncher):
+    """``DockerRunLauncher`` with per-run caps from tags and the image recorded in each run."""
+
+    def __init__(
+        self,
+        inst_data: ConfigurableClassData | None = None,
+        max_mem_limit: str | None = None,
+        max_nano_cpus: int | None = None,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(inst_data=inst_data, **kwargs)
+        self.max_mem_limit = parse_memory(max_mem_limit) if max_mem_limit else None
+        self.max_nano_cpus = max_nano_cpus
+
+    @classmethod
+    def config_type(cls) -> dict[str, Any]:
+        return CAPPED_DOCKER_CONFIG_SCHEMA
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData, config_value: Mapping[str, Any]
+    ) -> Self:
+        return cls(inst_data=inst_data, **config_value)
+
+    def run_caps(self, run: DagsterRun, container_kwargs: Mapping[str, Any]) -> list[CapDecision]:
+        """The memory and CPU caps of this run's container."""
+        default_mem = container_kwargs.get("mem_limit")
+        return [
+            decide_cap(
+                "mem_limit",
+                run.tags.get(MEM_LIMIT_TAG),
+                parse_memory(default_mem) if default_mem is not None else None,
+                self.max_mem_limit,
+                parse_memory,
+            ),
+            decide_cap(
+                "nano_cpus",
+                run.tags.get(NANO_CPUS_TAG),
+                container_kwargs.get("nano_cpus"),
+                self.max_nano_cpus,
+                int,
+            ),
+        ]
+
+    def _launch_container_with_command(
+        self, run: DagsterRun, docker_image: str, command: list[str]
+    ) -> None:
+        """As the base class does it, plus the caps, the image env vars and no implicit pull.
+
+        Replaces the base method (dagster-docker 0.29) rather than wrapping it: the container's
+        environment and kwargs are built inside it, with no hook to add to them.
+        """
+        container_context = self.get_container_context(run)
+        client = self._get_client(container_context)
+        image_id = self._image_id(client, docker_image)
+
+        environment = dict(parse_env_var(env_var) for env_var in container_context.env_vars)
+        environment["DAGSTER_RUN_JOB_NAME"] = run.job_name
+        environment["AGENTFORGE_IMAGE"] = docker_image
+        environment["AGENTFORGE_IMAGE_ID"] = image_id
+
+        container_kwargs: dict[str, Any] = {**container_context.container_kwargs}
+        container_kwargs.pop("stop_timeout", None)
+        labels = container_kwargs.pop("labels", {})
+        if isinstance(labels, list):
+            labels = {key: "" for key in labels}
+        labels.update(
+            {"dagster/run_id": run.run_id, "dagster/job_name": run.job_name, ROLE_LABEL: "run"}
+        )
+
+        notes = []
+        for cap in self.run_caps(run, container_kwargs):
+            if cap.value is not None:
+                container_kwargs[cap.kwarg] = cap.value
+            if cap.note:
+                notes.append(cap.note)
+        if "mem_limit" in container_kwargs and "memswap_limit" not in container_kwargs:
+            # Memory plus swap equal to the memory cap: over it the worker is OOM-killed, it
+            # does not crawl on swap.
+            container_kwargs["memswap_limit"] = container_kwargs["mem_limit"]
+        if notes:
+            self._instance.report_engine_event(
+                message="Per-run caps: " + "; ".join(notes), dagster_run=run, cls=self.__class__
+            )
+
+        networks = container_context.networks
+        container = client.containers.create(
+            image=docker_image,
+            command=command,
+            detach=True,
+            environment=environment,
+            network=networks[0] if networks else None,
+            labels=labels,
+            **container_kwargs,
+        )
+        for network_name in networks[1:]:
+            client.networks.get(network_name).connect(container)
+
+        caps = ", ".join(
+            f"{key}={container_kwargs[key]}"
+            for key in ("mem_limit", "nano_cpus", "pids_limit")
+            if key in container_kwargs
+        )
+        self._instance.report_engine_event(
+            message=f"Launching run in a new container {container.id} with image {docker_image} "
+            f"({image_id}); caps: {caps or 'none'}",
+            dagster_run=run,
+            cls=self.__class__,
+        )
+        self._instance.add_run_tags(
+            run.run_id,
+            {
+                DOCKER_CONTAINER_ID_TAG: container.id,
+                DOCKER_IMAGE_TAG: docker_image,
+                IMAGE_ID_TAG: image_id,
+            },
+        )
+        container.start()
+
+    def _image_id(self, client: Any, docker_image: str) -> str:
+        """The local id of the image; pulled first only if the engine does not have it."""
+        try:
+            return str(client.images.get(docker_image).id)
+        except docker.errors.ImageNotFound:
+            return str(client.images.pull(docker_image).id)
+
+    def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
+        """The base check, plus why a removed container died (``auto_remove`` loses its state)."""
+        result = super().check_run_worker_health(run)
+        if result.status is not WorkerStatus.NOT_FOUND:
+            return result
+        container_id = run.tags.get(DOCKER_CONTAINER_ID_TAG)
+        if not container_id:
+            return result
+        death = self._death_of(self._get_client(self.get_container_context(run)), container_id)
+        return CheckRunHealthResult(result.status, msg=f"{result.msg} {death}".strip())
+
+    def _death_of(self, client: Any, container_id: str) -> str:
+        """``exited with code 137 (OOM-killed)`` from the engine's event log, if it has one."""
+        now = int(time.time())
+        events = client.events(
+            since=now - 24 * 3600,
+            until=now + 1,
+            filters={"container": container_id, "event": ["oom", "die"]},
+            decode=True,
+        )
+        oom, exit_code = False, None
+        for event in events:
+            oom = oom or event.get("status") == "oom"
+            if event.get("status") == "die":
+                exit_code = event.get("Actor", {}).get("Attributes", {}).get("exitCode")
+        if exit_code is None and not oom:
+            return ""
+        return f"The container exited with code {exit_code}" + (" (OOM-killed)." if oom else ".")
