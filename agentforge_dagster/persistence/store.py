@@ -345,17 +345,20 @@ class BusinessStore:
                 "replay_requested_at": None,
                 "replay_run_key": None,
             }
-            exists = conn.execute(
-                select(dead_letters.c.order_id).where(dead_letters.c.order_id == order_id)
-            ).first()
-            if exists:
-                conn.execute(
-                    dead_letters.update()
-                    .where(dead_letters.c.order_id == order_id)
-                    .values(**values)
-                )
-            else:
-                conn.execute(dead_letters.insert().values(order_id=order_id, replays=0, **values))
+            self._upsert_letter(conn, order_id, values)
+
+    @staticmethod
+    def _upsert_letter(conn: Connection, order_id: str, values: dict[str, Any]) -> None:
+        """One letter per order: a new failure overwrites the last one, keeping the replay count."""
+        exists = conn.execute(
+            select(dead_letters.c.order_id).where(dead_letters.c.order_id == order_id)
+        ).first()
+        if exists:
+            conn.execute(
+                dead_letters.update().where(dead_letters.c.order_id == order_id).values(**values)
+            )
+        else:
+            conn.execute(dead_letters.insert().values(order_id=order_id, replays=0, **values))
 
     def dead_letters(self, error_class: str | None = None) -> list[dict[str, Any]]:
         """Orders waiting in the dead-letter queue (status dead_lettered), oldest first."""
@@ -438,17 +441,7 @@ class BusinessStore:
                 "replay_requested_at": None,
                 "replay_run_key": None,
             }
-            exists = conn.execute(
-                select(dead_letters.c.order_id).where(dead_letters.c.order_id == order_id)
-            ).first()
-            if exists:
-                conn.execute(
-                    dead_letters.update()
-                    .where(dead_letters.c.order_id == order_id)
-                    .values(**values)
-                )
-            else:
-                conn.execute(dead_letters.insert().values(order_id=order_id, replays=0, **values))
+            self._upsert_letter(conn, order_id, values)
 
     # -- budget ---------------------------------------------------------------------------------
     def set_budget(self, cap_usd: Decimal, month: str = "default") -> None:
