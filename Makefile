@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: venv services demo test lint format bench ui clean
+.PHONY: venv services demo test lint format bench ui clean images up down deploy rollback
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,27 @@ bench: venv
 ## ui: the Dagster UI over the same instance the demo wrote to
 ui: venv
 	$(BIN)/dagster dev -w workspace.yaml
+
+## images: the base image (once per machine) and the project image of this tree; prints the tag
+images:
+	bash docker/install-engine.sh
+	bash docker/build-base-image.sh
+	bash docker/build-image.sh | tail -n1
+
+## up / down: the compose deployment (needs docker/.env, see docker/compose.env.example)
+up:
+	docker-compose -f docker/compose.yaml up -d
+
+down:
+	docker-compose -f docker/compose.yaml down
+
+## deploy IMAGE=agentforge:TAG / rollback: switch the code location's image (agentforge deploy)
+deploy: venv
+	@test -n "$(IMAGE)" || { echo "usage: make deploy IMAGE=agentforge:TAG" >&2; exit 2; }
+	$(BIN)/agentforge deploy --image $(IMAGE)
+
+rollback: venv
+	$(BIN)/agentforge rollback
 
 clean:
 	rm -rf .dagster_home .agentforge

@@ -9,6 +9,7 @@
 #   IMAGE_NAME   repository name (default agentforge)
 #   BUILDER      auto (default) | buildkit | legacy
 #   EXTRA_BUILD_ARGS  extra arguments for docker build (e.g. --no-cache)
+#   REVISION     tag suffix and revision label instead of the git short sha (+ "-dirty")
 #
 # Builder choice (auto): BuildKit when the client has it (buildx plugin, or a pre-23 client such
 # as Debian's /usr/bin/docker 20.10 with its built-in BuildKit), since only BuildKit reads
@@ -35,7 +36,9 @@ VERSION=$(python3 -c "import tomllib; print(tomllib.load(open('pyproject.toml', 
 
 # Revision: short commit, "-dirty" appended when a file that goes into the image differs from it
 # (read-only git plumbing; no index refresh). "nogit" outside a git work tree.
-if GIT_SHA=$(git rev-parse --short HEAD 2>/dev/null); then
+if [[ -n "${REVISION:-}" ]]; then
+    GIT_SHA="$REVISION"   # an explicit revision (e.g. a second image for a roll-back drill)
+elif GIT_SHA=$(git rev-parse --short HEAD 2>/dev/null); then
     image_paths=(pyproject.toml README.md workspace.yaml agentforge_dagster docker)
     if ! git diff-index --quiet HEAD -- "${image_paths[@]}" 2>/dev/null ||
         [[ -n "$(git ls-files --others --exclude-standard -- "${image_paths[@]}" 2>/dev/null)" ]]; then

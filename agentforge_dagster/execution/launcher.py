@@ -152,7 +152,7 @@ class CappedDockerRunLauncher(DockerRunLauncher):
     def _launch_container_with_command(
         self, run: DagsterRun, docker_image: str, command: list[str]
     ) -> None:
-        """As the base class does it, plus the caps, the image env vars and no implicit pull.
+        """As the base class does it, plus the caps, the image's tag and id, and a role label.
 
         Replaces the base method (dagster-docker 0.29) rather than wrapping it: the container's
         environment and kwargs are built inside it, with no hook to add to them.
@@ -239,23 +239,24 @@ class CappedDockerRunLauncher(DockerRunLauncher):
         container_id = run.tags.get(DOCKER_CONTAINER_ID_TAG)
         if not container_id:
             return result
-        death = self._death_of(self._get_client(self.get_container_context(run)), container_id)
+        death = container_death(self._get_client(self.get_container_context(run)), container_id)
         return CheckRunHealthResult(result.status, msg=f"{result.msg} {death}".strip())
 
-    def _death_of(self, client: Any, container_id: str) -> str:
-        """``exited with code 137 (OOM-killed)`` from the engine's event log, if it has one."""
-        now = int(time.time())
-        events = client.events(
-            since=now - 24 * 3600,
-            until=now + 1,
-            filters={"container": container_id, "event": ["oom", "die"]},
-            decode=True,
-        )
-        oom, exit_code = False, None
-        for event in events:
-            oom = oom or event.get("status") == "oom"
-            if event.get("status") == "die":
-                exit_code = event.get("Actor", {}).get("Attributes", {}).get("exitCode")
-        if exit_code is None and not oom:
-            return ""
-        return f"The container exited with code {exit_code}" + (" (OOM-killed)." if oom else ".")
+
+def container_death(client: Any, container_id: str) -> str:
+    """``The container exited with code 137 (OOM-killed).`` from the engine's event log, or ""."""
+    now = int(time.time())
+    events = client.events(
+        since=now - 24 * 3600,
+        until=now + 1,
+        filters={"container": container_id, "event": ["oom", "die"]},
+        decode=True,
+    )
+    oom, exit_code = False, None
+    for event in events:
+        oom = oom or event.get("status") == "oom"
+        if event.get("status") == "die":
+            exit_code = event.get("Actor", {}).get("Attributes", {}).get("exitCode")
+    if exit_code is None and not oom:
+        return ""
+    return f"The container exited with code {exit_code}" + (" (OOM-killed)." if oom else ".")

@@ -1,0 +1,254 @@
+"""Orders in run containers of the project image: caps, OOM, deploy and roll-back.
+
+Real Docker engine and images built from this tree, a real dagster-daemon with the deployment's
+instance config (docker/dagster.docker.yaml: CappedDockerRunLauncher, PostgreSQL storage, S3
+compute logs), a code server container started by ``deploy``, moto S3 for the artifacts.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterRunStatus, RunsFilter
+
+from agentforge_dagster.domain.state import OrderStatus
+from agentforge_dagster.execution.launcher import IMAGE_ID_TAG, container_death, parse_memory
+from agentforge_dagster.orchestration.deploy import (
+    CODE_SERVER_ROLE,
+    DeployError,
+    code_servers,
+    deploy,
+    read_history,
+)
+from tests.conftest import make_order
+from tests.deploy.conftest import ROOT, DockerDeployment
+from tests.orchestration.daemon import wait_until
+
+pytestmark = pytest.mark.service
+COMPOSE_CONFIG = [
+    "docker-compose", "-f", "docker/compose.yaml",
+    "--env-file", "docker/compose.env.example", "config", "--quiet",
+]  # fmt: skip
+SLOW_MODEL = {"resources": {"faults": {"config": {"model_latency_seconds": 1.5}}}}
+SLOWER_MODEL = {"resources": {"faults": {"config": {"model_latency_seconds": 5}}}}
+
+
+def test_compose_file_validates() -> None:
+    done = subprocess.run(
+        COMPOSE_CONFIG,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_why_a_removed_container_died_is_read_from_the_engine(
+    docker_engine: Any, images: dict[str, str]
+) -> None:
+    """What run monitoring reports once auto_remove has taken the container and its state."""
+    container = docker_engine.containers.run(
+        images["A"],
+        ["python", "-c", "ballast = b'x' * (300 * 1024 * 1024)"],
+        mem_limit="100m",
+        memswap_limit="100m",
+        auto_remove=True,
+        detach=True,
+        network_mode="host",
+    )
+    wait_until(
+        lambda: not docker_engine.containers.list(all=True, filters={"id": container.id}),
+        60,
+        "the container to be removed",
+    )
+    assert container_death(docker_engine, container.id) == (
+        "The container exited with code 137 (OOM-killed)."
+    )
+
+
+def test_a_launched_order_runs_in_a_capped_container_of_this_image(
+    docker_deployment: DockerDeployment,
+) -> None:
+    dep = docker_deployment
+    order_id = dep.orders["caps"]
+    run_id = dep.launch(
+        order_id,
+        tags={"agentforge/mem_limit": "64g", "agentforge/nano_cpus": "500000000"},
+        config=SLOW_MODEL,
+    )
+
+    container = dep.wait_container(run_id)
+    host = container.attrs["HostConfig"]
+    assert container.image.id == dep.image_ids["A"]
+    assert host["Memory"] == parse_memory("4g"), "64g asked, clamped to max_mem_limit"
+    assert host["MemorySwap"] == host["Memory"]
+    assert host["NanoCpus"] == 500_000_000, "a request under the max is granted"
+    assert host["PidsLimit"] == 512
+    assert host["SecurityOpt"] == ["no-new-privileges"]
+    assert host["NetworkMode"] == "host" and host["AutoRemove"] is True
+    env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+    assert env["AGENTFORGE_IMAGE"] == dep.images["A"]
+    assert env["AGENTFORGE_IMAGE_ID"] == dep.image_ids["A"]
+
+    run = dep.wait_run(run_id)
+    assert run.status is DagsterRunStatus.SUCCESS
+    assert run.tags[IMAGE_ID_TAG] == dep.image_ids["A"]
+    assert dep.store.get(order_id).status is OrderStatus.COMPLETED
+    assert dep.step_images(order_id, run_id) == {(dep.images["A"], dep.image_ids["A"])}
+    engine_events = [
+        record.event_log_entry.message
+        for record in dep.instance.get_records_for_run(
+            run_id, of_type=DagsterEventType.ENGINE_EVENT
+        ).records
+    ]
+    assert any("mem_limit: the run asked for 64g, clamped" in m for m in engine_events)
+    [materialization] = dep.instance.fetch_materializations(
+        AssetRecordsFilter(asset_key=AssetKey("order_invoice"), asset_partitions=[order_id]),
+        limit=1,
+    ).records
+    metadata = materialization.asset_materialization.metadata  # type: ignore[union-attr]
+    assert metadata["image"].value == dep.images["A"]
+    assert metadata["image_id"].value == dep.image_ids["A"]
+    dep.assert_no_run_container_left()
+
+
+def test_a_queued_order_is_launched_by_the_sensor_into_a_container(
+    docker_deployment: DockerDeployment,
+) -> None:
+    dep = docker_deployment
+    order_id = dep.store.submit(make_order(100)).order_id
+    wait_until(
+        lambda: dep.store.get(order_id).status is OrderStatus.COMPLETED,
+        150,
+        f"order {order_id} to complete",
+        dep.log,
+    )
+    [run] = dep.instance.get_runs(RunsFilter(tags={"dagster/partition": order_id}))
+    assert run.tags["dagster/sensor_name"] == "order_queue"
+    assert dep.wait_run(run.run_id).status is DagsterRunStatus.SUCCESS
+    assert dep.step_images(order_id, run.run_id) == {(dep.images["A"], dep.image_ids["A"])}
+    dep.assert_no_run_container_left()
+
+
+def test_a_step_over_the_memory_cap_is_killed_retried_and_dead_lettered(
+    docker_deployment: DockerDeployment,
+) -> None:
+    dep = docker_deployment
+    order_id = dep.orders["oom"]
+    run_id = dep.launch(
+        order_id,
+        tags={"agentforge/mem_limit": "400m"},
+        config={"resources": {"faults": {"config": {"allocate_mb": {"plan": 700}}}}},
+    )
+    container = dep.wait_container(run_id)
+    assert container.attrs["HostConfig"]["Memory"] == parse_memory("400m")
+
+    wait_until(
+        lambda: dep.store.get(order_id).status is OrderStatus.DEAD_LETTERED,
+        240,
+        f"order {order_id} to be dead-lettered",
+        dep.log,
+    )
+    runs = dep.instance.get_runs(RunsFilter(tags={"dagster/partition": order_id}))
+    assert len(runs) == 2, "the run and its one retry (run_retries.max_retries: 1)"
+    assert all(run.status is DagsterRunStatus.FAILURE for run in runs)
+    retry = next(run for run in runs if run.run_id != run_id)
+    assert retry.parent_run_id == run_id and retry.tags["agentforge/mem_limit"] == "400m"
+    [letter] = [row for row in dep.store.dead_letters() if row["order_id"] == order_id]
+    assert letter["error_class"] == "infrastructure"
+    assert letter["failed_step"] == "plan"
+    assert "137" in letter["message"] and "OOM" in letter["message"], letter["message"]
+    audit = dep.store.audit_rows(order_id)
+    plans = [row for row in audit if row["step"] == "plan"]
+    assert {row["run_id"] for row in plans if row["event"] == "step_started"} == {
+        run_id,
+        retry.run_id,
+    }
+    assert not [row for row in plans if row["event"] == "step_succeeded"]
+    # The retry re-executes from the failure (plan): intake's output is read back from S3.
+    assert [row["event"] for row in audit if row["step"] == "intake"] == [
+        "step_started",
+        "step_succeeded",
+    ]
+    # The pool slot the killed plan step held is given back, or model steps would stall.
+    wait_until(
+        lambda: (
+            not {run_id, retry.run_id} & dep.instance.event_log_storage.get_concurrency_run_ids()
+        ),
+        60,
+        "the killed runs' pool slots to be freed",
+        dep.log,
+    )
+    dep.assert_no_run_container_left()
+
+
+def test_a_deploy_that_does_not_come_up_leaves_the_serving_image(
+    docker_deployment: DockerDeployment,
+) -> None:
+    """The base image has no Dagster: its server exits, the deploy fails, A keeps serving."""
+    dep = docker_deployment
+    [serving] = code_servers(dep.client, dep.port)
+    with pytest.raises(DeployError, match=r"did not start|exited"):
+        deploy(
+            "agentforge-base:bookworm",
+            port=dep.port,
+            history=dep.history,
+            client=dep.client,
+            timeout_seconds=60,
+        )
+    assert [c.id for c in code_servers(dep.client, dep.port)] == [serving.id]
+    assert (
+        dep.client.containers.list(
+            all=True, filters={"label": "agentforge/image=agentforge-base:bookworm"}
+        )
+        == []
+    )
+    assert [h.image for h in read_history(dep.history)][-1] == serving.labels["agentforge/image"]
+
+
+def test_deploy_b_and_roll_back_to_a_each_run_records_its_image(
+    docker_deployment: DockerDeployment,
+) -> None:
+    dep = docker_deployment
+    image_a, image_b = dep.images["A"], dep.images["B"]
+    long_run = dep.launch(dep.orders["long"], config=SLOWER_MODEL)
+    dep.wait_container(long_run)
+
+    dep.agentforge("deploy", "--image", image_b)
+    assert dep.run(long_run).status is DagsterRunStatus.STARTED, "the deploy should land mid-run"
+    [server] = code_servers(dep.client, dep.port)
+    assert server.image.id == dep.image_ids["B"]
+    on_b = dep.launch(dep.orders["on_b"])
+    assert dep.wait_run(on_b).status is DagsterRunStatus.SUCCESS
+
+    dep.agentforge("rollback")
+    [server] = code_servers(dep.client, dep.port)
+    assert server.image.id == dep.image_ids["A"]
+    back_on_a = dep.launch(dep.orders["back_on_a"])
+    assert dep.wait_run(back_on_a).status is DagsterRunStatus.SUCCESS
+    assert dep.wait_run(long_run).status is DagsterRunStatus.SUCCESS, "deploys broke a running run"
+
+    assert dep.step_images(dep.orders["long"], long_run) == {(image_a, dep.image_ids["A"])}
+    assert dep.step_images(dep.orders["on_b"], on_b) == {(image_b, dep.image_ids["B"])}
+    assert dep.step_images(dep.orders["back_on_a"], back_on_a) == {(image_a, dep.image_ids["A"])}
+    for name in ("long", "on_b", "back_on_a"):
+        assert dep.store.get(dep.orders[name]).status is OrderStatus.COMPLETED
+    history = read_history(dep.history)
+    assert [(h.action, h.image) for h in history] == [
+        ("deploy", image_a),
+        ("deploy", image_b),
+        ("rollback", image_a),
+    ]
+    servers = dep.client.containers.list(
+        all=True, filters={"label": f"agentforge/role={CODE_SERVER_ROLE}"}
+    )
+    assert [s.name for s in servers if s.labels["agentforge/port"] == str(dep.port)] == [
+        history[-1].container
+    ], "the replaced code servers are removed"
+    assert json.loads(Path(dep.history).read_text())[-1]["image_id"] == dep.image_ids["A"]
+    dep.assert_no_run_container_left()

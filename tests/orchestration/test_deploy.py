@@ -1,0 +1,50 @@
+"""Deploy history and the code server's environment (plain functions; Docker in tests/deploy)."""
+
+from __future__ import annotations
+
+import pytest
+
+from agentforge_dagster.orchestration.deploy import (
+    DeployError,
+    Deployment,
+    code_server_environment,
+    previous_image,
+)
+
+
+def entry(image: str, action: str = "deploy") -> Deployment:
+    return Deployment(image, f"sha256:{image}", "c", 4000, action, "2026-11-29T00:00:00+00:00")
+
+
+def test_rollback_goes_to_the_image_before_the_current_one() -> None:
+    assert previous_image([entry("a"), entry("b")]) == "a"
+    assert previous_image([entry("a"), entry("b"), entry("b")]) == "a"
+    # Rolling back twice returns to where the first roll-back started.
+    assert previous_image([entry("a"), entry("b"), entry("a", "rollback")]) == "b"
+
+
+def test_nothing_to_roll_back_to_is_an_error() -> None:
+    with pytest.raises(DeployError, match="nothing deployed"):
+        previous_image([])
+    with pytest.raises(DeployError, match="only a was ever deployed"):
+        previous_image([entry("a"), entry("a")])
+
+
+def test_the_code_server_gets_service_settings_but_no_host_paths() -> None:
+    env = code_server_environment(
+        {
+            "AGENTFORGE_DATABASE_URL": "postgresql+psycopg2://db/x",
+            "AGENTFORGE_HOME": "/home/me/.agentforge",
+            "DAGSTER_PG_URL": "postgresql+psycopg2://db/d",
+            "DAGSTER_HOME": "/home/me/dh",
+            "AWS_REGION": "eu-west-1",
+            "PATH": "/usr/bin",
+        },
+        {"AGENTFORGE_MODELS": "offline"},
+    )
+    assert env == {
+        "AGENTFORGE_DATABASE_URL": "postgresql+psycopg2://db/x",
+        "DAGSTER_PG_URL": "postgresql+psycopg2://db/d",
+        "AWS_REGION": "eu-west-1",
+        "AGENTFORGE_MODELS": "offline",
+    }
