@@ -97,34 +97,25 @@ def test_missing_flags_and_files_are_explained(cli, tmp_path: Path) -> None:
     assert "absent.json" in missing.stderr
 
 
+SUBMIT_CLI_1 = (
+    "submit",
+    "--order-id",
+    "cli-1",
+    "--customer",
+    "Acme",
+    "--service",
+    "blog_post",
+    "--brief",
+    "Write about retries in small online shops",
+    "--price",
+    "99.00",
+)
+
+
 def test_submit_run_status_report_and_audit(cli) -> None:
-    done = cli(
-        "submit",
-        "--order-id",
-        "cli-1",
-        "--customer",
-        "Acme",
-        "--service",
-        "blog_post",
-        "--brief",
-        "Write about retries in small online shops",
-        "--price",
-        "99.00",
-    )
+    done = cli(*SUBMIT_CLI_1)
     assert done.returncode == 0 and "queued cli-1" in done.stdout
-    again = cli(
-        "submit",
-        "--order-id",
-        "cli-1",
-        "--customer",
-        "Acme",
-        "--service",
-        "blog_post",
-        "--brief",
-        "Write about retries in small online shops",
-        "--price",
-        "99.00",
-    )
+    again = cli(*SUBMIT_CLI_1)  # the same order id again
     assert again.returncode == 1 and "already submitted" in again.stderr
     ran = cli("run", "--fault-rate", "0.3", "--seed", "3")
     assert ran.returncode == 0, ran.stderr
