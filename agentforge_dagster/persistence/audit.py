@@ -3,6 +3,9 @@
 Each row carries the SHA-256 of the row before it (``prev_hash``) and its own hash over its content
 and ``prev_hash``. Changing or deleting a row breaks the chain at that point; :func:`verify_chain`
 finds the first broken link. The application only ever INSERTs here.
+
+The trail records what happened, for people and for :func:`verify_chain`; it is not working state,
+so no hot path reads it back. :class:`AuditStore` is the business store's door to it.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
 
 from agentforge_dagster.persistence.schema import audit_log
+from agentforge_dagster.persistence.sql import StoreConcern
 
 GENESIS_HASH = "0" * 64
 _APPEND_ATTEMPTS = 20
@@ -102,3 +106,42 @@ def verify_chain(conn: Connection) -> ChainReport:
             return ChainReport(count, False, row["seq"], "content changed after it was written")
         prev_hash = row["row_hash"]
     return ChainReport(count, True)
+
+
+class AuditStore(StoreConcern):
+    """Business events appended to the chain, the trail read back, and the chain checked."""
+
+    def record_event(
+        self,
+        event_name: str,
+        *,
+        order_id: str | None = None,
+        step: str | None = None,
+        attempt: int | None = None,
+        run_id: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        with self.begin() as conn:
+            append(
+                conn,
+                event_name,
+                order_id=order_id,
+                step=step,
+                attempt=attempt,
+                run_id=run_id,
+                detail=detail,
+            )
+
+    def audit_rows(self, order_id: str | None = None) -> list[dict[str, Any]]:
+        query = select(audit_log).order_by(audit_log.c.seq)
+        if order_id is not None:
+            query = query.where(audit_log.c.order_id == order_id)
+        with self.engine.connect() as conn:
+            return [
+                {**row, "detail": json.loads(row["detail"])}
+                for row in conn.execute(query).mappings()
+            ]
+
+    def verify_audit(self) -> ChainReport:
+        with self.engine.connect() as conn:
+            return verify_chain(conn)

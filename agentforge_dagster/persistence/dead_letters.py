@@ -1,0 +1,175 @@
+"""Dead letters and replays: one letter per order holding what is needed to run it again.
+
+An order is parked (dead-lettered, or paused for the model budget) and its letter written in one
+transaction with the status move. The letter is an upsert on the order id: a new failure replaces
+the last one's facts but keeps how many times the order was replayed. Writers lock the order's row
+before its letter (see :func:`~agentforge_dagster.persistence.orders.lock_order`), so a replay
+request and a new failure of the same order take turns instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, select
+
+from agentforge_dagster.domain.errors import UnknownOrder
+from agentforge_dagster.domain.models import utcnow
+from agentforge_dagster.domain.state import OrderStatus
+from agentforge_dagster.persistence.orders import lock_order, transition_in
+from agentforge_dagster.persistence.schema import dead_letters, orders
+from agentforge_dagster.persistence.sql import StoreConcern, dialect_insert
+
+_MESSAGE_CHARS = 2000
+
+
+def upsert_letter(conn: Connection, order_id: str, letter: dict[str, Any]) -> None:
+    """One letter per order: a new failure overwrites the last one, keeping the replay count."""
+    statement = dialect_insert(conn, dead_letters).values(order_id=order_id, replays=0, **letter)
+    conn.execute(
+        statement.on_conflict_do_update(index_elements=[dead_letters.c.order_id], set_=letter)
+    )
+
+
+def _letter(
+    *, run_id: str, step: str, error_class: str, error_type: str, message: str, attempts: int
+) -> dict[str, Any]:
+    """A fresh letter's columns (all but the replay count); no replay requested yet."""
+    return {
+        "run_id": run_id,
+        "failed_step": step,
+        "error_class": error_class,
+        "error_type": error_type,
+        "message": message[:_MESSAGE_CHARS],
+        "attempts": attempts,
+        "dead_lettered_at": utcnow(),
+        "replay_requested_at": None,
+        "replay_run_key": None,
+    }
+
+
+class DeadLetterStore(StoreConcern):
+    """The dead-letter queue: park failed or budget-paused orders, mark them for replay."""
+
+    def dead_letter(
+        self,
+        order_id: str,
+        *,
+        run_id: str,
+        failed_step: str,
+        error_class: str,
+        error_type: str,
+        message: str,
+        attempts: int,
+    ) -> None:
+        """Move a failed order to the dead-letter queue with what is needed to replay it."""
+        with self.begin() as conn:
+            transition_in(
+                conn,
+                order_id,
+                OrderStatus.DEAD_LETTERED,
+                run_id=run_id,
+                step=failed_step,
+                detail={
+                    "error_class": error_class,
+                    "error_type": error_type,
+                    "attempts": attempts,
+                    "message": message[:_MESSAGE_CHARS],
+                },
+            )
+            upsert_letter(
+                conn,
+                order_id,
+                _letter(
+                    run_id=run_id,
+                    step=failed_step,
+                    error_class=error_class,
+                    error_type=error_type,
+                    message=message,
+                    attempts=attempts,
+                ),
+            )
+
+    def park_for_budget(self, order_id: str, *, run_id: str, step: str, message: str) -> None:
+        """Pause an order whose next model call would break the budget (processing → waiting)."""
+        with self.begin() as conn:
+            transition_in(
+                conn,
+                order_id,
+                OrderStatus.WAITING_BUDGET,
+                run_id=run_id,
+                step=step,
+                detail={"reason": message[:_MESSAGE_CHARS]},
+            )
+            upsert_letter(
+                conn,
+                order_id,
+                _letter(
+                    run_id=run_id,
+                    step=step,
+                    error_class="budget",
+                    error_type="BudgetExhausted",
+                    message=message,
+                    attempts=1,
+                ),
+            )
+
+    def dead_letters(self, error_class: str | None = None) -> list[dict[str, Any]]:
+        """Orders waiting in the dead-letter queue (status dead_lettered), oldest first."""
+        query = (
+            select(dead_letters)
+            .join(orders, orders.c.order_id == dead_letters.c.order_id)
+            .where(orders.c.status == OrderStatus.DEAD_LETTERED.value)
+            .order_by(dead_letters.c.dead_lettered_at)
+        )
+        if error_class is not None:
+            query = query.where(dead_letters.c.error_class == error_class)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def request_replay(self, order_id: str, *, actor: str) -> str:
+        """Mark a dead letter for replay (dead_lettered → replayed); returns its replay run key.
+
+        The order's row is locked first, so two requests for one letter count one replay: the
+        second finds the order replayed and is refused by the state machine.
+        """
+        with self.begin() as conn:
+            lock_order(conn, order_id)
+            letter = (
+                conn.execute(select(dead_letters).where(dead_letters.c.order_id == order_id))
+                .mappings()
+                .first()
+            )
+            if letter is None:
+                raise UnknownOrder(f"order {order_id!r} is not in the dead-letter queue")
+            replays = letter["replays"] + 1
+            run_key = f"replay-{order_id}-{replays}"
+            transition_in(
+                conn,
+                order_id,
+                OrderStatus.REPLAYED,
+                step=letter["failed_step"],
+                detail={"actor": actor, "replay": replays, "run_key": run_key},
+            )
+            conn.execute(
+                dead_letters.update()
+                .where(dead_letters.c.order_id == order_id)
+                .values(replays=replays, replay_requested_at=utcnow(), replay_run_key=run_key)
+            )
+        return run_key
+
+    def replays_to_launch(self) -> list[dict[str, Any]]:
+        """Replayed orders whose replay run has not started yet."""
+        query = (
+            select(
+                dead_letters.c.order_id,
+                dead_letters.c.failed_step,
+                dead_letters.c.run_id,
+                dead_letters.c.replay_run_key,
+            )
+            .join(orders, orders.c.order_id == dead_letters.c.order_id)
+            .where(orders.c.status == OrderStatus.REPLAYED.value)
+            .order_by(dead_letters.c.replay_requested_at)
+        )
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]

@@ -1,0 +1,279 @@
+"""Orders and their state machine: intake, refusals, reads, status moves and the claims on them.
+
+Every status change goes through :func:`transition_in`, inside the caller's transaction: it locks
+the order's row (``FOR UPDATE`` on PostgreSQL), checks the state machine against the status it
+read, compares-and-sets the row and writes the audit event. Two runs moving one order at once
+queue behind each other, and the second is judged against the status the first one left; a claim
+that finds the order already taken returns that status instead of raising.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Connection, func, select
+
+from agentforge_dagster.domain.errors import IllegalTransition, UnknownOrder
+from agentforge_dagster.domain.models import Order, utcnow
+from agentforge_dagster.domain.state import OrderStatus, check_transition
+from agentforge_dagster.persistence import audit
+from agentforge_dagster.persistence.schema import orders, rejected_orders
+from agentforge_dagster.persistence.sql import StoreConcern, dialect_insert
+
+CLAIMABLE = frozenset({OrderStatus.QUEUED, OrderStatus.REPLAYED})
+# SQLite ignores FOR UPDATE: a writer that lost the compare-and-set re-reads and judges again.
+_MOVE_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class OrderRecord:
+    order: Order
+    status: OrderStatus
+    failed_step: str | None
+    last_error: str | None
+    failed_error_class: str | None = None
+
+
+def lock_order(conn: Connection, order_id: str) -> OrderStatus | None:
+    """The order's status, its row locked until the transaction ends; None: no such order.
+
+    Whoever writes an order's dead letter locks the order first, so the two rows are always
+    locked in the same order and two writers cannot deadlock on them.
+    """
+    status = conn.execute(
+        select(orders.c.status).where(orders.c.order_id == order_id).with_for_update()
+    ).scalar_one_or_none()
+    return OrderStatus(status) if status is not None else None
+
+
+def transition_in(
+    conn: Connection,
+    order_id: str,
+    target: OrderStatus,
+    *,
+    run_id: str | None = None,
+    step: str | None = None,
+    error: str | None = None,
+    detail: dict[str, Any] | None = None,
+    only_from: frozenset[OrderStatus] | None = None,
+) -> OrderStatus:
+    """Move an order to ``target`` in the caller's transaction; returns the status it had.
+
+    With ``only_from``, an order in another status is left as it is (and that status returned)
+    instead of being refused by the state machine.
+    """
+    detail = detail or {}
+    values: dict[str, Any] = {"status": target.value}
+    if target is OrderStatus.FAILED:
+        values.update(
+            failed_step=step, last_error=error, failed_error_class=detail.get("error_class")
+        )
+    for _ in range(_MOVE_ATTEMPTS):
+        current = lock_order(conn, order_id)
+        if current is None:
+            raise UnknownOrder(f"no order {order_id!r} in the business store")
+        if only_from is not None and current not in only_from:
+            return current
+        check_transition(current, target)
+        updated = conn.execute(
+            orders.update()
+            .where(orders.c.order_id == order_id, orders.c.status == current.value)
+            .values(**values, updated_at=utcnow())
+        ).rowcount
+        if updated == 1:
+            audit.append(
+                conn,
+                "transition",
+                order_id=order_id,
+                step=step,
+                run_id=run_id,
+                detail={
+                    "from": current.value,
+                    "to": target.value,
+                    **({"error": error} if error else {}),
+                    **detail,
+                },
+            )
+            return current
+    raise IllegalTransition(
+        f"order {order_id!r} kept changing status concurrently; → {target.value!r} was not applied"
+    )
+
+
+class OrderStore(StoreConcern):
+    """Orders: submitted once, read, moved through the state machine, claimed by runs."""
+
+    # -- intake ---------------------------------------------------------------------------------
+    def submit(self, order: Order, *, source: str = "api") -> Order:
+        """Queue a validated order; the same order id twice is refused, not duplicated."""
+        now = utcnow()
+        with self.begin() as conn:
+            inserted = conn.execute(
+                dialect_insert(conn, orders)
+                .values(
+                    order_id=order.order_id,
+                    customer=order.customer,
+                    service=order.service.value,
+                    brief=order.brief,
+                    price_cents=order.price_cents,
+                    status=OrderStatus.QUEUED.value,
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=[orders.c.order_id])
+            ).rowcount
+            if inserted != 1:
+                raise IllegalTransition(f"order {order.order_id!r} was already submitted")
+            audit.append(
+                conn,
+                "order_submitted",
+                order_id=order.order_id,
+                detail={
+                    "to": OrderStatus.QUEUED.value,
+                    "source": source,
+                    "service": order.service.value,
+                    "price_cents": order.price_cents,
+                },
+            )
+        return order
+
+    def reject(self, payload: str, errors: list[str], *, source: str) -> int:
+        """Keep a refused order whole, with the reasons, and audit the refusal."""
+        with self.begin() as conn:
+            inserted = conn.execute(
+                rejected_orders.insert().values(
+                    received_at=utcnow(),
+                    source=source[:500],
+                    payload=payload,
+                    errors=json.dumps(errors),
+                )
+            ).inserted_primary_key
+            assert inserted is not None
+            rejection_id = inserted[0]
+            audit.append(
+                conn,
+                "order_rejected",
+                detail={
+                    "rejection_id": rejection_id,
+                    "source": source[:500],
+                    "errors": errors,
+                    "payload_chars": len(payload),
+                },
+            )
+        return int(rejection_id)
+
+    # -- reading --------------------------------------------------------------------------------
+    def get(self, order_id: str) -> OrderRecord:
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(orders).where(orders.c.order_id == order_id)).mappings().first()
+            )
+        if row is None:
+            raise UnknownOrder(f"no order {order_id!r} in the business store")
+        order = Order(
+            order_id=row["order_id"],
+            customer=row["customer"],
+            service=row["service"],
+            brief=row["brief"],
+            price=Decimal(row["price_cents"]) / 100,
+        )
+        return OrderRecord(
+            order,
+            OrderStatus(row["status"]),
+            row["failed_step"],
+            row["last_error"],
+            row["failed_error_class"],
+        )
+
+    def status(self, order_id: str) -> OrderStatus:
+        """The order's status alone: readable for any row, even one no longer a valid Order."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                select(orders.c.status).where(orders.c.order_id == order_id)
+            ).scalar_one_or_none()
+        if value is None:
+            raise UnknownOrder(f"no order {order_id!r} in the business store")
+        return OrderStatus(value)
+
+    def order_ids(self, status: OrderStatus | None = None) -> list[str]:
+        query = select(orders.c.order_id).order_by(orders.c.created_at, orders.c.order_id)
+        if status is not None:
+            query = query.where(orders.c.status == status.value)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query).scalars())
+
+    def counts_by_status(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(orders.c.status, func.count()).group_by(orders.c.status))
+            return {status: count for status, count in rows}
+
+    def statuses(self) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(orders.c.order_id, orders.c.status)).all())
+
+    # -- state machine --------------------------------------------------------------------------
+    def transition(
+        self,
+        order_id: str,
+        target: OrderStatus,
+        *,
+        run_id: str | None = None,
+        step: str | None = None,
+        error: str | None = None,
+        **detail: Any,
+    ) -> OrderStatus:
+        """Move an order to ``target`` if the state machine allows it; returns the old status."""
+        with self.begin() as conn:
+            return transition_in(
+                conn, order_id, target, run_id=run_id, step=step, error=error, detail=detail
+            )
+
+    def claim(self, order_id: str, *, run_id: str | None, step: str) -> OrderStatus:
+        """Put a queued or replayed order into processing as a run's first step starts on it.
+
+        Returns the status after the claim; an order in any other state is left as it is, so a
+        run that lost the race for the order sees it processing rather than an error.
+        """
+        with self.begin() as conn:
+            before = transition_in(
+                conn,
+                order_id,
+                OrderStatus.PROCESSING,
+                run_id=run_id,
+                step=step,
+                only_from=CLAIMABLE,
+            )
+        return OrderStatus.PROCESSING if before in CLAIMABLE else before
+
+    # -- the queue ------------------------------------------------------------------------------
+    def claim_for_launch(self, limit: int) -> list[str]:
+        """The oldest queued orders, for the queue sensor to launch (at most ``limit``).
+
+        Rows are locked with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL so two claimers never take the
+        same order at once; an order is marked (and audited) the first time it is claimed. Orders
+        claimed before but still queued are returned again: their run key makes the relaunch
+        request a no-op if the run exists, and brings the run back if a crash lost the request.
+        """
+        with self.begin() as conn:
+            rows = conn.execute(
+                select(orders.c.order_id, orders.c.launch_requested_at)
+                .where(orders.c.status == OrderStatus.QUEUED.value)
+                .order_by(orders.c.created_at, orders.c.order_id)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            ).all()
+            now = utcnow()
+            for order_id, requested in rows:
+                if requested is not None:
+                    continue
+                marked = conn.execute(
+                    orders.update()
+                    .where(orders.c.order_id == order_id, orders.c.launch_requested_at.is_(None))
+                    .values(launch_requested_at=now)
+                ).rowcount
+                if marked == 1:  # SQLite does not lock the rows read: only one claimer marks
+                    audit.append(conn, "launch_requested", order_id=order_id)
+        return [order_id for order_id, _ in rows]

@@ -1,0 +1,53 @@
+"""What every concern of the business store shares: one engine, and inserts the database settles.
+
+Each concern (orders, deliveries, dead letters, model calls, audit) is a small class over the same
+engine; :class:`~agentforge_dagster.persistence.store.BusinessStore` combines them. Writers in
+several processes race on the same keys, so a write that may collide is one statement whose
+conflict clause says what happens (``INSERT … ON CONFLICT``), never a read followed by a write:
+the database's unique keys decide, inside the writer's own transaction, with no window between.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, Table, select
+from sqlalchemy.dialects import postgresql, sqlite
+
+
+class StoreConcern:
+    """The engine one concern of the store works on; the concerns of one store share it."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        with self.engine.begin() as conn:
+            yield conn
+
+
+def dialect_insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
+    """An INSERT that takes ``on_conflict_do_update`` / ``on_conflict_do_nothing`` on this dialect."""
+    if conn.dialect.name == "postgresql":
+        return postgresql.insert(table)
+    if conn.dialect.name == "sqlite":
+        return sqlite.insert(table)
+    raise NotImplementedError(
+        f"the business store supports PostgreSQL and SQLite, not {conn.dialect.name!r}"
+    )
+
+
+def insert_once(conn: Connection, table: Table, values: dict[str, Any], key: str) -> dict[str, Any]:
+    """Insert ``values`` unless a row with the same unique key exists; return the row kept.
+
+    The first writer wins: a repeat, or a writer racing it, inserts nothing and reads the first
+    writer's row. Any unique key of the table counts as the conflict (``deliveries`` and ``ledger``
+    have two), so a racing writer never fails on the second one.
+    """
+    conn.execute(dialect_insert(conn, table).values(**values).on_conflict_do_nothing())
+    row = conn.execute(select(table).where(table.c[key] == values[key])).mappings().one()
+    return dict(row)
