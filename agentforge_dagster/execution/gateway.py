@@ -6,22 +6,29 @@ Every model call of a step goes through :meth:`ModelGateway.ask`:
    schema). A key already answered is served from the ``model_responses`` table: a retried step, a
    re-executed run or a replayed dead letter reuses what was paid for. In ``replay_only`` mode a
    missing answer is an error: the failed order's calls are reproduced exactly or not at all.
+   The key is what the store is indexed by, so its recipe must not change (a test pins it): how
+   the providers ask (structured output or not) is deliberately not part of it.
 2. **Budget guard**: before a paid call, the month's spend plus the call's estimated cost must fit
    the cap; otherwise :class:`BudgetExhausted` pauses the order (``waiting_budget``).
 3. **Fallback**: providers are tried in order; a provider that has failed transiently
-   ``fallback_after`` times for this order and step is passed over for the next one.
+   ``fallback_after`` times for this order and step is passed over for the next one. The count is
+   kept in memory (``failures``), shared by the attempts of the step within the run (the model
+   resource hands the same counter to each attempt's gateway): the hot path reads no audit rows,
+   and a new run, say a replay, tries the primary again.
 4. **Deadline**: the call runs under the step's model timeout; a hang is a transient error.
 5. **Re-prompt**: an answer that does not validate against the step's schema is sent back with
    the validation error, at most ``max_reprompts`` times; then the step fails permanently.
 
 Each call (paid or served from the store) is a row of ``model_calls``: provider, model, tokens,
-latency, cost and cache hit. Each transient provider failure is an audit event.
+latency, cost and cache hit. Each transient provider failure is an audit event (a trail, not the
+counter).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -71,6 +78,7 @@ def call_with_timeout(
 
 
 def cache_key(provider: ModelProvider, request: ModelRequest) -> str:
+    """The response store's key of a request to a provider; stable, or paid answers are lost."""
     payload = json.dumps(
         {
             "provider": provider.name,
@@ -91,6 +99,12 @@ def month_of() -> str:
 
 @dataclass
 class ModelGateway:
+    """The model calls of one attempt of one step (see the module docstring).
+
+    ``failures`` counts transient failures per (provider name, model) for this order and step;
+    pass the same counter to every attempt of the step so fallback carries across retries.
+    """
+
     store: BusinessStore
     providers: Sequence[ModelProvider]
     order_id: str
@@ -104,6 +118,7 @@ class ModelGateway:
     default_budget_usd: Decimal | None = None
     prices: Prices = field(default_factory=dict)
     responses: list[ModelResponse] = field(default_factory=list)
+    failures: Counter[tuple[str, str]] = field(default_factory=Counter)
 
     def ask(self, request: ModelRequest, schema: type[P]) -> P:
         """An answer to ``request`` that validates against ``schema``."""
@@ -148,6 +163,7 @@ class ModelGateway:
             try:
                 response = call_with_timeout(provider.complete, request, timeout_s=self.timeout_s)
             except TransientError as exc:
+                self.failures[(provider.name, provider.model)] += 1
                 self.store.record_event(
                     "model_call_failed",
                     order_id=self.order_id,
@@ -182,14 +198,7 @@ class ModelGateway:
         return [*usable, self.providers[-1]]
 
     def _failures(self, provider: ModelProvider) -> int:
-        return sum(
-            1
-            for row in self.store.audit_rows(self.order_id)
-            if row["event"] == "model_call_failed"
-            and row["step"] == self.step
-            and row["detail"].get("provider") == provider.name
-            and row["detail"].get("model") == provider.model
-        )
+        return self.failures[(provider.name, provider.model)]
 
     def _check_budget(self, provider: ModelProvider, request: ModelRequest) -> None:
         month = month_of()

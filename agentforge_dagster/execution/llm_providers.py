@@ -20,6 +20,15 @@ What the SDK versions this was written against actually do (openai 3.57, anthrop
 
 The API key never appears in our messages: provider text is scrubbed of it, and an SDK exception
 is chained as ``__cause__`` only when its traceback does not mention the key either.
+
+Answers are asked for as structured output, because a server that enforces the schema saves the
+re-prompts a free-text answer costs: OpenAI-style servers get ``response_format`` with a
+``json_schema`` (strict when the schema meets strict mode's rules), Anthropic gets a tool whose
+``input_schema`` is the output schema and a ``tool_choice`` that forces it. Many OpenAI-compatible
+servers lack one or the other; a server that ignores it answers in text as before (the gateway's
+re-prompt loop still validates), and one that rejects it with a 4xx naming it is asked again at
+once without it, and not asked for it again by this provider. A provider lives for one run (the
+model resource builds and closes it), so that memory is per run.
 """
 
 from __future__ import annotations
@@ -37,7 +46,7 @@ from typing import Any, NoReturn
 
 import anthropic
 import openai
-from anthropic.types import Message
+from anthropic.types import Message, ToolUseBlock
 from openai.types.chat import ChatCompletion
 
 from agentforge_dagster.domain.errors import AgentForgeError, PermanentError, TransientError
@@ -168,6 +177,34 @@ def cost_usd(prices: Prices, model: str, input_tokens: int, output_tokens: int) 
     return (input_tokens * input_price + output_tokens * output_price) / 1_000_000
 
 
+def schema_name(request: ModelRequest) -> str:
+    """A name for the output schema that both APIs accept (letters, digits, ``_`` and ``-``)."""
+    title = request.output_schema.get("title")
+    raw = title if isinstance(title, str) and title else request.task
+    return re.sub(r"[^A-Za-z0-9_-]", "_", raw)[:64] or "answer"
+
+
+def strict_compatible(schema: object) -> bool:
+    """Whether OpenAI's strict mode takes ``schema`` as it is: objects closed, all fields required.
+
+    Strict mode refuses other schemas; rewriting them would change what the step accepts, so they
+    are sent with ``strict: false`` (a guide the model follows, checked by the gateway).
+    """
+    if isinstance(schema, list):
+        return all(strict_compatible(item) for item in schema)
+    if not isinstance(schema, Mapping):
+        return True
+    properties = schema.get("properties")
+    fields = properties if isinstance(properties, Mapping) else {}
+    if schema.get("type") == "object" or fields:
+        if schema.get("additionalProperties") is not False:
+            return False
+        if set(schema.get("required") or ()) != set(fields):
+            return False
+    children = [value for key, value in schema.items() if key != "properties"]
+    return all(strict_compatible(child) for child in [*children, *fields.values()])
+
+
 def system_prompt(request: ModelRequest) -> str:
     """The instruction that makes any chat model answer with schema-valid JSON and nothing else."""
     lines = [
@@ -185,12 +222,39 @@ class _SdkProvider:
 
     name: str
     model: str
+    # A 4xx whose text matches this says the server lacks the structured-output feature we sent.
+    _structured_wording: re.Pattern[str]
 
-    def __init__(self, *, name: str, model: str, api_key: str | None, prices: Prices) -> None:
+    def __init__(
+        self,
+        *,
+        name: str,
+        model: str,
+        api_key: str | None,
+        prices: Prices,
+        structured_output: bool,
+    ) -> None:
         self.name = name
         self.model = model
         self.prices = dict(prices)
+        self.structured_output = structured_output
         self._secret = api_key or ""
+
+    def _wants_structured(self, request: ModelRequest) -> bool:
+        return self.structured_output and request.output_schema.get("type") == "object"
+
+    def _lacks_structured(self, status_code: int, error_text: str) -> bool:
+        """True when a 4xx says the server lacks structured output; it is not asked for again."""
+        if status_code not in (400, 422, 501) or not self._structured_wording.search(error_text):
+            return False
+        self.structured_output = False
+        log.warning(
+            "%s %s rejected structured output (HTTP %d); asking for plain JSON from now on",
+            self.name,
+            self.model,
+            status_code,
+        )
+        return True
 
     def _scrub(self, text: str) -> str:
         if len(self._secret) >= _MIN_SECRET_LENGTH:
@@ -303,11 +367,15 @@ def _short(error: BaseException) -> str:
 class OpenAICompatibleProvider(_SdkProvider):
     """Chat completions on OpenAI or any server that copies its API (Ollama, vLLM, llama.cpp...).
 
-    Only the basic chat-completions request is sent, so servers without extras work;
-    ``json_mode=True`` adds ``response_format={"type": "json_object"}`` for servers that have it.
+    A request with an object schema carries ``response_format={"type": "json_schema", ...}``
+    unless ``structured_output=False`` or the server has rejected it (see the module docstring).
     A missing ``usage`` block (some local servers) falls back to :func:`estimate_tokens`.
     ``timeout_s`` bounds each phase (connect, write, each read), not the whole call.
     """
+
+    _structured_wording = re.compile(
+        r"response_format|json_schema|structured output|guided_json", re.IGNORECASE
+    )
 
     def __init__(
         self,
@@ -317,13 +385,18 @@ class OpenAICompatibleProvider(_SdkProvider):
         timeout_s: float,
         prices: Prices = DEFAULT_PRICES,
         *,
-        json_mode: bool = False,
+        structured_output: bool = True,
         name: str = "openai",
     ) -> None:
-        super().__init__(name=name, model=model, api_key=api_key, prices=prices)
+        super().__init__(
+            name=name,
+            model=model,
+            api_key=api_key,
+            prices=prices,
+            structured_output=structured_output,
+        )
         self.base_url = base_url
         self.timeout_s = timeout_s
-        self.json_mode = json_mode
         self._client = openai.OpenAI(
             api_key=api_key or NO_KEY_PLACEHOLDER,
             base_url=base_url,
@@ -343,44 +416,49 @@ class OpenAICompatibleProvider(_SdkProvider):
 
     def complete(self, request: ModelRequest) -> ModelResponse:
         system = system_prompt(request)
-        extra: dict[str, Any] = {}
-        if self.json_mode:
-            extra["response_format"] = {"type": "json_object"}
         started = time.perf_counter()
         failure: AgentForgeError
         cause: BaseException
-        try:
-            completion: object = self._client.chat.completions.create(
-                model=self.model,
-                messages=[
-                    {"role": "system", "content": system},
-                    {"role": "user", "content": request.prompt},
-                ],
-                **extra,
-            )
-        except openai.APIStatusError as err:
-            failure, cause = self._from_sdk_status(err), err
-        except openai.APITimeoutError as err:
-            detail = f"no answer within {self.timeout_s}s"
-            failure, cause = self._failure(ProviderTimeout, detail), err
-        except openai.APIConnectionError as err:
-            detail = f"connection failed ({_short(err)})"
-            failure, cause = self._failure(ProviderUnavailable, detail), err
-        except (openai.APIResponseValidationError, json.JSONDecodeError) as err:
-            detail = f"the response body is not a valid completion ({type(err).__name__})"
-            failure, cause = self._failure(MalformedResponse, detail), err
-        else:
-            return self._read(completion, request, system, started)
-        self._raise(failure, cause)
+        while True:  # at most twice: a second pass only after structured output was refused
+            structured = self._wants_structured(request)
+            extra: dict[str, Any] = {}
+            if structured:
+                extra["response_format"] = {
+                    "type": "json_schema",
+                    "json_schema": {
+                        "name": schema_name(request),
+                        "schema": dict(request.output_schema),
+                        "strict": strict_compatible(request.output_schema),
+                    },
+                }
+            try:
+                completion: object = self._client.chat.completions.create(
+                    model=self.model,
+                    messages=[
+                        {"role": "system", "content": system},
+                        {"role": "user", "content": request.prompt},
+                    ],
+                    **extra,
+                )
+            except openai.APIStatusError as err:
+                if structured and self._lacks_structured(err.status_code, _openai_text(err)[1]):
+                    continue
+                failure, cause = self._from_sdk_status(err), err
+            except openai.APITimeoutError as err:
+                detail = f"no answer within {self.timeout_s}s"
+                failure, cause = self._failure(ProviderTimeout, detail), err
+            except openai.APIConnectionError as err:
+                detail = f"connection failed ({_short(err)})"
+                failure, cause = self._failure(ProviderUnavailable, detail), err
+            except (openai.APIResponseValidationError, json.JSONDecodeError) as err:
+                detail = f"the response body is not a valid completion ({type(err).__name__})"
+                failure, cause = self._failure(MalformedResponse, detail), err
+            else:
+                return self._read(completion, request, system, started)
+            self._raise(failure, cause)
 
     def _from_sdk_status(self, err: openai.APIStatusError) -> AgentForgeError:
-        body = err.body
-        message = err.message
-        if isinstance(body, Mapping) and isinstance(body.get("message"), str):
-            message = body["message"]
-        elif isinstance(body, str) and body.strip():
-            message = body.strip()[:200]
-        error_text = " ".join(str(part) for part in (message, err.type, err.code, body))
+        message, error_text = _openai_text(err)
         return self._from_status(err.status_code, err.response.headers, message, error_text)
 
     def _read(
@@ -410,11 +488,27 @@ class OpenAICompatibleProvider(_SdkProvider):
         return self._response(text, input_tokens, output_tokens, started)
 
 
+def _openai_text(err: openai.APIStatusError) -> tuple[str, str]:
+    """The error's message, and everything its body said (for matching its wording)."""
+    body = err.body
+    message = err.message
+    if isinstance(body, Mapping) and isinstance(body.get("message"), str):
+        message = body["message"]
+    elif isinstance(body, str) and body.strip():
+        message = body.strip()[:200]
+    return message, " ".join(str(part) for part in (message, err.type, err.code, body))
+
+
 class AnthropicProvider(_SdkProvider):
     """Anthropic's messages API (or a server that copies it), with the JSON instruction as system.
 
-    ``timeout_s`` bounds each phase (connect, write, each read), not the whole call.
+    A request with an object schema carries one tool whose ``input_schema`` is that schema and a
+    ``tool_choice`` forcing it; the answer is the tool call's input. A server that ignores tools
+    answers in text, which is taken as it is. ``timeout_s`` bounds each phase (connect, write,
+    each read), not the whole call.
     """
+
+    _structured_wording = re.compile(r"\btools?\b|tool_choice|input_schema|tool use", re.IGNORECASE)
 
     def __init__(
         self,
@@ -425,9 +519,16 @@ class AnthropicProvider(_SdkProvider):
         max_tokens: int = 4096,
         prices: Prices = DEFAULT_PRICES,
         *,
+        structured_output: bool = True,
         name: str = "anthropic",
     ) -> None:
-        super().__init__(name=name, model=model, api_key=api_key, prices=prices)
+        super().__init__(
+            name=name,
+            model=model,
+            api_key=api_key,
+            prices=prices,
+            structured_output=structured_output,
+        )
         self.base_url = base_url
         self.timeout_s = timeout_s
         self.max_tokens = max_tokens
@@ -453,31 +554,46 @@ class AnthropicProvider(_SdkProvider):
         started = time.perf_counter()
         failure: AgentForgeError
         cause: BaseException
-        try:
-            message: object = self._client.messages.create(
-                model=self.model,
-                max_tokens=self.max_tokens,
-                system=system,
-                messages=[{"role": "user", "content": request.prompt}],
-            )
-        except anthropic.APIStatusError as err:
-            failure, cause = self._from_sdk_status(err), err
-        except anthropic.APITimeoutError as err:
-            detail = f"no answer within {self.timeout_s}s"
-            failure, cause = self._failure(ProviderTimeout, detail), err
-        except anthropic.APIConnectionError as err:
-            detail = f"connection failed ({_short(err)})"
-            failure, cause = self._failure(ProviderUnavailable, detail), err
-        except (anthropic.APIResponseValidationError, json.JSONDecodeError) as err:
-            detail = f"the response body is not a valid message ({type(err).__name__})"
-            failure, cause = self._failure(MalformedResponse, detail), err
-        else:
-            return self._read(message, request, system, started)
-        self._raise(failure, cause)
+        while True:  # at most twice: a second pass only after tool use was refused
+            structured = self._wants_structured(request)
+            extra: dict[str, Any] = {}
+            if structured:
+                name = schema_name(request)
+                extra["tools"] = [
+                    {
+                        "name": name,
+                        "description": "Give your answer: its input is the answer itself.",
+                        "input_schema": dict(request.output_schema),
+                    }
+                ]
+                extra["tool_choice"] = {"type": "tool", "name": name}
+            try:
+                message: object = self._client.messages.create(
+                    model=self.model,
+                    max_tokens=self.max_tokens,
+                    system=system,
+                    messages=[{"role": "user", "content": request.prompt}],
+                    **extra,
+                )
+            except anthropic.APIStatusError as err:
+                if structured and self._lacks_structured(err.status_code, _anthropic_text(err)[1]):
+                    continue
+                failure, cause = self._from_sdk_status(err), err
+            except anthropic.APITimeoutError as err:
+                detail = f"no answer within {self.timeout_s}s"
+                failure, cause = self._failure(ProviderTimeout, detail), err
+            except anthropic.APIConnectionError as err:
+                detail = f"connection failed ({_short(err)})"
+                failure, cause = self._failure(ProviderUnavailable, detail), err
+            except (anthropic.APIResponseValidationError, json.JSONDecodeError) as err:
+                detail = f"the response body is not a valid message ({type(err).__name__})"
+                failure, cause = self._failure(MalformedResponse, detail), err
+            else:
+                return self._read(message, request, system, started)
+            self._raise(failure, cause)
 
     def _from_sdk_status(self, err: anthropic.APIStatusError) -> AgentForgeError:
-        message = err.api_message or err.message
-        error_text = " ".join(str(part) for part in (message, err.type, err.error_code, err.body))
+        message, error_text = _anthropic_text(err)
         return self._from_status(err.status_code, err.response.headers, message, error_text)
 
     def _read(
@@ -494,8 +610,12 @@ class AnthropicProvider(_SdkProvider):
         if message.stop_reason == "model_context_window_exceeded":
             raise self._failure(ContextTooLong, "the conversation filled the context window")
         blocks = message.content or []
-        texts = [getattr(b, "text", None) for b in blocks if getattr(b, "type", None) == "text"]
-        text = "".join(part for part in texts if isinstance(part, str))
+        calls = [b.input for b in blocks if isinstance(b, ToolUseBlock)]
+        if calls:  # the forced tool was called: its input is the answer
+            text = json.dumps(calls[0], ensure_ascii=False)
+        else:  # a server that ignores tools (or none were sent) answers in text
+            texts = [getattr(b, "text", None) for b in blocks if getattr(b, "type", None) == "text"]
+            text = "".join(part for part in texts if isinstance(part, str))
         if not text.strip():
             raise self._failure(MalformedResponse, "the model returned an empty answer")
         usage = message.usage
@@ -505,3 +625,9 @@ class AnthropicProvider(_SdkProvider):
             input_tokens = estimate_tokens(system + request.prompt)
             output_tokens = estimate_tokens(text)
         return self._response(text, input_tokens, output_tokens, started)
+
+
+def _anthropic_text(err: anthropic.APIStatusError) -> tuple[str, str]:
+    """The error's message, and everything its body said (for matching its wording)."""
+    message = err.api_message or err.message
+    return message, " ".join(str(part) for part in (message, err.type, err.error_code, err.body))

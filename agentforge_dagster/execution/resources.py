@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from decimal import Decimal
 
-from dagster import ConfigurableResource
-from pydantic import Field
+from dagster import ConfigurableResource, InitResourceContext
+from pydantic import Field, PrivateAttr
 
-from agentforge_dagster.execution.faults import SlowModel, injected_fault
+from agentforge_dagster.execution.gateway import ModelGateway
 from agentforge_dagster.execution.providers import DEFAULT_PRICES, ModelProvider, OfflineModel
+from agentforge_dagster.persistence.store import BusinessStore
 
 
 class ModelResource(ConfigurableResource):
@@ -19,12 +23,21 @@ class ModelResource(ConfigurableResource):
     built-in model), ``openai:gpt-4o-mini``, ``anthropic:claude-sonnet-4-5``,
     ``openai:llama3.1@http://127.0.0.1:11434/v1`` (any OpenAI-compatible server). Keys come from
     ``OPENAI_API_KEY`` / ``ANTHROPIC_API_KEY`` through ``EnvVar``.
+
+    The providers (and their SDK clients, with their connection pools) live for the run: built in
+    :meth:`setup_for_execution`, closed in :meth:`teardown_after_execution`. A run also keeps here,
+    in memory, how often each provider has failed each order's step, which is what fallback reads.
     """
 
     models: str = "offline"
     openai_api_key: str | None = None
     anthropic_api_key: str | None = None
-    timeout_seconds: float = Field(default=60.0, gt=0)
+    timeout_seconds: float = Field(
+        default=120.0,
+        gt=0,
+        description="The one deadline of a model call: the SDK clients' timeout, and how long a "
+        "step waits for an answer before the call is a transient error.",
+    )
     fallback_after: int = Field(default=2, ge=1)
     max_reprompts: int = Field(default=2, ge=0)
     replay_only: bool = False
@@ -32,6 +45,21 @@ class ModelResource(ConfigurableResource):
     prices_json: str | None = Field(
         default=None, description='USD per million tokens: {"model": [input, output]}.'
     )
+
+    _providers: list[ModelProvider] | None = PrivateAttr(default=None)
+    _closers: list[Callable[[], None]] = PrivateAttr(default_factory=list)
+    _failures: dict[tuple[str, str], Counter[tuple[str, str]]] = PrivateAttr(default_factory=dict)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        """Build the providers once for the run, so no step pays for clients again."""
+        self.get_providers()
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        """Close the SDK clients' connection pools, whatever the run's outcome."""
+        closers, self._closers, self._providers = self._closers, [], None
+        self._failures.clear()
+        for close in closers:
+            close()
 
     def specs(self) -> list[ModelSpec]:
         return parse_model_specs(self.models)
@@ -45,7 +73,42 @@ class ModelResource(ConfigurableResource):
         return table
 
     def get_providers(self) -> list[ModelProvider]:
-        return [self._provider(spec) for spec in self.specs()]
+        """The run's providers in fallback order, built on first use and shared by every step."""
+        if self._providers is None:
+            self._providers = [self._provider(spec) for spec in self.specs()]
+        return self._providers
+
+    def gateway(
+        self,
+        store: BusinessStore,
+        *,
+        order_id: str,
+        step: str,
+        run_id: str,
+        attempt: int,
+        wrap: Callable[[ModelProvider], ModelProvider] | None = None,
+    ) -> ModelGateway:
+        """The model door for one attempt of one step, on the run's providers and failure counts.
+
+        ``wrap`` may stand in front of each provider (the fault drills slow or hang them).
+        """
+        providers = self.get_providers()
+        budget = self.monthly_budget_usd
+        return ModelGateway(
+            store=store,
+            providers=[wrap(p) for p in providers] if wrap is not None else list(providers),
+            order_id=order_id,
+            step=step,
+            run_id=run_id,
+            attempt=attempt,
+            timeout_s=self.timeout_seconds,
+            fallback_after=self.fallback_after,
+            max_reprompts=self.max_reprompts,
+            replay_only=self.replay_only,
+            default_budget_usd=Decimal(str(budget)) if budget is not None else None,
+            prices=self.prices(),
+            failures=self._failures.setdefault((order_id, step), Counter()),
+        )
 
     def _provider(self, spec: ModelSpec) -> ModelProvider:
         if spec.provider == "offline":
@@ -56,21 +119,25 @@ class ModelResource(ConfigurableResource):
             OpenAICompatibleProvider,
         )
 
+        provider: OpenAICompatibleProvider | AnthropicProvider
         if spec.provider == "openai":
-            return OpenAICompatibleProvider(
+            provider = OpenAICompatibleProvider(
                 model=spec.model,
                 api_key=self.openai_api_key,
                 base_url=spec.base_url or "https://api.openai.com/v1",
                 timeout_s=self.timeout_seconds,
                 prices=self.prices(),
             )
-        return AnthropicProvider(
-            model=spec.model,
-            api_key=self.anthropic_api_key,
-            base_url=spec.base_url,
-            timeout_s=self.timeout_seconds,
-            prices=self.prices(),
-        )
+        else:
+            provider = AnthropicProvider(
+                model=spec.model,
+                api_key=self.anthropic_api_key,
+                base_url=spec.base_url,
+                timeout_s=self.timeout_seconds,
+                prices=self.prices(),
+            )
+        self._closers.append(provider.close)
+        return provider
 
 
 @dataclass(frozen=True)
@@ -104,67 +171,10 @@ def parse_model_specs(text: str) -> list[ModelSpec]:
     return specs
 
 
-class FaultInjector(ConfigurableResource):
-    """Raises transient faults on purpose, before and after each step's work.
-
-    ``rate`` is the probability that one attempt of one step fails; ``seed`` makes it repeatable;
-    ``fail_first`` scripts the first N attempts of named steps to fail.
-    """
-
-    rate: float = Field(default=0.0, ge=0.0, lt=1.0)
-    seed: int = 0
-    fail_first: dict[str, int] = Field(default_factory=dict)
-    hang_first: dict[str, int] = Field(
-        default_factory=dict, description="Model calls of the first N attempts of a step hang."
-    )
-    hang_seconds: float = Field(default=3600.0, gt=0)
-    retry_after_seconds: float | None = Field(
-        default=None, description="Injected faults ask for this wait, like a 429's Retry-After."
-    )
-    model_latency_seconds: float = Field(
-        default=0.0, ge=0, description="Simulated latency added to every model call."
-    )
-    allocate_mb: dict[str, int] = Field(
-        default_factory=dict,
-        description="Megabytes a step allocates and holds during its work: an out-of-memory "
-        "drill for run containers with a memory cap.",
-    )
-
-    def wrap_model(self, provider: ModelProvider, *, step: str, attempt: int) -> ModelProvider:
-        """The provider as this attempt sees it: hung, slowed down, or untouched."""
-        if attempt <= self.hang_first.get(step, 0):
-            return SlowModel(provider, self.hang_seconds)
-        if self.model_latency_seconds > 0:
-            return SlowModel(provider, self.model_latency_seconds)
-        return provider
-
-    def allocate(self, step: str) -> bytes | None:
-        """The step's memory ballast, every page written so it is really resident."""
-        megabytes = self.allocate_mb.get(step, 0)
-        return b"\xff" * (megabytes * 1024 * 1024) if megabytes > 0 else None
-
-    def check(self, *, order_id: str, step: str, attempt: int, phase: str) -> None:
-        fault = injected_fault(
-            retry_after=self.retry_after_seconds,
-            rate=self.rate,
-            seed=self.seed,
-            order_id=order_id,
-            step=step,
-            attempt=attempt,
-            phase=phase,
-            fail_first=self.fail_first,
-        )
-        if fault is not None:
-            raise fault
-
-
 class StepOptions(ConfigurableResource):
     """Business settings of the steps: where deliverables go, how many revisions a review may ask."""
 
     deliveries_dir: str
     max_revisions: int = Field(default=1, ge=0, le=5)
-    model_timeout_seconds: float = Field(
-        default=120.0, gt=0, description="A model call slower than this is a transient error."
-    )
     image: str | None = Field(default=None, description="Image tag the run executes in.")
     image_id: str | None = Field(default=None, description="Image id (digest) of that image.")

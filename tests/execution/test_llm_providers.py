@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from agentforge_dagster.domain.errors import AgentForgeError, PermanentError, TransientError
+from agentforge_dagster.domain.models import DraftProposal, PlanProposal
 from agentforge_dagster.execution.llm_providers import (
     DEFAULT_PRICES,
     AnthropicProvider,
@@ -36,11 +37,13 @@ from agentforge_dagster.execution.llm_providers import (
     RateLimited,
     cost_usd,
     parse_retry_after,
+    strict_compatible,
 )
 from agentforge_dagster.execution.providers import ModelProvider, ModelRequest
 from tests.fakes.llm_server import (
     Behaviour,
     FakeLLMServer,
+    Structured,
     content_policy_rejection,
     context_too_long,
     disconnect,
@@ -64,6 +67,13 @@ SCHEMA = {
 REQUEST = ModelRequest(
     task="plan", prompt="Plan a post about reliable pipelines.", output_schema=SCHEMA
 )
+STRICT_SCHEMA = {
+    "title": "Plan Proposal",
+    "type": "object",
+    "properties": {"title": {"type": "string", "minLength": 1}},
+    "required": ["title"],
+    "additionalProperties": False,
+}
 DIALECTS = ["openai", "anthropic"]
 
 Provider = OpenAICompatibleProvider | AnthropicProvider
@@ -177,21 +187,151 @@ def test_request_carries_schema_instruction_and_prompt(
         system = body["messages"][0]
         assert system["role"] == "system"
         instruction = system["content"]
-        assert "response_format" not in body  # off by default: not every local server has it
+        # SCHEMA leaves objects open, which strict mode refuses: it goes as a guide, not strict.
+        assert body["response_format"] == {
+            "type": "json_schema",
+            "json_schema": {"name": "plan", "schema": SCHEMA, "strict": False},
+        }
     else:
         assert seen.path == "/v1/messages"
         instruction = body["system"]
         assert body["max_tokens"] == 1024
+        [tool] = body["tools"]
+        assert tool["name"] == "plan" and tool["input_schema"] == SCHEMA
+        assert body["tool_choice"] == {"type": "tool", "name": "plan"}
+    # The instruction stays: a server that ignores the structured request still sees the schema.
     assert "JSON" in instruction
     assert json.dumps(SCHEMA, indent=2, sort_keys=True) in instruction
 
 
-def test_json_mode_flag_asks_for_a_json_object(
+def test_a_schema_that_strict_mode_takes_is_sent_strict(
     server: FakeLLMServer, make_provider: MakeProvider
 ) -> None:
-    make_provider("openai", json_mode=True).complete(REQUEST)
+    request = ModelRequest(task="plan", prompt="Plan it.", output_schema=STRICT_SCHEMA)
 
-    assert server.requests[0].body["response_format"] == {"type": "json_object"}
+    make_provider("openai").complete(request)
+
+    [seen] = server.requests  # the fake, like OpenAI, refuses strict on a schema it cannot take
+    assert seen.body["response_format"]["json_schema"]["strict"] is True
+    assert seen.body["response_format"]["json_schema"]["name"] == "Plan_Proposal"
+
+
+@pytest.mark.parametrize(
+    ("schema", "strict"),
+    [
+        pytest.param(PlanProposal.model_json_schema(), True, id="plan-proposal"),
+        pytest.param(DraftProposal.model_json_schema(), True, id="draft-proposal-with-defs"),
+        pytest.param(STRICT_SCHEMA, True, id="closed"),
+        pytest.param(SCHEMA, False, id="open-object"),
+        pytest.param({**STRICT_SCHEMA, "required": []}, False, id="optional-field"),
+        pytest.param(
+            {
+                **STRICT_SCHEMA,
+                "properties": {"meta": {"type": "object", "properties": {}}},
+                "required": ["meta"],
+            },
+            False,
+            id="open-nested-object",
+        ),
+        pytest.param(
+            {**STRICT_SCHEMA, "properties": {"properties": {"type": "string"}}, "required": []},
+            False,
+            id="a-field-named-properties",
+        ),
+    ],
+)
+def test_strict_compatible(schema: dict[str, Any], strict: bool) -> None:
+    assert strict_compatible(schema) is strict
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_structured_output_can_be_turned_off(
+    dialect: str, server: FakeLLMServer, make_provider: MakeProvider
+) -> None:
+    make_provider(dialect, structured_output=False).complete(REQUEST)
+
+    body = server.requests[0].body
+    assert "response_format" not in body and "tools" not in body and "tool_choice" not in body
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_request_without_a_schema_asks_for_no_structured_output(
+    dialect: str, server: FakeLLMServer, make_provider: MakeProvider
+) -> None:
+    make_provider(dialect).complete(ModelRequest(task="plan", prompt="Plan it."))
+
+    body = server.requests[0].body
+    assert "response_format" not in body and "tools" not in body
+
+
+def test_anthropic_answer_is_the_forced_tools_input(
+    server: FakeLLMServer, make_provider: MakeProvider
+) -> None:
+    server.script(ok('{ "title" :  "Reliable pipelines" }', input_tokens=10, output_tokens=5))
+
+    response = make_provider("anthropic").complete(REQUEST)
+
+    # Re-serialised from the tool_use block's input, not the scripted text as it was written.
+    assert response.text == '{"title": "Reliable pipelines"}'
+    assert (response.input_tokens, response.output_tokens) == (10, 5)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_server_that_ignores_structured_output_answers_in_text(
+    dialect: str, server: FakeLLMServer, make_provider: MakeProvider
+) -> None:
+    server.structured = "ignore"
+    server.script(ok('```json\n{"title": "Fenced"}\n```'))
+
+    response = make_provider(dialect).complete(REQUEST)
+
+    assert response.text == '```json\n{"title": "Fenced"}\n```'  # the gateway strips and checks
+    body = server.requests[0].body
+    assert "response_format" in body or "tools" in body
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_a_server_that_rejects_structured_output_is_asked_without_it_from_then_on(
+    dialect: str,
+    server: FakeLLMServer,
+    make_provider: MakeProvider,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    server.structured = "reject"
+    server.script(ok('{"title": "first"}'), ok('{"title": "second"}'))
+    provider = make_provider(dialect)
+
+    first = provider.complete(REQUEST)
+    second = provider.complete(REQUEST)
+
+    assert (first.text, second.text) == ('{"title": "first"}', '{"title": "second"}')
+    asked = ["response_format" in r.body or "tools" in r.body for r in server.requests]
+    assert asked == [True, False, False], "refused once, then never asked for again"
+    assert server.requests[0].behaviour == "structured_refused"
+    assert "rejected structured output" in caplog.text
+    assert provider.structured_output is False
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize("mode", ["honour", "ignore", "reject"])
+def test_a_400_about_something_else_is_not_taken_for_a_refusal_of_structured_output(
+    dialect: str, mode: Structured, make_provider: MakeProvider
+) -> None:
+    with FakeLLMServer(structured=mode) as fake:
+        fake.script(status(400), status(400))
+        base_url = fake.openai_base_url if dialect == "openai" else fake.anthropic_base_url
+        provider = (
+            OpenAICompatibleProvider(MODEL, SECRET, base_url, 5.0, PRICES)
+            if dialect == "openai"
+            else AnthropicProvider(MODEL, SECRET, base_url, 5.0, 1024, PRICES)
+        )
+        try:
+            for _ in range(2):
+                assert isinstance(raised_by(provider), BadRequest)
+        finally:
+            provider.close()
+        # A rejecting server refuses the first structured request only; the 400s are not retried.
+        assert len(fake.requests) == (3 if mode == "reject" else 2)
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)

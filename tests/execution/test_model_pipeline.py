@@ -8,6 +8,8 @@ server saw tells whether each error led to its action and whether anything was p
 from __future__ import annotations
 
 import json
+import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from decimal import Decimal
@@ -15,17 +17,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from dagster import DagsterEventType, DagsterInstance, Definitions
+from dagster import DagsterEventType, DagsterInstance, Definitions, build_init_resource_context
 from sqlalchemy import insert, text, update
 
 from agentforge_dagster.definitions import build_definitions
-from agentforge_dagster.domain.models import utcnow
+from agentforge_dagster.domain.errors import TransientError
+from agentforge_dagster.domain.models import PlanProposal, utcnow
 from agentforge_dagster.domain.state import OrderStatus
-from agentforge_dagster.execution.providers import ModelRequest, OfflineModel
-from agentforge_dagster.orchestration.dead_letters import (
-    dead_letter_failed_run,
-    resume_waiting_for_budget,
+from agentforge_dagster.execution.faults import SlowModel
+from agentforge_dagster.execution.gateway import ModelGateway, cache_key
+from agentforge_dagster.execution.llm_providers import OpenAICompatibleProvider
+from agentforge_dagster.execution.providers import (
+    ModelProvider,
+    ModelRequest,
+    ModelResponse,
+    OfflineModel,
 )
+from agentforge_dagster.execution.resources import ModelResource
+from agentforge_dagster.orchestration.dead_letters import resume_waiting_for_budget
 from agentforge_dagster.orchestration.runner import run_order, run_replays
 from agentforge_dagster.persistence.schema import metadata, model_calls
 from agentforge_dagster.persistence.store import BusinessStore
@@ -78,7 +87,7 @@ def env(
     settings = configure(monkeypatch, tmp_path, f"openai:gpt-test@{llm.openai_base_url}")
     store = BusinessStore.from_url(settings.resolved_database_url())
     store.upgrade()
-    return build_definitions(settings), store
+    return build_definitions(settings, drills=True), store  # tests inject faults by run config
 
 
 def paid(store: BusinessStore, step: str | None = None) -> list[dict[str, Any]]:
@@ -140,7 +149,7 @@ def test_server_errors_are_retried_and_a_bad_key_is_not(env, llm, instance) -> N
     llm.script(status(401))
     refused = store.submit(make_order(1))
     result = run_order(defs, instance, store, refused.order_id)
-    assert not result.success and result.status is OrderStatus.FAILED
+    assert not result.success and result.status is OrderStatus.DEAD_LETTERED
     assert len(chat_requests(llm)) == 1, "a permanent error is not retried"
     assert not instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)
     assert store.get(refused.order_id).failed_error_class == "permanent"
@@ -187,8 +196,7 @@ def test_a_replayed_dead_letter_makes_no_new_paid_calls(env, llm, instance) -> N
     order = store.submit(make_order())
     broken = {"resources": {"faults": {"config": {"fail_first": {"review": 99}}}}}
     first = run_order(defs, instance, store, order.order_id, run_config=broken)
-    assert not first.success
-    dead_letter_failed_run(store, order.order_id, first.run_id, "failed")
+    assert not first.success  # run_order dead-letters the order itself
     before = len(chat_requests(llm))
     store.request_replay(order.order_id, actor="test")
     [replay] = run_replays(defs, instance, store)
@@ -295,3 +303,121 @@ def test_the_api_key_appears_in_no_log_metadata_or_table(
     assert len(places) > 10
     leaks = [where for where, content in places.items() if SECRET in content]
     assert leaks == []
+
+
+# --- the response store's key, the run's clients, the fallback count ---------------------------
+
+
+class _Named:
+    def __init__(self, name: str, model: str) -> None:
+        self.name, self.model = name, model
+
+
+def test_the_response_store_key_of_a_known_request_is_unchanged() -> None:
+    """Answers already paid for are found by this key: its recipe must never drift."""
+    schema = {"type": "object", "properties": {"title": {"type": "string"}}, "required": ["title"]}
+    request = ModelRequest(
+        task="plan",
+        prompt="Plan a post about reliable pipelines.",
+        context={"order": {"id": "x"}},  # not part of the key
+        output_schema=schema,
+    )
+    assert (
+        cache_key(_Named("openai", "gpt-4o-mini"), request)  # type: ignore[arg-type]
+        == "40153ea82399305142d7a557fa51042fa071f5fae7288709fca0f62f97001f45"
+    )
+    draft = ModelRequest(task="draft", prompt="Write the draft.")
+    assert (
+        cache_key(OfflineModel(), draft)
+        == "f84749b1242a3496e8e81efd815f71ec79058e7db347aeb4202ecbafce1efbe3"
+    )
+
+
+def test_a_run_uses_one_connection_and_closes_it(env, llm, instance) -> None:
+    defs, store = env
+    order = store.submit(make_order())
+    assert run_order(defs, instance, store, order.order_id).success
+    requests = chat_requests(llm)
+    assert len(requests) >= 2
+    assert len({r.client_port for r in requests}) == 1, "each step built its own client"
+    deadline = time.monotonic() + 5
+    while llm.open_connections and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert llm.open_connections == 0, "the run's client was not closed"
+
+
+def test_the_model_resource_shares_its_providers_and_closes_them(
+    llm: FakeLLMServer, store: BusinessStore
+) -> None:
+    resource = ModelResource(
+        models=f"openai:gpt-test@{llm.openai_base_url},offline", timeout_seconds=7.5
+    )
+    with resource.yield_for_execution(build_init_resource_context()) as model:
+        providers = model.get_providers()
+        assert model.get_providers() is providers
+        primary = providers[0]
+        assert isinstance(primary, OpenAICompatibleProvider)
+        assert primary.timeout_s == 7.5  # one setting times the SDK client and the step's wait
+        common: dict[str, Any] = {"order_id": "o-1", "run_id": "r"}
+        gateway = model.gateway(
+            store, step="plan", attempt=1, wrap=lambda p: SlowModel(p, 0.0), **common
+        )
+        assert gateway.timeout_s == 7.5
+        assert [type(p) for p in gateway.providers] == [SlowModel, SlowModel]
+        again = model.gateway(store, step="plan", attempt=2, **common)
+        other = model.gateway(store, step="draft", attempt=1, **common)
+        assert again.providers == providers and again.failures is gateway.failures
+        assert other.failures is not gateway.failures
+        assert not primary._client.is_closed()
+    assert primary._client.is_closed()
+
+
+class _Down:
+    """A provider that is always unavailable, counting how often it was asked."""
+
+    name, model = "down", "down-1"
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        self.calls += 1
+        raise TransientError("the primary is down")
+
+
+def test_fallback_counts_failures_in_memory_across_attempts(
+    store: BusinessStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def no_scan(*args: object, **kwargs: object) -> None:
+        raise AssertionError("a model call scanned the audit trail")
+
+    monkeypatch.setattr(store, "audit_rows", no_scan)
+    order = store.submit(make_order())
+    down = _Down()
+    providers: list[ModelProvider] = [down, OfflineModel()]
+    failures: Counter[tuple[str, str]] = Counter()
+    request = ModelRequest(
+        task="plan",
+        prompt="Plan the order.",
+        context={"order": order.model_dump(mode="json")},
+        output_schema=PlanProposal.model_json_schema(),
+    )
+
+    def attempt(number: int) -> ModelGateway:
+        return ModelGateway(
+            store=store,
+            providers=providers,
+            order_id=order.order_id,
+            step="plan",
+            run_id="run-1",
+            attempt=number,
+            fallback_after=2,
+            failures=failures,
+        )
+
+    with pytest.raises(TransientError):
+        attempt(1).ask(request, PlanProposal)
+    assert attempt(2).ask(request, PlanProposal).title  # second failure: the offline model answers
+    assert attempt(3).ask(request, PlanProposal).title  # the primary is passed over now
+    assert down.calls == 2
+    assert failures == {("down", "down-1"): 2}

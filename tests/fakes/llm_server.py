@@ -7,12 +7,25 @@ read the headers the SDK sent and measure the waits between arrivals.
 
 The dialect follows the path: ``POST /v1/chat/completions`` answers like OpenAI (and the servers
 that copy it: Ollama, vLLM, llama.cpp, LM Studio), ``POST /v1/messages`` like Anthropic.
+
+Structured output (OpenAI ``response_format``, Anthropic tools) is handled three ways, because
+real servers differ, and each is a path of the providers to keep tested:
+
+* ``structured="honour"`` (the default), like the real APIs: a malformed ``json_schema`` request
+  (a bad name, a non-object schema, ``strict: true`` on a schema strict mode refuses) is a 400
+  worded as OpenAI words it, and a forced Anthropic tool is answered with a ``tool_use`` block
+  whose input is the scripted answer (when that answer is a JSON object).
+* ``structured="ignore"``: accepted and ignored, the answer comes as plain text (many local
+  servers), so the gateway's validation and re-prompt loop do the work.
+* ``structured="reject"``: a 400 saying the feature is not supported (servers that refuse
+  unknown parameters); such requests consume no scripted behaviour.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import re
 import threading
 import time
 from collections import deque
@@ -24,6 +37,7 @@ from typing import Any, Literal
 
 Dialect = Literal["openai", "anthropic"]
 Answer = str | Callable[[dict[str, Any]], str]
+Structured = Literal["honour", "ignore", "reject"]
 
 DEFAULT_ANSWER = '{"ok": true}'
 
@@ -155,6 +169,7 @@ class RecordedRequest:
     behaviour: str = ""
     finished_at: float | None = None
     client_gone: bool = False
+    client_port: int = 0  # the client's end of the TCP connection: one port, one connection
 
 
 def _header_value(value: float | str) -> str:
@@ -220,6 +235,118 @@ _ANTHROPIC_ERRORS: dict[int, tuple[str, str]] = {
 }
 
 
+def _strict_problem(schema: object, context: tuple[str, ...] = ()) -> str | None:
+    """Why OpenAI's strict mode would refuse ``schema`` (first problem found), or None."""
+    if isinstance(schema, list):
+        for index, item in enumerate(schema):
+            problem = _strict_problem(item, (*context, str(index)))
+            if problem:
+                return problem
+        return None
+    if not isinstance(schema, Mapping):
+        return None
+    properties = schema.get("properties")
+    fields = properties if isinstance(properties, Mapping) else {}
+    if schema.get("type") == "object" or fields:
+        if schema.get("additionalProperties") is not False:
+            return (
+                f"In context={context}, 'additionalProperties' is required to be supplied and "
+                "to be false."
+            )
+        missing = [name for name in fields if name not in (schema.get("required") or [])]
+        if missing:
+            return (
+                f"In context={context}, 'required' is required to be supplied and to be an array "
+                f"including every key in properties. Missing '{missing[0]}'."
+            )
+    for key, value in schema.items():
+        if key == "properties":
+            children = value.items() if isinstance(value, Mapping) else ()
+            for name, child in children:
+                problem = _strict_problem(child, (*context, "properties", str(name)))
+                if problem:
+                    return problem
+        elif isinstance(value, (Mapping, list)):
+            problem = _strict_problem(value, (*context, key))
+            if problem:
+                return problem
+    return None
+
+
+def _structured_error(dialect: Dialect, body: Any, mode: Structured) -> dict[str, Any] | None:
+    """The 400 body this server gives a request for structured output, or None if it takes it."""
+    if mode == "ignore" or not isinstance(body, Mapping):
+        return None
+    if dialect == "openai":
+        response_format = body.get("response_format")
+        if not isinstance(response_format, Mapping):
+            return None
+        if mode == "reject":
+            message = f"response_format of type '{response_format.get('type')}' is not supported"
+            return {
+                "error": {
+                    "message": message,
+                    "type": "invalid_request_error",
+                    "param": "response_format",
+                    "code": None,
+                }
+            }
+        return _openai_format_error(response_format)
+    if not body.get("tools"):
+        return None
+    if mode == "reject":
+        return {
+            "type": "error",
+            "error": {
+                "type": "invalid_request_error",
+                "message": "tools: Extra inputs are not permitted",
+            },
+        }
+    return None
+
+
+def _openai_format_error(response_format: Mapping[str, Any]) -> dict[str, Any] | None:
+    """OpenAI's 400 for a malformed ``response_format`` (the checks it makes first), or None."""
+    kind = response_format.get("type")
+    problem: str | None = None
+    if kind not in ("json_schema", "json_object", "text"):
+        problem = f"Invalid value: '{kind}'. Supported values are: 'json_object', 'json_schema'."
+    elif kind == "json_schema":
+        spec = response_format.get("json_schema")
+        spec = spec if isinstance(spec, Mapping) else {}
+        name = spec.get("name")
+        schema = spec.get("schema")
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name):
+            problem = (
+                "Invalid 'response_format.json_schema.name': must match ^[a-zA-Z0-9_-]{1,64}$."
+            )
+        elif not isinstance(schema, Mapping) or schema.get("type") != "object":
+            problem = f"Invalid schema for response_format '{name}': schema must be an object."
+        elif spec.get("strict") is True:
+            reason = _strict_problem(schema)
+            if reason:
+                problem = f"Invalid schema for response_format '{name}': {reason}"
+    if problem is None:
+        return None
+    return {
+        "error": {
+            "message": problem,
+            "type": "invalid_request_error",
+            "param": "response_format",
+            "code": None,
+        }
+    }
+
+
+def _forced_tool(body: Mapping[str, Any]) -> str | None:
+    """The tool an Anthropic request forces (``tool_choice`` of type ``tool``), if any."""
+    choice = body.get("tool_choice")
+    if isinstance(choice, Mapping) and choice.get("type") == "tool" and body.get("tools"):
+        name = choice.get("name")
+        return name if isinstance(name, str) else None
+    return None
+
+
 def _error_body(dialect: Dialect, code: int, flavour: str | None) -> dict[str, Any]:
     """A realistic error body for ``code`` in ``dialect``; ``flavour`` picks a special 400."""
     message: str
@@ -267,6 +394,17 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Stay quiet: the recorded requests are the log."""
 
+    def handle(self) -> None:
+        """Serve one connection (several requests with keep-alive), counting it while it is open."""
+        fake = self.server.fake
+        with fake._lock:
+            fake._open_connections += 1
+        try:
+            super().handle()
+        finally:
+            with fake._lock:
+                fake._open_connections -= 1
+
     def do_GET(self) -> None:
         self._answer()
 
@@ -287,8 +425,17 @@ class _Handler(BaseHTTPRequestHandler):
             raw_body=raw,
             body=body,
             arrived_at=time.monotonic(),
+            client_port=int(self.client_address[1]),
         )
         fake = self.server.fake
+        dialect = self._dialect()
+        refused = _structured_error(dialect, body, fake.structured) if dialect else None
+        if refused is not None:  # the server refuses the request itself: no script is consumed
+            record.behaviour = "structured_refused"
+            fake._record(record)
+            self._send_json(400, refused)
+            record.finished_at = time.monotonic()
+            return
         behaviour = fake._next_behaviour()
         record.behaviour = behaviour.kind
         fake._record(record)
@@ -388,13 +535,25 @@ class _Handler(BaseHTTPRequestHandler):
                     "total_tokens": input_tokens + output_tokens,
                 }
             return body
+        content: dict[str, Any] = {"type": "text", "text": text}
+        stop_reason = "end_turn"
+        tool = _forced_tool(request) if self.server.fake.structured == "honour" else None
+        if tool is not None:
+            try:
+                answer_object = json.loads(text)
+            except ValueError:
+                answer_object = None
+            if isinstance(answer_object, dict):  # else the scripted text stays a text block
+                tool_id = f"toolu_fake_{serial}"
+                content = {"type": "tool_use", "id": tool_id, "name": tool, "input": answer_object}
+                stop_reason = "tool_use"
         body = {
             "id": f"msg_fake_{serial}",
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [{"type": "text", "text": text}],
-            "stop_reason": behaviour.finish_reason or "end_turn",
+            "content": [content],
+            "stop_reason": behaviour.finish_reason or stop_reason,
             "stop_sequence": None,
         }
         if behaviour.include_usage:
@@ -466,18 +625,28 @@ class FakeLLMServer:
     """The fake server; use as a context manager (or ``start()``/``stop()``).
 
     ``default`` answers every request the script does not cover; ``answer`` is a shortcut for
-    ``default=ok(answer)`` (a string, or a function of the request body).
+    ``default=ok(answer)`` (a string, or a function of the request body). ``structured`` says how
+    requests for structured output are met (see the module docstring); it may be changed while
+    the server runs.
     """
 
-    def __init__(self, default: Behaviour | None = None, *, answer: Answer | None = None) -> None:
+    def __init__(
+        self,
+        default: Behaviour | None = None,
+        *,
+        answer: Answer | None = None,
+        structured: Structured = "honour",
+    ) -> None:
         if default is not None and answer is not None:
             raise ValueError("give either default or answer, not both")
         self.default = default or ok(answer if answer is not None else DEFAULT_ANSWER)
+        self.structured: Structured = structured
         self._script: deque[Behaviour] = deque()
         self._requests: list[RecordedRequest] = []
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._ids = itertools.count(1)
+        self._open_connections = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
@@ -554,6 +723,12 @@ class FakeLLMServer:
         """A snapshot of every request received so far, in arrival order."""
         with self._lock:
             return list(self._requests)
+
+    @property
+    def open_connections(self) -> int:
+        """How many client connections are open now (a closed client closes its pooled ones)."""
+        with self._lock:
+            return self._open_connections
 
     def clear(self) -> None:
         """Forget the recorded requests and any unconsumed script."""

@@ -28,12 +28,7 @@ def test_a_hung_model_call_times_out_and_the_step_is_retried(
     config = {
         "resources": {
             "faults": {"config": {"hang_first": {"plan": 1}, "hang_seconds": 5}},
-            "options": {
-                "config": {
-                    "deliveries_dir": str(settings.resolved_deliveries_dir()),
-                    "model_timeout_seconds": 0.5,
-                }
-            },
+            "model": {"config": {"timeout_seconds": 0.5}},
         }
     }
     started = time.monotonic()
