@@ -56,7 +56,7 @@ def one_case(orders: int, rate: float, seed: int) -> dict[str, float]:
             run_config={**QUIET, **fault_run_config(rate, seed)},
         )
         wall = time.perf_counter() - started
-        report = build_report(store.audit_rows(), store.statuses())
+        report = build_report(instance, store.statuses(), fault_rate=rate)
         store.engine.dispose()
     return {
         "rate": rate,

@@ -32,6 +32,7 @@ from agentforge_dagster.domain.models import (
     utcnow,
 )
 from agentforge_dagster.domain.state import OrderStatus
+from agentforge_dagster.domain.steps import STEP_NAMES as STEP_NAMES  # re-exported
 from agentforge_dagster.execution.gateway import ModelGateway
 from agentforge_dagster.execution.providers import ModelRequest, ModelResponse
 from agentforge_dagster.persistence.store import BusinessStore
@@ -270,4 +271,3 @@ STEPS: tuple[StepSpec, ...] = (
         invoice,
     ),
 )
-STEP_NAMES: tuple[str, ...] = tuple(step.name for step in STEPS)

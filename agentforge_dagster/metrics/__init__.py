@@ -1,1 +1,1 @@
-"""Reliability and business figures as pandas DataFrames, computed from the audit trail."""
+"""Reliability figures from Dagster's run records and event log, business figures from the store."""

@@ -1,4 +1,10 @@
-"""Reliability figures of the order pipeline, computed from the audit trail alone.
+"""Reliability figures of the order pipeline, read from Dagster's run records and event log.
+
+Dagster already records every step attempt of every run: a ``STEP_START`` (or ``STEP_RESTARTED``
+for a retry) opens an attempt, and ``STEP_SUCCESS``, ``STEP_UP_FOR_RETRY`` or ``STEP_FAILURE`` ends
+it, with the error. Counting attempts from those events means the report shows what the orchestrator
+did, not a second record of it; the audit trail stays a trail. Order statuses come from the business
+store, which owns them.
 
 Per step: how many orders tried it, how many attempts that took, how often the first try succeeded,
 how often the step succeeded in the end (after retries). End to end: the share of finished orders
@@ -7,34 +13,103 @@ that completed, next to what the same fault rate would give with no retries, (1 
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
+from dagster import DagsterEventType, DagsterInstance, DagsterRun, RunsFilter
 
-from agentforge_dagster.execution.steps import STEP_NAMES
+from agentforge_dagster.domain.runs import ORDER_PIPELINE, order_of_run, root_error
+from agentforge_dagster.domain.steps import STEP_NAMES, step_asset_name
 
-ATTEMPT_EVENTS = ("step_succeeded", "step_failed")
+ATTEMPT_STARTS = frozenset({DagsterEventType.STEP_START, DagsterEventType.STEP_RESTARTED})
+ATTEMPT_ENDS = {
+    DagsterEventType.STEP_SUCCESS: True,
+    DagsterEventType.STEP_UP_FOR_RETRY: False,
+    DagsterEventType.STEP_FAILURE: False,
+}
+STEP_BY_KEY = {step_asset_name(step): step for step in STEP_NAMES}
+ATTEMPT_COLUMNS = [
+    "order_id",
+    "run_id",
+    "step",
+    "attempt",
+    "run_attempt",
+    "succeeded",
+    "error_type",
+    "error",
+]
 
 
-def attempts_frame(audit_rows: Iterable[Mapping[str, Any]]) -> pd.DataFrame:
-    """One row per finished step attempt: order, step, attempt, outcome, error class, fault rate."""
-    records = [
-        {
-            "order_id": row["order_id"],
-            "step": row["step"],
-            "attempt": row["attempt"],
-            "run_id": row["run_id"],
-            "succeeded": row["event"] == "step_succeeded",
-            "error_class": row["detail"].get("error_class"),
-            "fault_rate": row["detail"].get("fault_rate"),
-        }
-        for row in audit_rows
-        if row["event"] in ATTEMPT_EVENTS
-    ]
-    columns = ["order_id", "step", "attempt", "run_id", "succeeded", "error_class", "fault_rate"]
-    return pd.DataFrame.from_records(records, columns=columns)
+def order_runs(instance: DagsterInstance) -> list[DagsterRun]:
+    """The order pipeline's runs, oldest first: first runs, Dagster's retries and replays alike."""
+    records = instance.get_run_records(RunsFilter(job_name=ORDER_PIPELINE), ascending=True)
+    return [r.dagster_run for r in records if order_of_run(r.dagster_run.tags) is not None]
+
+
+def run_attempts(instance: DagsterInstance, run: DagsterRun) -> list[dict[str, Any]]:
+    """The finished step attempts of one run, in the order Dagster recorded them.
+
+    An attempt still open when its run ended (the run was killed or cancelled) counts as failed; one
+    still open in a run that goes on is in flight and left out.
+    """
+    order_id = order_of_run(run.tags)
+    if order_id is None:
+        return []
+    connection = instance.get_records_for_run(run.run_id, of_type={*ATTEMPT_STARTS, *ATTEMPT_ENDS})
+    attempts: list[dict[str, Any]] = []
+    open_attempts: dict[str, dict[str, Any]] = {}
+    tries: Counter[str] = Counter()
+    for record in connection.records:
+        event = record.event_log_entry.dagster_event
+        step = STEP_BY_KEY.get(record.event_log_entry.step_key or "")
+        if event is None or step is None:
+            continue
+        if event.event_type in ATTEMPT_STARTS:
+            tries[step] += 1
+            open_attempts[step] = {
+                "order_id": order_id,
+                "run_id": run.run_id,
+                "step": step,
+                "run_attempt": tries[step],
+                "succeeded": False,
+                "error_type": None,
+                "error": None,
+            }
+        elif step in open_attempts:
+            attempt = open_attempts.pop(step)
+            attempt["succeeded"] = ATTEMPT_ENDS[event.event_type]
+            attempt["error_type"], attempt["error"] = _root_error(event.event_specific_data)
+            attempts.append(attempt)
+    if run.is_finished:
+        for attempt in open_attempts.values():
+            attempt["error"] = f"the run ended ({run.status.value}) during this attempt"
+            attempts.append(attempt)
+    return attempts
+
+
+def _root_error(data: object) -> tuple[str | None, str | None]:
+    """The exception the step raised (under Dagster's wrappers) and its message, on one line."""
+    root = root_error(getattr(data, "error", None))
+    return root if root is not None else (None, None)
+
+
+def attempts_frame(instance: DagsterInstance, runs: Iterable[DagsterRun]) -> pd.DataFrame:
+    """One row per finished step attempt of the given runs.
+
+    ``run_attempt`` is Dagster's attempt number within the run; ``attempt`` counts the order's
+    attempts at the step across all its runs (a replay goes on counting), so attempt 1 is the
+    order's first try at the step.
+    """
+    rows = [attempt for run in runs for attempt in run_attempts(instance, run)]
+    tried: Counter[tuple[str, str]] = Counter()
+    for row in rows:
+        tried[(row["order_id"], row["step"])] += 1
+        row["attempt"] = tried[(row["order_id"], row["step"])]
+    frame = pd.DataFrame.from_records(rows, columns=ATTEMPT_COLUMNS)
+    return frame.astype({"attempt": int, "run_attempt": int, "succeeded": bool})
 
 
 def step_table(attempts: pd.DataFrame) -> pd.DataFrame:
@@ -57,6 +132,15 @@ def step_table(attempts: pd.DataFrame) -> pd.DataFrame:
             }
         )
     return pd.DataFrame(rows).set_index("step")
+
+
+def injected_fault_rate(run: DagsterRun) -> float | None:
+    """The fault rate a run was launched with (its ``faults`` resource config), if it says."""
+    resources = run.run_config.get("resources")
+    faults = resources.get("faults") if isinstance(resources, Mapping) else None
+    config = faults.get("config") if isinstance(faults, Mapping) else None
+    rate = config.get("rate") if isinstance(config, Mapping) else None
+    return float(rate) if isinstance(rate, int | float) else None
 
 
 @dataclass(frozen=True)
@@ -87,20 +171,31 @@ class ReliabilityReport:
 
 
 def build_report(
-    audit_rows: Sequence[Mapping[str, Any]], statuses: Mapping[str, str]
+    instance: DagsterInstance,
+    statuses: Mapping[str, str],
+    *,
+    fault_rate: float | None = None,
+    runs: Sequence[DagsterRun] | None = None,
 ) -> ReliabilityReport:
-    """``statuses`` maps every order id to its current status in the business store."""
-    attempts = attempts_frame(audit_rows)
-    run_orders = set(attempts["order_id"])
+    """The report over ``runs`` (default: every order pipeline run in the instance).
+
+    ``statuses`` maps order ids to their current status in the business store. ``fault_rate`` is the
+    injected rate for the no-retry prediction; by default the one most runs were configured with.
+    """
+    runs = order_runs(instance) if runs is None else runs
+    attempts = attempts_frame(instance, runs)
+    run_orders = {order for run in runs if (order := order_of_run(run.tags)) is not None}
     run_statuses = [statuses.get(order_id, "unknown") for order_id in run_orders]
-    rates = attempts["fault_rate"].dropna()
+    if fault_rate is None:
+        rates = Counter(rate for run in runs if (rate := injected_fault_rate(run)) is not None)
+        fault_rate = rates.most_common(1)[0][0] if rates else None
     return ReliabilityReport(
         steps=step_table(attempts),
         orders_run=len(run_orders),
         completed=run_statuses.count("completed"),
         failed=sum(status in ("failed", "dead_lettered") for status in run_statuses),
         unfinished=sum(status in ("processing", "queued", "replayed") for status in run_statuses),
-        fault_rate=float(rates.mode().iloc[0]) if len(rates) else None,
+        fault_rate=fault_rate,
     )
 
 

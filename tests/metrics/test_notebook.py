@@ -31,6 +31,8 @@ def test_notebook_cells_run_and_show_the_report(
             exec(compile(cell.source, str(NOTEBOOK), "exec"), namespace)
     report = namespace["report"]
     assert report.orders_run == 2  # type: ignore[attr-defined]
+    failed_attempts = report.steps["failed_attempts"].sum()  # type: ignore[attr-defined]
+    assert namespace["failures"].sum() == failed_attempts  # type: ignore[attr-defined]
     assert namespace["spend"]["calls"].sum() == len(store.model_call_rows())  # type: ignore[index]
     assert namespace["revenue"].sum() == pytest.approx(  # type: ignore[attr-defined]
         sum(r["amount_cents"] for r in store.ledger_rows()) / 100

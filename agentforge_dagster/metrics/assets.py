@@ -1,4 +1,8 @@
-"""The daily business figures as a daily-partitioned asset."""
+"""The daily business figures as a daily-partitioned asset, beside the code that computes them.
+
+It reads only the business store, so it belongs to metrics rather than execution: the order steps
+and the figures about them stay in one-way layers (metrics reads persistence and Dagster only).
+"""
 # No "from __future__ import annotations" here: Dagster reads these annotations at definition time.
 
 from datetime import date
