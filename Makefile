@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: venv services demo test lint format bench ui clean images up down deploy rollback
+.PHONY: venv services demo test lint format bench soak ui clean images up down deploy rollback
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ format: venv
 ## bench: reliability and speed benchmarks; results go to bench/RESULTS.md
 bench: venv
 	$(BIN)/python bench/reliability.py --write bench/RESULTS.md
+
+## soak: 100 orders under the real daemon (faults, a SIGKILL mid-way); figures to bench/SOAK.md
+soak: venv services
+	AGENTFORGE_SOAK_ORDERS=100 AGENTFORGE_SOAK_RESULTS=$(CURDIR)/bench/SOAK.md \
+		$(BIN)/pytest -p no:cacheprovider --timeout 1800 \
+		tests/orchestration/test_daemon.py::test_orders_under_the_daemon_with_faults_a_killed_daemon_and_launches_by_hand
 
 ## ui: the Dagster UI over the same instance the demo wrote to
 ui: venv

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import random
 import sys
 import time
@@ -19,6 +20,7 @@ from agentforge_dagster.domain.errors import AgentForgeError, InvalidOrder
 from agentforge_dagster.domain.models import ServiceKind, parse_order
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.metrics.reliability import build_report, format_report
+from agentforge_dagster.orchestration.intake import submit_order
 from agentforge_dagster.orchestration.runner import OrderRunResult, fault_run_config, run_orders
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings, load_settings
@@ -36,7 +38,19 @@ def _store(settings: AgentForgeSettings) -> BusinessStore:
 
 
 def _instance(settings: AgentForgeSettings) -> DagsterInstance:
+    """The Dagster instance in ``$DAGSTER_HOME`` — the one ``dagster`` and the UI use.
+
+    Without ``DAGSTER_HOME`` it is ``./.dagster_home`` (SQLite), and the command says so: export
+    the variable to make ``dagster job launch`` or ``dagster dev`` see the same runs and orders.
+    """
     home = settings.dagster_home.resolve()
+    if "DAGSTER_HOME" not in os.environ:
+        click.echo(
+            f"DAGSTER_HOME is not set: using the Dagster instance in {home} "
+            f"(export DAGSTER_HOME={home} so dagster commands and the UI use it too)",
+            err=True,
+        )
+        os.environ["DAGSTER_HOME"] = str(home)  # say it once per command
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
     if not config.exists():  # the embedded default: SQLite storage in this folder
@@ -72,9 +86,14 @@ def db() -> None:
 @db.command("upgrade")
 @click.pass_obj
 def db_upgrade(settings: AgentForgeSettings) -> None:
-    """Create or bring the business tables up to date."""
-    _store(settings)
+    """Create or bring the business tables up to date; register every order's partition."""
+    from agentforge_dagster.orchestration.intake import register_existing_orders
+
+    store = _store(settings)
+    with _instance(settings) as instance:
+        added = register_existing_orders(store, instance)
     click.echo(f"business database ready: {_safe_url(settings.resolved_database_url())}")
+    click.echo(f"order partitions registered in Dagster: {len(added)} new")
 
 
 def _safe_url(url: str) -> str:
@@ -125,7 +144,8 @@ def submit(settings: AgentForgeSettings, file_: Path | None, **fields: str | Non
         for error in exc.errors:
             click.echo(f"  - {error}", err=True)
         sys.exit(EXIT_REJECTED)
-    store.submit(order, source=source)
+    with _instance(settings) as instance:
+        submit_order(store, instance, order, source=source)
     click.echo(f"queued {order.order_id}")
 
 
@@ -137,7 +157,7 @@ def _print_progress(total: int) -> Callable[[OrderRunResult], None]:
         nonlocal done
         done += 1
         click.echo(
-            f"[{done:>{len(str(total))}}/{total}] {result.order_id} {result.status.value:<10} "
+            f"[{done:>{len(str(total))}}/{total}] {result.order_id} {result.state:<10} "
             f"run {result.run_id[:8]}  {time.monotonic() - started:6.1f} s"
         )
 
@@ -151,20 +171,27 @@ def _run(
     fault_rate: float | None,
     seed: int,
 ) -> list[OrderRunResult]:
+    """Run the orders, then the replays requested, here: what the daemon's sensors would launch."""
     from agentforge_dagster.definitions import build_definitions
+    from agentforge_dagster.orchestration.runner import run_replays
 
     run_config: dict[str, Any] = dict(QUIET_LOGGING)
     if fault_rate is not None:
         run_config.update(fault_run_config(fault_rate, seed))
+    defs = build_definitions(settings, drills=True if fault_rate is not None else None)
     with _instance(settings) as instance:
-        return run_orders(
-            build_definitions(settings),
+        results = run_orders(
+            defs,
             instance,
             store,
             order_ids,
             run_config=run_config,
             progress=_print_progress(len(order_ids)),
         )
+        replayed = run_replays(defs, instance, store, run_config=dict(QUIET_LOGGING))
+    for result in replayed:
+        click.echo(f"replay {result.order_id} {result.state} run {result.run_id[:8]}")
+    return results + replayed
 
 
 @main.command()
@@ -172,7 +199,7 @@ def _run(
     "--fault-rate",
     type=click.FloatRange(0, 1, max_open=True),
     default=None,
-    help="Inject transient faults into each step attempt with this probability.",
+    help="Inject transient faults into each step attempt with this probability (a drill).",
 )
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.pass_obj
@@ -180,29 +207,18 @@ def _run(
 def run(settings: AgentForgeSettings, fault_rate: float | None, seed: int) -> None:
     """Run every queued order and every requested replay here, one Dagster run each.
 
-    For set-ups without a daemon; where the daemon runs, its sensors do this.
+    For set-ups without a daemon; where the daemon runs, its sensors do this. A run that fails
+    for good puts its order in the dead-letter queue (agentforge dlq list), as under the daemon.
     """
     from agentforge_dagster.orchestration.dead_letters import resume_waiting_for_budget
 
     store = _store(settings)
     queued = store.order_ids(OrderStatus.QUEUED)
     resume_waiting_for_budget(store, settings.monthly_budget_usd)
-    replays = store.replays_to_launch()
-    if not queued and not replays:
+    if not queued and not store.replays_to_launch():
         click.echo("no queued orders and no replays requested")
         return
-    results = _run(settings, store, queued, fault_rate, seed) if queued else []
-    if replays:
-        from agentforge_dagster.definitions import build_definitions
-        from agentforge_dagster.orchestration.runner import run_replays
-
-        with _instance(settings) as instance:
-            replayed = run_replays(
-                build_definitions(settings), instance, store, run_config=dict(QUIET_LOGGING)
-            )
-        for result in replayed:
-            click.echo(f"replay {result.order_id} {result.status.value} run {result.run_id[:8]}")
-        results += replayed
+    results = _run(settings, store, queued, fault_rate, seed)
     if not all(result.success for result in results):
         sys.exit(EXIT_FAILED)
 
@@ -229,7 +245,7 @@ def demo(settings: AgentForgeSettings, count: int, fault_rate: float, seed: int)
     store = _store(settings)
     rng = random.Random(seed)
     services = list(ServiceKind)
-    order_ids = []
+    orders = []
     for _ in range(count):
         order = parse_order(
             {
@@ -239,32 +255,44 @@ def demo(settings: AgentForgeSettings, count: int, fault_rate: float, seed: int)
                 "price": f"{rng.randrange(50, 500)}.00",
             }
         )
-        store.submit(order, source="demo")
-        order_ids.append(order.order_id)
+        orders.append(order)
+    with _instance(settings) as instance:
+        for order in orders:
+            submit_order(store, instance, order, source="demo")
     click.echo(f"running {count} orders at {fault_rate:.0%} injected fault rate (seed {seed})")
-    _run(settings, store, order_ids, fault_rate, seed)
+    _run(settings, store, [order.order_id for order in orders], fault_rate, seed)
     click.echo()
-    click.echo(_report_text(store))
+    click.echo(_report_text(settings, store))
 
 
 @main.command()
 @click.pass_obj
 def status(settings: AgentForgeSettings) -> None:
-    """Orders by state."""
-    counts = _store(settings).counts_by_status()
+    """Orders by state, and the dead letters that wait for a human."""
+    store = _store(settings)
+    counts = store.counts_by_status()
     for state in OrderStatus:
         click.echo(f"{state.value:<14} {counts.get(state.value, 0)}")
+    letters = store.dead_letters()
+    if letters:
+        not_launched = sum(1 for letter in letters if letter["error_type"] == "NotLaunchable")
+        click.echo(
+            f"dead letters: {len(letters)} ({not_launched} could not be launched); "
+            "see agentforge dlq list"
+        )
 
 
-def _report_text(store: BusinessStore) -> str:
-    return format_report(build_report(store.audit_rows(), store.statuses()))
+def _report_text(settings: AgentForgeSettings, store: BusinessStore) -> str:
+    """Attempts from the Dagster instance's event log; order statuses from the business store."""
+    with _instance(settings) as instance:
+        return format_report(build_report(instance, store.statuses()))
 
 
 @main.command()
 @click.pass_obj
 def report(settings: AgentForgeSettings) -> None:
     """Per-step attempts and first-try success, end-to-end success, the no-retry prediction."""
-    click.echo(_report_text(_store(settings)))
+    click.echo(_report_text(settings, _store(settings)))
 
 
 @main.group()
@@ -412,7 +440,7 @@ def dlq_list(settings: AgentForgeSettings, error_class: str | None) -> None:
         click.echo(
             f"{letter['order_id']}  step={letter['failed_step']}  {letter['error_class']}"
             f"/{letter['error_type']}  attempts={letter['attempts']}  replays={letter['replays']}"
-            f"  run={letter['run_id'][:8]}  {letter['message'][:120]}"
+            f"  run={letter['run_id'][:8]}  {' '.join(letter['message'].split())[:120]}"
         )
 
 

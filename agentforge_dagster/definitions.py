@@ -16,13 +16,13 @@ from dagster import (
 from dagster_aws.s3 import S3Resource
 
 from agentforge_dagster.execution.assets import build_order_assets
-from agentforge_dagster.execution.figures import BusinessAssumptions, daily_business_figures
+from agentforge_dagster.execution.faults import FaultInjector
 from agentforge_dagster.execution.resources import (
-    FaultInjector,
     ModelResource,
     StepOptions,
     parse_model_specs,
 )
+from agentforge_dagster.metrics.assets import BusinessAssumptions, daily_business_figures
 from agentforge_dagster.orchestration.backups import backup_job, nightly_backup
 from agentforge_dagster.orchestration.dead_letters import (
     dlq_auto_replay_job,
@@ -35,39 +35,46 @@ from agentforge_dagster.persistence.resources import BackupTargetResource, Busin
 from agentforge_dagster.settings import AgentForgeSettings, load_settings
 
 
-def build_resources(settings: AgentForgeSettings) -> dict[str, Any]:
+def build_resources(settings: AgentForgeSettings, *, drills: bool = False) -> dict[str, Any]:
     """Resources for the environment the settings describe (embedded default unless configured).
 
     A database URL given in the environment is passed as ``EnvVar`` so its credentials never show
-    in the UI or the run config.
+    in the UI or the run config. The ``faults`` resource is there only for drills.
     """
     database_url: Any = (
         EnvVar("AGENTFORGE_DATABASE_URL")
         if settings.database_url
         else settings.resolved_database_url()
     )
+    drill_resources: dict[str, Any] = (
+        {
+            "faults": FaultInjector(
+                rate=settings.fault_rate,
+                seed=settings.fault_seed,
+                model_latency_seconds=settings.fault_model_latency_seconds,
+            )
+        }
+        if drills
+        else {}
+    )
     return {
+        **drill_resources,
         "store": BusinessStoreResource(database_url=database_url),
         "model": ModelResource(
             models=settings.models,
             # Keys go in as EnvVar: the UI and the run config show the variable, never the value.
             openai_api_key=EnvVar("OPENAI_API_KEY") if settings.openai_api_key else None,
             anthropic_api_key=EnvVar("ANTHROPIC_API_KEY") if settings.anthropic_api_key else None,
+            timeout_seconds=settings.model_timeout_seconds,
             fallback_after=settings.model_fallback_after,
             max_reprompts=settings.model_max_reprompts,
             replay_only=settings.model_replay_only,
             monthly_budget_usd=settings.monthly_budget_usd,
             prices_json=settings.model_prices_json,
         ),
-        "faults": FaultInjector(
-            rate=settings.fault_rate,
-            seed=settings.fault_seed,
-            model_latency_seconds=settings.fault_model_latency_seconds,
-        ),
         "options": StepOptions(
             deliveries_dir=str(settings.resolved_deliveries_dir()),
             max_revisions=settings.max_revisions,
-            model_timeout_seconds=settings.model_timeout_seconds,
             image=settings.image,
             image_id=settings.image_id,
         ),
@@ -105,10 +112,16 @@ def primary_provider(settings: AgentForgeSettings) -> str:
     return parse_model_specs(settings.models)[0].provider
 
 
-def build_definitions(settings: AgentForgeSettings) -> Definitions:
+def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = None) -> Definitions:
+    """The code location for ``settings``; ``drills`` (default: as the settings say) adds fault
+    injection, which the demo, the benchmarks, the tests and fault campaigns switch on."""
+    drills = settings.drills_enabled() if drills is None else drills
     figures_job = define_asset_job("daily_business_figures_job", selection=[daily_business_figures])
     return Definitions(
-        assets=[*build_order_assets(primary_provider(settings)), daily_business_figures],
+        assets=[
+            *build_order_assets(primary_provider(settings), drills=drills),
+            daily_business_figures,
+        ],
         jobs=[order_pipeline_job(settings), backup_job, dlq_auto_replay_job, figures_job],
         schedules=[
             nightly_backup,
@@ -121,7 +134,7 @@ def build_definitions(settings: AgentForgeSettings) -> Definitions:
             ),
         ],
         sensors=build_sensors(settings),
-        resources=build_resources(settings),
+        resources=build_resources(settings, drills=drills),
     )
 
 

@@ -64,7 +64,8 @@ class AgentForgeSettings(BaseSettings):
     # Step retry policy: exponential back-off with jitter; wait before retry n is (2^n - 1) * delay.
     retry_max_retries: int = Field(default=6, ge=0, le=20)
     retry_delay_seconds: float = Field(default=0.05, gt=0)
-    # Fault injection (off unless asked for).
+    # Fault injection (drills): off, and not even wired in, unless asked for.
+    drills: bool = Field(default=False, description="Wire fault injection into the order steps.")
     fault_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
     fault_seed: int = 0
     fault_model_latency_seconds: float = Field(default=0.0, ge=0)
@@ -80,6 +81,10 @@ class AgentForgeSettings(BaseSettings):
     # Business figures.
     cash_on_hand: float = Field(default=10_000.0, description="Cash at hand, for the runway.")
     daily_fixed_costs: float = Field(default=50.0, ge=0, description="Daily costs besides models.")
+
+    def drills_enabled(self) -> bool:
+        """Drills are on when asked for, or when a fault setting asks for something to inject."""
+        return self.drills or self.fault_rate > 0 or self.fault_model_latency_seconds > 0
 
     def resolved_database_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.home / 'agentforge.db').resolve()}"

@@ -40,7 +40,8 @@ def store(settings: AgentForgeSettings) -> Iterator[BusinessStore]:
 
 @pytest.fixture
 def defs(settings: AgentForgeSettings) -> Definitions:
-    return build_definitions(settings)
+    """The definitions with drills on: tests inject faults through run config."""
+    return build_definitions(settings, drills=True)
 
 
 @pytest.fixture

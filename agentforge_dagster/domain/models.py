@@ -57,6 +57,9 @@ class ServiceKind(StrEnum):
     PRESS_RELEASE = "press_release"
 
 
+ORDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+
 def new_order_id() -> str:
     return "ord-" + uuid.uuid4().hex[:12]
 
@@ -68,8 +71,8 @@ class Artifact(BaseModel):
 
 
 class Order(Artifact):
-    order_id: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")] = (
-        Field(default_factory=new_order_id)
+    order_id: Annotated[str, StringConstraints(pattern=ORDER_ID_PATTERN)] = Field(
+        default_factory=new_order_id
     )
     customer: CustomerName
     service: ServiceKind

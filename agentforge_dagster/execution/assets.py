@@ -9,7 +9,6 @@ anything else is left to the job's retry policy.
 
 import hashlib
 from collections.abc import Mapping
-from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,14 @@ from agentforge_dagster.domain.errors import (
     TransientError,
 )
 from agentforge_dagster.domain.models import Artifact
-from agentforge_dagster.execution.gateway import ModelGateway
-from agentforge_dagster.execution.resources import FaultInjector, ModelResource, StepOptions
+from agentforge_dagster.domain.runs import ORDERS_PARTITIONS_NAME
+from agentforge_dagster.execution.faults import NO_DRILLS, FaultInjector
+from agentforge_dagster.execution.resources import ModelResource, StepOptions
 from agentforge_dagster.execution.steps import STEPS, StepEnv, StepSpec
 from agentforge_dagster.persistence.io_managers import dump_artifact
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 
-ORDERS_PARTITIONS = DynamicPartitionsDefinition(name="orders")
+ORDERS_PARTITIONS = DynamicPartitionsDefinition(name=ORDERS_PARTITIONS_NAME)
 ORDER_GROUP = "orders"
 
 
@@ -60,23 +60,13 @@ def run_step(
     order_id = context.partition_key
     attempt = context.retry_number + 1
     business = store.get_store()
-    budget = model.monthly_budget_usd
-    gateway = ModelGateway(
-        store=business,
-        providers=[
-            faults.wrap_model(provider, step=spec.name, attempt=attempt)
-            for provider in model.get_providers()
-        ],
+    gateway = model.gateway(
+        business,
         order_id=order_id,
         step=spec.name,
         run_id=context.run_id,
         attempt=attempt,
-        timeout_s=options.model_timeout_seconds,
-        fallback_after=model.fallback_after,
-        max_reprompts=model.max_reprompts,
-        replay_only=model.replay_only,
-        default_budget_usd=Decimal(str(budget)) if budget is not None else None,
-        prices=model.prices(),
+        wrap=lambda provider: faults.wrap_model(provider, step=spec.name, attempt=attempt),
     )
     env = StepEnv(
         order_id=order_id,
@@ -180,8 +170,11 @@ def _meta(value: Any) -> Any:
     return MetadataValue.float(value) if isinstance(value, float) else value
 
 
-def build_step_asset(spec: StepSpec, pool: str) -> AssetsDefinition:
-    """One asset for one step of the table."""
+STEP_RESOURCES = frozenset({"store", "model", "options"})
+
+
+def build_step_asset(spec: StepSpec, pool: str, *, drills: bool = False) -> AssetsDefinition:
+    """One asset for one step of the table; it requires the ``faults`` resource only for drills."""
 
     @asset(
         name=spec.asset_name,
@@ -194,22 +187,23 @@ def build_step_asset(spec: StepSpec, pool: str) -> AssetsDefinition:
         pool=pool if spec.uses_model else None,
         io_manager_key="artifact_io_manager",
         metadata={"step": spec.name, "output_type": spec.output_type.__name__},
+        required_resource_keys=STEP_RESOURCES | ({"faults"} if drills else set()),
     )
-    def _step_asset(
-        context: AssetExecutionContext,
-        store: BusinessStoreResource,
-        model: ModelResource,
-        faults: FaultInjector,
-        options: StepOptions,
-        **inputs: Artifact,
-    ) -> Output[Artifact]:
+    def _step_asset(context: AssetExecutionContext, **inputs: Artifact) -> Output[Artifact]:
+        resources = context.resources
         return run_step(
-            context, spec, inputs, store=store, model=model, faults=faults, options=options
+            context,
+            spec,
+            inputs,
+            store=resources.store,
+            model=resources.model,
+            faults=getattr(resources, "faults", NO_DRILLS),
+            options=resources.options,
         )
 
     return _step_asset
 
 
-def build_order_assets(provider: str) -> list[AssetsDefinition]:
+def build_order_assets(provider: str, *, drills: bool = False) -> list[AssetsDefinition]:
     """The six order assets; the model steps share the provider's concurrency pool."""
-    return [build_step_asset(spec, model_pool(provider)) for spec in STEPS]
+    return [build_step_asset(spec, model_pool(provider), drills=drills) for spec in STEPS]

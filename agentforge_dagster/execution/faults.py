@@ -1,4 +1,9 @@
-"""Fault injection: transient failures raised on purpose, before and after a step's work.
+"""Fault injection (drills): transient failures raised on purpose, before and after a step's work.
+
+Drills are not part of the production wiring: the order assets require the ``faults`` resource
+only when drills are switched on (``build_definitions(..., drills=True)``, used by the demo, the
+benchmarks and the tests; ``AGENTFORGE_DRILLS=true`` or a fault setting in the environment for runs
+launched by the daemon). Without it a step runs with :data:`NO_DRILLS`, which never interferes.
 
 Whether an attempt fails is a pure function of (seed, order, step, attempt, phase), so a demo or a
 test with the same seed fails in exactly the same places whatever order the runs execute in. The
@@ -11,6 +16,9 @@ import hashlib
 import math
 import time
 from collections.abc import Mapping
+
+from dagster import ConfigurableResource
+from pydantic import Field
 
 from agentforge_dagster.domain.errors import InjectedFault
 from agentforge_dagster.execution.providers import ModelProvider, ModelRequest, ModelResponse
@@ -68,3 +76,60 @@ class SlowModel:
     def complete(self, request: ModelRequest) -> ModelResponse:
         time.sleep(self.delay_s)
         return self.inner.complete(request)
+
+
+class FaultInjector(ConfigurableResource):
+    """Raises transient faults on purpose, before and after each step's work.
+
+    ``rate`` is the probability that one attempt of one step fails; ``seed`` makes it repeatable;
+    ``fail_first`` scripts the first N attempts of named steps to fail.
+    """
+
+    rate: float = Field(default=0.0, ge=0.0, lt=1.0)
+    seed: int = 0
+    fail_first: dict[str, int] = Field(default_factory=dict)
+    hang_first: dict[str, int] = Field(
+        default_factory=dict, description="Model calls of the first N attempts of a step hang."
+    )
+    hang_seconds: float = Field(default=3600.0, gt=0)
+    retry_after_seconds: float | None = Field(
+        default=None, description="Injected faults ask for this wait, like a 429's Retry-After."
+    )
+    model_latency_seconds: float = Field(
+        default=0.0, ge=0, description="Simulated latency added to every model call."
+    )
+    allocate_mb: dict[str, int] = Field(
+        default_factory=dict,
+        description="Megabytes a step allocates and holds during its work: an out-of-memory "
+        "drill for run containers with a memory cap.",
+    )
+
+    def wrap_model(self, provider: ModelProvider, *, step: str, attempt: int) -> ModelProvider:
+        """The provider as this attempt sees it: hung, slowed down, or untouched."""
+        if attempt <= self.hang_first.get(step, 0):
+            return SlowModel(provider, self.hang_seconds)
+        if self.model_latency_seconds > 0:
+            return SlowModel(provider, self.model_latency_seconds)
+        return provider
+
+    def allocate(self, step: str) -> bytes | None:
+        """The step's memory ballast, every page written so it is really resident."""
+        megabytes = self.allocate_mb.get(step, 0)
+        return b"\xff" * (megabytes * 1024 * 1024) if megabytes > 0 else None
+
+    def check(self, *, order_id: str, step: str, attempt: int, phase: str) -> None:
+        fault = injected_fault(
+            retry_after=self.retry_after_seconds,
+            rate=self.rate,
+            seed=self.seed,
+            order_id=order_id,
+            step=step,
+            attempt=attempt,
+            phase=phase,
+            fail_first=self.fail_first,
+        )
+        if fault is not None:
+            raise fault
+
+
+NO_DRILLS = FaultInjector()  # what a step runs with when drills are off: never interferes

@@ -1,12 +1,12 @@
 """The dead-letter queue: failed orders parked with what is needed to replay them.
 
-A failed run's order is dead-lettered by the ``dead_letter_queue`` sensor; an operator (``agentforge
+A failed run's order is dead-lettered by :mod:`.failures` (whoever ran it); an operator (``agentforge
 dlq replay``) or the hourly ``dlq_auto_replay`` schedule marks letters for replay; the
-``dead_letter_replays`` sensor launches one run per replay that starts at the failed step (earlier
-steps' outputs are read from the artifact store, not redone).
+``dead_letter_replays`` sensor (or ``agentforge run``) launches one run per :class:`ReplayPlan`.
 """
 # No "from __future__ import annotations" here: Dagster reads these annotations at definition time.
 
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -23,70 +23,58 @@ from dagster import (
 )
 
 from agentforge_dagster.domain.models import utcnow
+from agentforge_dagster.domain.runs import ORDER_TAG, REPLAY_FROM_TAG, REPLAY_OF_TAG
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.execution.steps import STEP_NAMES, STEPS
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings
 
-LAUNCH_STEP = "launch"  # a run that failed before any step started
+
+@dataclass(frozen=True)
+class ReplayPlan:
+    """One replay: a run of the order's partition that starts at ``start_step``.
+
+    The one replay mechanism, whoever asks for it (the ``dead_letter_replays`` sensor, ``agentforge
+    run``): steps before ``start_step`` are not redone, their outputs are read from the artifact
+    store; the model answers already paid for are served from the response store.
+    """
+
+    order_id: str
+    start_step: str
+    run_key: str
+    replay_of: str
+
+    @property
+    def asset_selection(self) -> list[AssetKey]:
+        return replay_selection(self.start_step)
+
+    @property
+    def tags(self) -> dict[str, str]:
+        return {
+            ORDER_TAG: self.order_id,
+            REPLAY_OF_TAG: self.replay_of,
+            REPLAY_FROM_TAG: self.start_step,
+        }
 
 
-def replay_selection(failed_step: str) -> list[AssetKey]:
-    """The failed step and everything after it."""
-    start = STEP_NAMES.index(failed_step) if failed_step in STEP_NAMES else 0
+def replay_selection(start_step: str) -> list[AssetKey]:
+    """``start_step`` and every step after it (all steps for an unknown or ``launch`` step)."""
+    start = STEP_NAMES.index(start_step) if start_step in STEP_NAMES else 0
     return [AssetKey(spec.asset_name) for spec in STEPS[start:]]
 
 
-def _last_started_step(store: BusinessStore, order_id: str, run_id: str) -> str:
-    started = [
-        row["step"]
-        for row in store.audit_rows(order_id)
-        if row["event"] == "step_started" and row["run_id"] == run_id
-    ]
-    return started[-1] if started else LAUNCH_STEP
-
-
-def dead_letter_failed_run(store: BusinessStore, order_id: str, run_id: str, message: str) -> bool:
-    """Park a failed run's order in the dead-letter queue; False if it is not the order's failure.
-
-    A run that died without a step failing (crash, timeout, OOM, never started) leaves its order
-    processing or queued: it is failed here first, as an infrastructure error, so nothing is lost.
-    """
-    record = store.get(order_id)
-    if record.status in (OrderStatus.QUEUED, OrderStatus.REPLAYED):
-        store.claim(order_id, run_id=run_id, step=LAUNCH_STEP)
-        record = store.get(order_id)
-    if record.status is OrderStatus.PROCESSING:
-        store.transition(
-            order_id,
-            OrderStatus.FAILED,
-            run_id=run_id,
-            step=_last_started_step(store, order_id, run_id),
-            error=message[:2000],
-            error_class="infrastructure",
+def planned_replays(store: BusinessStore) -> list[ReplayPlan]:
+    """The replays requested and not launched yet, oldest request first."""
+    return [
+        ReplayPlan(
+            order_id=row["order_id"],
+            start_step=row["failed_step"],
+            run_key=row["replay_run_key"] or f"replay-{row['order_id']}",
+            replay_of=row["run_id"],
         )
-        record = store.get(order_id)
-    if record.status is not OrderStatus.FAILED:
-        return False
-    step = record.failed_step or LAUNCH_STEP
-    failures = [
-        row
-        for row in store.audit_rows(order_id)
-        if row["event"] == "step_failed" and row["run_id"] == run_id and row["step"] == step
+        for row in store.replays_to_launch()
     ]
-    store.dead_letter(
-        order_id,
-        run_id=run_id,
-        failed_step=step,
-        error_class=record.failed_error_class or "transient",
-        error_type=failures[-1]["detail"].get("error_type", "unknown")
-        if failures
-        else "RunFailure",
-        message=record.last_error or message,
-        attempts=len(failures),
-    )
-    return True
 
 
 class AutoReplayConfig(Config):

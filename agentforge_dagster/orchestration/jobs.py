@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Any
 
 from dagster import AssetSelection, define_asset_job, in_process_executor
 
+from agentforge_dagster.domain.runs import ORDER_PIPELINE, ORDER_PIPELINE_TAG_VALUE, PIPELINE_TAG
 from agentforge_dagster.execution.assets import ORDER_GROUP
 from agentforge_dagster.orchestration.hooks import mark_order_failed
 from agentforge_dagster.orchestration.retry import step_retry_policy
 from agentforge_dagster.settings import AgentForgeSettings
 
-if TYPE_CHECKING:  # Dagster does not export the type define_asset_job returns
-    from dagster._core.definitions.unresolved_asset_job_definition import (
-        UnresolvedAssetJobDefinition,
-    )
-
-ORDER_PIPELINE = "order_pipeline"
+__all__ = ["ORDER_PIPELINE", "order_pipeline_job"]
 
 
-def order_pipeline_job(settings: AgentForgeSettings) -> UnresolvedAssetJobDefinition:
+def order_pipeline_job(settings: AgentForgeSettings) -> Any:  # Dagster exports no name for it
     return define_asset_job(
         ORDER_PIPELINE,
         selection=AssetSelection.groups(ORDER_GROUP),
@@ -27,7 +23,7 @@ def order_pipeline_job(settings: AgentForgeSettings) -> UnresolvedAssetJobDefini
         op_retry_policy=step_retry_policy(settings),
         hooks={mark_order_failed},
         tags={
-            "agentforge/pipeline": "orders",
+            PIPELINE_TAG: ORDER_PIPELINE_TAG_VALUE,
             # Enforced by run monitoring (dagster.yaml): a run past it is failed, then retried.
             "dagster/max_runtime": settings.order_run_max_runtime_seconds,
         },

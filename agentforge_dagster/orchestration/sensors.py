@@ -4,6 +4,9 @@ Exactly once: every launch carries a run key derived from the order (``order-<id
 queue, ``replay-<id>-<n>`` for the n-th replay). Dagster launches a run key once per sensor, so
 a sensor that runs again, or a daemon restarted mid-tick, re-requests without launching twice;
 and because the queue is read afresh every tick, nothing requested before a crash is skipped.
+
+One bad item never stops a tick: an order that cannot be launched is dead-lettered with the
+reason (audited, in the sensor's log and in ``agentforge dlq list``), and the rest go on.
 """
 # No "from __future__ import annotations" here: Dagster reads these annotations at definition time.
 
@@ -16,49 +19,105 @@ from pathlib import Path
 from typing import Any
 
 from dagster import (
+    DagsterInstance,
+    DagsterRunStatus,
     DefaultSensorStatus,
-    RunFailureSensorContext,
     RunRequest,
+    RunsFilter,
     SensorDefinition,
     SensorEvaluationContext,
-    SensorResult,
     SkipReason,
-    run_failure_sensor,
     sensor,
 )
-from dagster._core.storage.tags import WILL_RETRY_TAG
 
 from agentforge_dagster.domain.errors import IllegalTransition, InvalidOrder
 from agentforge_dagster.domain.models import parse_order
-from agentforge_dagster.execution.assets import ORDERS_PARTITIONS
+from agentforge_dagster.domain.runs import ORDER_PIPELINE, ORDER_TAG, PARTITION_TAG
 from agentforge_dagster.orchestration.dead_letters import (
-    dead_letter_failed_run,
-    replay_selection,
+    ReplayPlan,
+    planned_replays,
     resume_waiting_for_budget,
 )
-from agentforge_dagster.orchestration.jobs import ORDER_PIPELINE
+from agentforge_dagster.orchestration.failures import settle_failed_runs, settle_unlaunchable
+from agentforge_dagster.orchestration.intake import (
+    NotLaunchable,
+    check_launchable,
+    register_orders,
+    submit_order,
+)
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings
 
-PARTITION_TAG = "dagster/partition"
-ORDER_TAG = "agentforge/order_id"
+UNFINISHED_STATUSES = (
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+)
 
 
 def order_run_key(order_id: str) -> str:
     return f"order-{order_id}"
 
 
-def queue_requests(store: BusinessStore, batch: int) -> tuple[list[RunRequest], list[str]]:
-    """Run requests for the queued orders, and the order ids (the partitions they need)."""
-    order_ids = store.claim_for_launch(batch)
-    requests = [
+def launchable(
+    context: SensorEvaluationContext,
+    store: BusinessStore,
+    order_ids: list[str],
+) -> list[str]:
+    """The orders runs can be launched for (partitions registered); the rest are dead-lettered.
+
+    Each order is checked alone, so one that cannot be launched is set aside with its reason and
+    the others still go.
+    """
+    ready = []
+    for order_id in order_ids:
+        try:
+            check_launchable(order_id)
+        except NotLaunchable as exc:
+            verdict = settle_unlaunchable(store, order_id, str(exc))
+            context.log.warning(f"order {order_id!r} not launched ({verdict.value}): {exc}")
+            continue
+        ready.append(order_id)
+    register_orders(context.instance, ready)
+    return ready
+
+
+def orders_with_unfinished_runs(instance: DagsterInstance) -> set[str]:
+    """Orders a run is queued or running for already (e.g. launched by hand from the UI)."""
+    runs = instance.get_runs(
+        RunsFilter(job_name=ORDER_PIPELINE, statuses=list(UNFINISHED_STATUSES))
+    )
+    return {order_id for run in runs if (order_id := run.tags.get(PARTITION_TAG))}
+
+
+def queue_requests(
+    context: SensorEvaluationContext, store: BusinessStore, batch: int
+) -> list[RunRequest]:
+    """Run requests for the queued orders (run key ``order-<id>``) that no run has taken yet."""
+    busy = orders_with_unfinished_runs(context.instance)
+    claimed = [order_id for order_id in store.claim_for_launch(batch) if order_id not in busy]
+    return [
         RunRequest(
             run_key=order_run_key(order_id), partition_key=order_id, tags={ORDER_TAG: order_id}
         )
-        for order_id in order_ids
+        for order_id in launchable(context, store, claimed)
     ]
-    return requests, order_ids
+
+
+def replay_requests(context: SensorEvaluationContext, store: BusinessStore) -> list[RunRequest]:
+    """Run requests for the replays asked for, each starting at its plan's step."""
+    plans: dict[str, ReplayPlan] = {plan.order_id: plan for plan in planned_replays(store)}
+    return [
+        RunRequest(
+            run_key=plans[order_id].run_key,
+            partition_key=order_id,
+            asset_selection=plans[order_id].asset_selection,
+            tags=plans[order_id].tags,
+        )
+        for order_id in launchable(context, store, list(plans))
+    ]
 
 
 def read_drop_file(path: Path) -> list[tuple[str, bytes | dict[str, Any]]]:
@@ -86,7 +145,9 @@ def read_drop_file(path: Path) -> list[tuple[str, bytes | dict[str, Any]]]:
     ]
 
 
-def take_drop_folder(store: BusinessStore, folder: Path) -> dict[str, int]:
+def take_drop_folder(
+    store: BusinessStore, instance: DagsterInstance, folder: Path
+) -> dict[str, int]:
     """Queue every order in the folder's files, record every refusal, move files to done/."""
     counts = {"files": 0, "queued": 0, "rejected": 0, "already_queued": 0}
     done = folder / "done"
@@ -105,7 +166,7 @@ def take_drop_folder(store: BusinessStore, folder: Path) -> dict[str, int]:
                 counts["rejected"] += 1
                 continue
             try:
-                store.submit(order, source=f"drop:{path.name}")
+                submit_order(store, instance, order, source=f"drop:{path.name}")
                 counts["queued"] += 1
             except IllegalTransition:
                 counts["already_queued"] += 1  # a file taken before a crash, seen again
@@ -126,14 +187,8 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
     )
     def order_queue_sensor(
         context: SensorEvaluationContext, store: BusinessStoreResource
-    ) -> SensorResult:
-        requests, order_ids = queue_requests(store.get_store(), settings.queue_batch)
-        partitions = ORDERS_PARTITIONS.name or "orders"
-        new = [o for o in order_ids if not context.instance.has_dynamic_partition(partitions, o)]
-        return SensorResult(
-            run_requests=requests,
-            dynamic_partitions_requests=[ORDERS_PARTITIONS.build_add_request(new)] if new else [],
-        )
+    ) -> list[RunRequest]:
+        return queue_requests(context, store.get_store(), settings.queue_batch)
 
     @sensor(
         name="order_drop_folder",
@@ -146,27 +201,29 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
     ) -> SkipReason:
         if settings.drop_dir is None or not settings.drop_dir.is_dir():
             return SkipReason("no drop folder configured (AGENTFORGE_DROP_DIR)")
-        counts = take_drop_folder(store.get_store(), settings.drop_dir)
+        counts = take_drop_folder(store.get_store(), context.instance, settings.drop_dir)
         return SkipReason(f"drop folder: {counts}; the order_queue sensor launches the runs")
 
-    @run_failure_sensor(
+    @sensor(
         name="dead_letter_queue",
-        monitored_jobs=None,
         minimum_interval_seconds=interval,
         default_status=DefaultSensorStatus.RUNNING,
-        description="Move the order of a failed run to the dead-letter queue.",
+        description="Settle every failed order run once Dagster has said whether it retries it: "
+        "a run it retries is left to the retry, any other moves its order to the dead letters.",
     )
-    def dead_letter_sensor(context: RunFailureSensorContext, store: BusinessStoreResource) -> None:
-        run = context.dagster_run
-        order_id = run.tags.get(PARTITION_TAG)
-        if run.job_name != ORDER_PIPELINE or order_id is None:
-            return
-        if run.tags.get(WILL_RETRY_TAG) == "true":
-            context.log.info(f"run {run.run_id} will be retried; {order_id} not dead-lettered")
-            return
-        message = context.failure_event.message or "run failed"
-        if dead_letter_failed_run(store.get_store(), order_id, run.run_id, message):
-            context.log.info(f"order {order_id} dead-lettered after run {run.run_id}")
+    def dead_letter_sensor(
+        context: SensorEvaluationContext, store: BusinessStoreResource
+    ) -> SkipReason:
+        verdicts, cursor = settle_failed_runs(
+            store.get_store(),
+            context.instance,
+            after=float(context.cursor) if context.cursor else None,
+        )
+        if cursor is not None:
+            context.update_cursor(str(cursor))
+        for run_id, verdict in verdicts.items():
+            context.log.info(f"run {run_id}: {verdict.value}")
+        return SkipReason(f"settled {len(verdicts)} failed runs")
 
     @sensor(
         name="dead_letter_replays",
@@ -179,15 +236,7 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
     def replay_sensor(
         context: SensorEvaluationContext, store: BusinessStoreResource
     ) -> list[RunRequest]:
-        return [
-            RunRequest(
-                run_key=row["replay_run_key"],
-                partition_key=row["order_id"],
-                asset_selection=replay_selection(row["failed_step"]),
-                tags={ORDER_TAG: row["order_id"], "agentforge/replay_of": row["run_id"]},
-            )
-            for row in store.get_store().replays_to_launch()
-        ]
+        return replay_requests(context, store.get_store())
 
     @sensor(
         name="budget_resume",

@@ -8,6 +8,8 @@ from dagster import ConfigurableResource, InitResourceContext
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
+from agentforge_dagster.domain.errors import UnknownOrder
+from agentforge_dagster.domain.runs import order_of_run
 from agentforge_dagster.persistence.backup import (
     BackupLocation,
     LocalBackupLocation,
@@ -25,7 +27,20 @@ class BusinessStoreResource(ConfigurableResource):
     _store: BusinessStore | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
+        """Open the store; refuse, before any step runs, a run for an order never submitted."""
         self._store = BusinessStore.from_url(self.database_url)
+        run = context.dagster_run
+        order_id = order_of_run(run.tags) if run is not None else None
+        if order_id is None:
+            return
+        try:
+            self._store.status(order_id)
+        except UnknownOrder as exc:
+            self._store.engine.dispose()
+            raise UnknownOrder(
+                f"order {order_id!r} was never submitted, so this run changes nothing: submit it "
+                "first (agentforge submit, or the drop folder), then launch the run"
+            ) from exc
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         if self._store is not None:

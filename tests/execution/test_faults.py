@@ -5,8 +5,12 @@ from __future__ import annotations
 import pytest
 
 from agentforge_dagster.domain.errors import InjectedFault, TransientError
-from agentforge_dagster.execution.faults import PHASES, injected_fault, phase_probability
-from agentforge_dagster.execution.resources import FaultInjector
+from agentforge_dagster.execution.faults import (
+    PHASES,
+    FaultInjector,
+    injected_fault,
+    phase_probability,
+)
 
 
 def attempt_fails(rate: float, seed: int, order: str, step: str, attempt: int) -> bool:

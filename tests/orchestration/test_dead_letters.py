@@ -10,9 +10,13 @@ from sqlalchemy import update
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.orchestration.dead_letters import (
-    dead_letter_failed_run,
     eligible_for_auto_replay,
     replay_selection,
+)
+from agentforge_dagster.orchestration.failures import (
+    Verdict,
+    settle_failed_run,
+    settle_unlaunchable,
 )
 from agentforge_dagster.orchestration.runner import run_order, run_replays
 from agentforge_dagster.persistence.schema import dead_letters
@@ -27,13 +31,13 @@ def failed_order(
 ) -> tuple[str, str]:
     order = store.submit(make_order())
     result = run_order(defs, instance, store, order.order_id, run_config=ALWAYS_FAIL_DELIVERY)
-    assert not result.success and result.status is OrderStatus.FAILED
+    assert not result.success and result.status is OrderStatus.DEAD_LETTERED
+    assert result.verdict is Verdict.ALREADY_SETTLED, "the failure hook settled it first"
     return order.order_id, result.run_id
 
 
 def test_a_failed_run_is_dead_lettered_with_its_failure(defs, instance, store) -> None:
     order_id, run_id = failed_order(defs, instance, store)
-    assert dead_letter_failed_run(store, order_id, run_id, "run failed")
     assert store.get(order_id).status is OrderStatus.DEAD_LETTERED
     [letter] = store.dead_letters()
     assert letter["order_id"] == order_id and letter["run_id"] == run_id
@@ -42,9 +46,10 @@ def test_a_failed_run_is_dead_lettered_with_its_failure(defs, instance, store) -
         "transient",
         "InjectedFault",
     )
-    assert letter["attempts"] == 7  # the first try and six retries
-    assert "scripted to fail attempt 7/99" in letter["message"]
-    assert not dead_letter_failed_run(store, order_id, run_id, "again"), "only once"
+    assert letter["attempts"] == 7  # the first try and six retries, from Dagster's events
+    assert letter["message"] == "injected fault: delivery scripted to fail attempt 7/99"
+    run = instance.get_run_by_id(run_id)
+    assert settle_failed_run(store, instance, run) is Verdict.ALREADY_SETTLED, "only once"
     moves = [
         (r["detail"]["from"], r["detail"]["to"])
         for r in store.audit_rows(order_id)
@@ -56,8 +61,7 @@ def test_a_failed_run_is_dead_lettered_with_its_failure(defs, instance, store) -
 def test_a_replay_starts_at_the_failed_step_and_makes_no_new_model_calls(
     defs, instance, store
 ) -> None:
-    order_id, run_id = failed_order(defs, instance, store)
-    dead_letter_failed_run(store, order_id, run_id, "run failed")
+    order_id, _ = failed_order(defs, instance, store)
     calls_before = len(store.model_call_rows(order_id))
     assert calls_before >= 2  # plan and draft (and perhaps a revision)
 
@@ -82,8 +86,7 @@ def test_a_replay_starts_at_the_failed_step_and_makes_no_new_model_calls(
 
 
 def test_a_replay_that_fails_again_goes_back_to_the_queue(defs, instance, store) -> None:
-    order_id, run_id = failed_order(defs, instance, store)
-    dead_letter_failed_run(store, order_id, run_id, "run failed")
+    order_id, _ = failed_order(defs, instance, store)
     store.request_replay(order_id, actor="test")
     [replay] = run_replays(defs, instance, store, run_config=ALWAYS_FAIL_DELIVERY)
     assert not replay.success and replay.status is OrderStatus.DEAD_LETTERED
@@ -94,8 +97,7 @@ def test_a_replay_that_fails_again_goes_back_to_the_queue(defs, instance, store)
 def test_auto_replay_takes_cooled_down_transient_letters_within_the_limit(
     defs, instance, store
 ) -> None:
-    order_id, run_id = failed_order(defs, instance, store)
-    dead_letter_failed_run(store, order_id, run_id, "run failed")
+    order_id, _ = failed_order(defs, instance, store)
     assert eligible_for_auto_replay(store, cooldown_seconds=3600, max_replays=3) == []
     with store.begin() as conn:
         conn.execute(update(dead_letters).values(dead_lettered_at=utcnow() - timedelta(hours=2)))
@@ -104,13 +106,8 @@ def test_auto_replay_takes_cooled_down_transient_letters_within_the_limit(
 
 
 def test_permanent_letters_are_not_auto_replayed(defs, instance, store, tmp_path) -> None:
-    instance.add_dynamic_partitions("orders", ["ghost"])
     store.submit(make_order(order_id="ghost"))
-    store.transition("ghost", OrderStatus.PROCESSING)
-    store.transition(
-        "ghost", OrderStatus.FAILED, step="review", error="no", error_class="permanent"
-    )
-    dead_letter_failed_run(store, "ghost", "run-x", "failed")
+    assert settle_unlaunchable(store, "ghost", "refused") is Verdict.DEAD_LETTERED
     with store.begin() as conn:
         conn.execute(update(dead_letters).values(dead_lettered_at=utcnow() - timedelta(days=1)))
     assert eligible_for_auto_replay(store, cooldown_seconds=0, max_replays=9) == []

@@ -59,7 +59,7 @@ def test_a_step_that_fails_twice_then_succeeds_books_one_ledger_row(
     ]
 
 
-def test_a_permanent_error_is_not_retried_and_fails_the_order(
+def test_a_permanent_error_is_not_retried_and_dead_letters_the_order(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore, settings, tmp_path
 ) -> None:
     order, _, _ = _lapsing_order(store, tmp_path)
@@ -67,7 +67,7 @@ def test_a_permanent_error_is_not_retried_and_fails_the_order(
     options = {"max_revisions": 0, "deliveries_dir": str(settings.resolved_deliveries_dir())}
     no_revisions = {"resources": {"options": {"config": options}}}
     result = run_order(defs, instance, store, order.order_id, run_config=no_revisions)
-    assert not result.success and result.status is OrderStatus.FAILED
+    assert not result.success and result.status is OrderStatus.DEAD_LETTERED
     events = step_events(instance, result.run_id)
     assert events[("review", DagsterEventType.STEP_FAILURE.value)] == 1
     assert events[("review", DagsterEventType.STEP_UP_FOR_RETRY.value)] == 0
@@ -79,10 +79,16 @@ def test_a_permanent_error_is_not_retried_and_fails_the_order(
         if r["event"] == "transition" and r["detail"]["to"] == "failed"
     ]
     assert failed["detail"]["error_class"] == "permanent"
+    [letter] = store.dead_letters()
+    assert (letter["error_class"], letter["error_type"], letter["attempts"]) == (
+        "permanent",
+        "RevisionsExhausted",
+        1,
+    )
     assert store.ledger_rows() == []
 
 
-def test_a_run_for_an_unknown_order_fails_once_without_retries(
+def test_a_run_for_an_unknown_order_is_refused_before_any_step(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore
 ) -> None:
     instance.add_dynamic_partitions("orders", ["ghost-1"])
@@ -90,14 +96,9 @@ def test_a_run_for_an_unknown_order_fails_once_without_retries(
         partition_key="ghost-1", instance=instance, raise_on_error=False
     )
     assert not result.success
-    events = step_events(instance, result.run_id)
-    assert events[("intake", DagsterEventType.STEP_UP_FOR_RETRY.value)] == 0
-    assert events[("intake", DagsterEventType.STEP_FAILURE.value)] == 1
-    assert [
-        r["detail"]["error_type"]
-        for r in store.audit_rows("ghost-1")
-        if r["event"] == "step_failed"
-    ] == ["UnknownOrder"]
+    started = [event for (_, event) in step_events(instance, result.run_id) if "STEP" in event]
+    assert started == [], "no step ran"
+    assert store.audit_rows() == [], "nothing was written"
 
 
 def test_twenty_orders_at_thirty_percent_faults_none_lost(
@@ -113,7 +114,7 @@ def test_twenty_orders_at_thirty_percent_faults_none_lost(
     ledger = [row["order_id"] for row in store.ledger_rows()]
     assert sorted(ledger) == sorted(completed) and len(set(ledger)) == len(ledger)
 
-    report = build_report(store.audit_rows(), statuses)
+    report = build_report(instance, statuses)
     assert report.orders_run == 20 and report.completed + report.failed == 20
     assert report.predicted_without_retries is not None
     assert abs(report.predicted_without_retries - 0.7**6) < 1e-9

@@ -23,7 +23,6 @@ def evaluate(defs: Definitions, instance: DagsterInstance, name: str, database_u
         resources={"store": BusinessStoreResource(database_url=database_url)},
         definitions=defs,
     ) as context:
-        # The raw result: the daemon adds the requested partitions before it resolves the runs.
         return sensor(context)
 
 
@@ -33,17 +32,12 @@ def test_queue_sensor_requests_each_queued_order_under_a_stable_run_key(
     ids = [store.submit(make_order(i)).order_id for i in range(3)]
     url = settings.resolved_database_url()
     first = evaluate(defs, instance, "order_queue", url)
-    assert [r.run_key for r in first.run_requests] == [f"order-{i}" for i in ids]
-    assert [r.partition_key for r in first.run_requests] == ids
-    [added] = first.dynamic_partitions_requests
-    assert list(added.partition_keys) == ids
-    instance.add_dynamic_partitions("orders", ids)
+    assert [r.run_key for r in first] == [f"order-{i}" for i in ids]
+    assert [r.partition_key for r in first] == ids
+    assert set(instance.get_dynamic_partitions("orders")) == set(ids), "partitions registered"
 
-    again = evaluate(
-        defs, instance, "order_queue", url
-    )  # still queued: same keys, no new partitions
-    assert [r.run_key for r in again.run_requests] == [f"order-{i}" for i in ids]
-    assert again.dynamic_partitions_requests == []
+    again = evaluate(defs, instance, "order_queue", url)  # still queued: the same keys
+    assert [r.run_key for r in again] == [f"order-{i}" for i in ids]
     claims = [r for r in store.audit_rows() if r["event"] == "launch_requested"]
     assert sorted(r["order_id"] for r in claims) == sorted(ids), "claimed and audited once each"
 
@@ -73,7 +67,7 @@ def test_skip_locked_claims_never_hand_one_order_to_two_claimers(pg_store: Busin
 
 
 def test_drop_folder_queues_json_and_csv_and_records_refusals(
-    store: BusinessStore, tmp_path: Path
+    store: BusinessStore, instance: DagsterInstance, tmp_path: Path
 ) -> None:
     drop = tmp_path / "drop"
     drop.mkdir()
@@ -91,7 +85,7 @@ def test_drop_folder_queues_json_and_csv_and_records_refusals(
     (drop / "broken.json").write_bytes(b"\xff\xfe not json")
     (drop / "notes.txt").write_text("ignored")
 
-    counts = take_drop_folder(store, drop)
+    counts = take_drop_folder(store, instance, drop)
     assert counts == {"files": 4, "queued": 3, "rejected": 2, "already_queued": 0}
     assert sorted(p.name for p in (drop / "done").iterdir()) == [
         "broken.json",
@@ -101,6 +95,7 @@ def test_drop_folder_queues_json_and_csv_and_records_refusals(
     ]
     assert (drop / "notes.txt").exists()
     assert store.counts_by_status() == {"queued": 3}
+    assert sorted(instance.get_dynamic_partitions("orders")) == sorted(store.order_ids())
     rejections = [
         r["detail"]["errors"] for r in store.audit_rows() if r["event"] == "order_rejected"
     ]
@@ -108,5 +103,5 @@ def test_drop_folder_queues_json_and_csv_and_records_refusals(
 
     # The same file dropped again (a crash before it was moved) queues nothing twice.
     (drop / "one.json").write_text(json.dumps(good))
-    assert take_drop_folder(store, drop)["already_queued"] == 1
+    assert take_drop_folder(store, instance, drop)["already_queued"] == 1
     assert store.counts_by_status() == {"queued": 3}

@@ -20,7 +20,7 @@ from agentforge_dagster.definitions import build_definitions
 from agentforge_dagster.domain.models import ARTIFACT_TYPES
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.execution.steps import STEPS
-from agentforge_dagster.orchestration.runner import reexecute_from_failure, run_order
+from agentforge_dagster.orchestration.runner import run_order, run_replays
 from agentforge_dagster.persistence.io_managers import ensure_bucket
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import load_settings
@@ -94,33 +94,27 @@ def test_orders_run_on_postgres_with_artifacts_in_s3(production, s3_client) -> N
     assert store.verify_audit().ok
 
 
-def test_reexecution_from_failure_reads_earlier_outputs_from_s3(production) -> None:
+def test_a_replay_reads_earlier_outputs_from_s3(production) -> None:
     store: BusinessStore = production["store"]
     settings = load_settings()
     order = store.submit(make_order())
     always_fail_delivery = {"resources": {"faults": {"config": {"fail_first": {"delivery": 99}}}}}
+    defs = build_definitions(settings, drills=True)
     with DagsterInstance.get() as instance:
-        first = run_order(
-            build_definitions(settings),
-            instance,
-            store,
-            order.order_id,
-            run_config=always_fail_delivery,
-        )
-        assert not first.success and first.status is OrderStatus.FAILED
+        first = run_order(defs, instance, store, order.order_id, run_config=always_fail_delivery)
+        assert not first.success and first.status is OrderStatus.DEAD_LETTERED
         assert store.get(order.order_id).failed_step == "delivery"
 
-        # What the dead-letter replay does before re-executing: failed → dead_lettered → replayed.
-        store.transition(order.order_id, OrderStatus.DEAD_LETTERED, step="delivery")
-        store.transition(order.order_id, OrderStatus.REPLAYED, step="delivery")
-        cause_fixed = {"resources": {"faults": {"config": {"fail_first": {}}}}}
-        second_run_id = reexecute_from_failure(instance, first.run_id, run_config=cause_fixed)
-        second = instance.get_run_by_id(second_run_id)
-        assert second is not None and second.status is DagsterRunStatus.SUCCESS
-        assert second.parent_run_id == first.run_id
+        # The one replay mechanism: a run of the order's partition from the failed step on, in a
+        # new process's worth of state: its inputs come from the S3 artifact store.
+        store.request_replay(order.order_id, actor="test")
+        [second] = run_replays(defs, instance, store)
+        assert second.success
+        run = instance.get_run_by_id(second.run_id)
+        assert run is not None and run.tags["agentforge/replay_of"] == first.run_id
         executed = {
             entry.step_key
-            for entry in instance.all_logs(second_run_id, of_type=DagsterEventType.STEP_START)
+            for entry in instance.all_logs(second.run_id, of_type=DagsterEventType.STEP_START)
         }
     assert executed == {"order_delivery", "order_invoice"}
     started = [
@@ -128,6 +122,6 @@ def test_reexecution_from_failure_reads_earlier_outputs_from_s3(production) -> N
         for r in store.audit_rows(order.order_id)
         if r["event"] == "step_started"
     ]
-    assert {step for step, run in started if run == second_run_id} == {"delivery", "invoice"}
+    assert {step for step, run in started if run == second.run_id} == {"delivery", "invoice"}
     assert store.get(order.order_id).status is OrderStatus.COMPLETED
     assert len(store.ledger_rows()) == 1
