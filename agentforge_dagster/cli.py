@@ -11,19 +11,20 @@ from collections.abc import Callable
 from decimal import Decimal
 from functools import wraps
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
-from dagster import DagsterInstance
 
 from agentforge_dagster.domain.errors import AgentForgeError, InvalidOrder
-from agentforge_dagster.domain.models import ServiceKind, parse_order
+from agentforge_dagster.domain.models import ServiceKind, parse_order, utcnow
 from agentforge_dagster.domain.state import OrderStatus
-from agentforge_dagster.metrics.reliability import build_report, format_report
-from agentforge_dagster.orchestration.intake import submit_order
-from agentforge_dagster.orchestration.runner import OrderRunResult, fault_run_config, run_orders
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings, load_settings
+
+if TYPE_CHECKING:  # Dagster is imported by the commands that use it: the others start fast
+    from dagster import DagsterInstance
+
+    from agentforge_dagster.orchestration.runner import OrderRunResult
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_REJECTED = 2
@@ -43,6 +44,8 @@ def _instance(settings: AgentForgeSettings) -> DagsterInstance:
     Without ``DAGSTER_HOME`` it is ``./.dagster_home`` (SQLite), and the command says so: export
     the variable to make ``dagster job launch`` or ``dagster dev`` see the same runs and orders.
     """
+    from dagster import DagsterInstance
+
     home = settings.dagster_home.resolve()
     if "DAGSTER_HOME" not in os.environ:
         click.echo(
@@ -78,7 +81,7 @@ def main(ctx: click.Context) -> None:
     ctx.obj = load_settings()
 
 
-@main.group()
+@main.group("db")
 def db() -> None:
     """The business database."""
 
@@ -144,6 +147,8 @@ def submit(settings: AgentForgeSettings, file_: Path | None, **fields: str | Non
         for error in exc.errors:
             click.echo(f"  - {error}", err=True)
         sys.exit(EXIT_REJECTED)
+    from agentforge_dagster.orchestration.intake import submit_order
+
     with _instance(settings) as instance:
         submit_order(store, instance, order, source=source)
     click.echo(f"queued {order.order_id}")
@@ -173,7 +178,7 @@ def _run(
 ) -> list[OrderRunResult]:
     """Run the orders, then the replays requested, here: what the daemon's sensors would launch."""
     from agentforge_dagster.definitions import build_definitions
-    from agentforge_dagster.orchestration.runner import run_replays
+    from agentforge_dagster.orchestration.runner import fault_run_config, run_orders, run_replays
 
     run_config: dict[str, Any] = dict(QUIET_LOGGING)
     if fault_rate is not None:
@@ -256,6 +261,8 @@ def demo(settings: AgentForgeSettings, count: int, fault_rate: float, seed: int)
             }
         )
         orders.append(order)
+    from agentforge_dagster.orchestration.intake import submit_order
+
     with _instance(settings) as instance:
         for order in orders:
             submit_order(store, instance, order, source="demo")
@@ -284,6 +291,8 @@ def status(settings: AgentForgeSettings) -> None:
 
 def _report_text(settings: AgentForgeSettings, store: BusinessStore) -> str:
     """Attempts from the Dagster instance's event log; order statuses from the business store."""
+    from agentforge_dagster.metrics.reliability import build_report, format_report
+
     with _instance(settings) as instance:
         return format_report(build_report(instance, store.statuses()))
 
@@ -383,8 +392,6 @@ def budget() -> None:
 @click.pass_obj
 def budget_show(settings: AgentForgeSettings) -> None:
     """This month's cap, spend and orders waiting for the budget."""
-    from agentforge_dagster.domain.models import utcnow
-
     store = _store(settings)
     month = utcnow().strftime("%Y-%m")
     cap = store.budget_cap(month)

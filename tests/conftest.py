@@ -27,7 +27,13 @@ from agentforge_dagster.settings import AgentForgeSettings
 
 @pytest.fixture
 def settings(tmp_path: Path) -> AgentForgeSettings:
-    return AgentForgeSettings(home=tmp_path / "agentforge", dagster_home=tmp_path / "dagster_home")
+    """The embedded default in a temporary folder, with a short retry back-off (1 ms, not 50 ms:
+    a step that exhausts its six retries would otherwise sleep 6 s in every test that fails one)."""
+    return AgentForgeSettings(
+        home=tmp_path / "agentforge",
+        dagster_home=tmp_path / "dagster_home",
+        retry_delay_seconds=0.001,
+    )
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ def cli(tmp_path: Path):
         **os.environ,
         "AGENTFORGE_HOME": str(tmp_path / "af"),
         "DAGSTER_HOME": str(tmp_path / "dh"),
+        "AGENTFORGE_RETRY_DELAY_SECONDS": "0.001",
     }
     env.pop("AGENTFORGE_DATABASE_URL", None)
 
@@ -126,6 +127,78 @@ def test_submit_run_status_report_and_audit(cli) -> None:
     assert "at injected fault rate f = 0.30" in report
     verified = cli("audit", "verify")
     assert verified.returncode == 0 and "audit chain intact" in verified.stdout
+
+
+def submit_flags(order_id: str) -> tuple[str, ...]:
+    return (
+        "submit",
+        "--order-id",
+        order_id,
+        "--customer",
+        "Entry Co",
+        "--service",
+        "blog_post",
+        "--brief",
+        "Write about every way an order can be started",
+        "--price",
+        "30.00",
+    )
+
+
+def test_a_failed_order_is_dead_lettered_and_recovered_without_a_daemon(cli) -> None:
+    """The embedded default has the daemon's dead-letter queue: list, replay, run."""
+    assert cli(*submit_flags("doomed-1")).returncode == 0
+    ran = cli("run", "--fault-rate", "0.9", "--seed", "1")  # seeded: this order fails for good
+    assert ran.returncode == 1 and "doomed-1 dead_lettered" in ran.stdout, ran.stdout
+    listed = cli("dlq", "list").stdout.splitlines()
+    assert len(listed) == 1 and listed[0].startswith("doomed-1  step=")
+    assert "transient/InjectedFault  attempts=7  replays=0" in listed[0]
+    assert "dead letters: 1" in cli("status").stdout
+    assert cli("dlq", "replay", "doomed-1").returncode == 0
+    again = cli("run")
+    assert again.returncode == 0 and "replay doomed-1 completed" in again.stdout, again.stdout
+    assert cli("dlq", "list").stdout.strip() == "the dead-letter queue is empty"
+
+
+def test_dagster_job_execute_runs_a_submitted_order_and_refuses_an_unknown_one(
+    cli, tmp_path: Path
+) -> None:
+    """After ``agentforge submit``, Dagster's own CLI runs the order (same instance, same store)."""
+    assert cli(*submit_flags("by-dagster-1")).returncode == 0
+    env = {
+        **os.environ,
+        "AGENTFORGE_HOME": str(tmp_path / "af"),
+        "DAGSTER_HOME": str(tmp_path / "dh"),
+    }
+    env.pop("AGENTFORGE_DATABASE_URL", None)
+
+    def execute(order_id: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                str(Path(sys.executable).parent / "dagster"),
+                "job",
+                "execute",
+                "-m",
+                "agentforge_dagster.definitions",
+                "-j",
+                "order_pipeline",
+                "--tags",
+                json.dumps({"dagster/partition": order_id}),
+            ],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+
+    done = execute("by-dagster-1")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "completed      1" in cli("status").stdout
+    refused = execute("never-submitted")
+    assert refused.returncode != 0
+    assert "'never-submitted' was never submitted" in refused.stdout + refused.stderr
+    assert "queued         0" in cli("status").stdout, "the refused run changed nothing"
 
 
 def test_order_from_standard_input(cli) -> None:

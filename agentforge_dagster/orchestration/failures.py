@@ -73,6 +73,16 @@ class RunFailure:
     message: str  # one line
     attempts: int
 
+    def letter(self) -> dict[str, Any]:
+        """The dead letter's fields (``BusinessStore.dead_letter``'s keywords)."""
+        return {
+            "failed_step": self.step,
+            "error_class": self.error_class,
+            "error_type": self.error_type,
+            "message": self.message,
+            "attempts": self.attempts,
+        }
+
 
 def one_line(text: str, limit: int = MAX_MESSAGE) -> str:
     """A message on one line (a dead-letter list shows one letter a line), cut to ``limit``."""
@@ -233,15 +243,7 @@ def _apply(store: BusinessStore, order_id: str, run_id: str, failure: RunFailure
         status = OrderStatus.FAILED
     if status is not OrderStatus.FAILED:
         return Verdict.ALREADY_SETTLED
-    store.dead_letter(
-        order_id,
-        run_id=run_id,
-        failed_step=failure.step,
-        error_class=failure.error_class,
-        error_type=failure.error_type,
-        message=failure.message,
-        attempts=failure.attempts,
-    )
+    store.dead_letter(order_id, run_id=run_id, **failure.letter())
     return Verdict.DEAD_LETTERED
 
 

@@ -176,13 +176,15 @@ def take_drop_folder(
 
 
 def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
-    interval = settings.sensor_interval_seconds
+    every_tick: dict[str, Any] = {
+        "minimum_interval_seconds": settings.sensor_interval_seconds,
+        "default_status": DefaultSensorStatus.RUNNING,
+    }
 
     @sensor(
         name="order_queue",
         job_name=ORDER_PIPELINE,
-        minimum_interval_seconds=interval,
-        default_status=DefaultSensorStatus.RUNNING,
+        **every_tick,
         description="Launch one order_pipeline run per queued order (run key order-<id>).",
     )
     def order_queue_sensor(
@@ -192,8 +194,7 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
 
     @sensor(
         name="order_drop_folder",
-        minimum_interval_seconds=interval,
-        default_status=DefaultSensorStatus.RUNNING,
+        **every_tick,
         description="Queue orders from JSON/CSV files dropped in AGENTFORGE_DROP_DIR.",
     )
     def drop_folder_sensor(
@@ -206,8 +207,7 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
 
     @sensor(
         name="dead_letter_queue",
-        minimum_interval_seconds=interval,
-        default_status=DefaultSensorStatus.RUNNING,
+        **every_tick,
         description="Settle every failed order run once Dagster has said whether it retries it: "
         "a run it retries is left to the retry, any other moves its order to the dead letters.",
     )
@@ -228,8 +228,7 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
     @sensor(
         name="dead_letter_replays",
         job_name=ORDER_PIPELINE,
-        minimum_interval_seconds=interval,
-        default_status=DefaultSensorStatus.RUNNING,
+        **every_tick,
         description="Launch replays of dead letters, from the failed step on (run key "
         "replay-<id>-<n>).",
     )
@@ -240,8 +239,7 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
 
     @sensor(
         name="budget_resume",
-        minimum_interval_seconds=max(interval, 60),
-        default_status=DefaultSensorStatus.RUNNING,
+        **{**every_tick, "minimum_interval_seconds": max(settings.sensor_interval_seconds, 60)},
         description="Resume orders paused for the model budget once it allows (cap raised or "
         "new month); dead_letter_replays then launches them.",
     )

@@ -195,6 +195,9 @@ def docker_deployment(
         }
     )
     config["run_retries"]["max_retries"] = 1
+    # Drills (slow models, memory ballast) are not production wiring: switched on for the code
+    # server and, through the launcher's env_vars, for every run container.
+    config["run_launcher"]["config"]["env_vars"].append("AGENTFORGE_DRILLS")
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     port = _free_port()
     workspace = tmp / "workspace.yaml"
@@ -231,6 +234,7 @@ def docker_deployment(
         "AGENTFORGE_S3_BUCKET": bucket,
         "AGENTFORGE_S3_ENDPOINT_URL": s3_endpoint,
         "AGENTFORGE_MODELS": "offline",
+        "AGENTFORGE_DRILLS": "true",
         "AGENTFORGE_SENSOR_INTERVAL_SECONDS": "2",
         "AGENTFORGE_CODE_SERVER_PORT": str(port),
         "AGENTFORGE_DEPLOY_HISTORY": str(history),
