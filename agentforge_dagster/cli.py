@@ -18,6 +18,7 @@ import click
 from agentforge_dagster.domain.errors import AgentForgeError, InvalidOrder
 from agentforge_dagster.domain.models import ServiceKind, parse_order, utcnow
 from agentforge_dagster.domain.state import OrderStatus
+from agentforge_dagster.domain.steps import STEP_NAMES
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings, load_settings
 
@@ -455,12 +456,24 @@ def dlq_list(settings: AgentForgeSettings, error_class: str | None) -> None:
 @click.argument("order_id", required=False)
 @click.option("--all", "replay_all", is_flag=True, help="Replay every letter (of --error-class).")
 @click.option("--error-class", type=click.Choice(["transient", "permanent", "infrastructure"]))
+@click.option(
+    "--from",
+    "from_step",
+    type=click.Choice(STEP_NAMES),
+    help="Start at this step instead of the failed one (e.g. draft: write the deliverable anew).",
+)
 @click.pass_obj
 @_user_errors
 def dlq_replay(
-    settings: AgentForgeSettings, order_id: str | None, replay_all: bool, error_class: str | None
+    settings: AgentForgeSettings,
+    order_id: str | None,
+    replay_all: bool,
+    error_class: str | None,
+    from_step: str | None,
 ) -> None:
     """Replay dead letters from their failed step (earlier steps are not redone)."""
+    from agentforge_dagster.orchestration.dead_letters import request_replay
+
     store = _store(settings)
     if replay_all == (order_id is not None):
         raise click.UsageError("name one ORDER_ID or use --all")
@@ -469,7 +482,7 @@ def dlq_replay(
     else:
         targets = [letter["order_id"] for letter in store.dead_letters(error_class)]
     for target in targets:
-        run_key = store.request_replay(target, actor="cli")
+        run_key = request_replay(store, target, actor="cli", from_step=from_step)
         click.echo(f"replay requested: {target} ({run_key})")
     if targets:
         click.echo("the dead_letter_replays sensor launches them; without a daemon: agentforge run")

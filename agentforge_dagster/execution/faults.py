@@ -16,6 +16,7 @@ import hashlib
 import math
 import time
 from collections.abc import Mapping
+from typing import TypedDict, Unpack
 
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -36,22 +37,30 @@ def phase_probability(rate: float) -> float:
     return 1.0 - math.sqrt(1.0 - rate)
 
 
+class FaultPoint(TypedDict):
+    """Where a fault may strike: one attempt of an order's step, before or after its work."""
+
+    order_id: str
+    step: str
+    attempt: int
+    phase: str  # one of PHASES
+
+
 def injected_fault(
     *,
     rate: float,
     seed: int,
-    order_id: str,
-    step: str,
-    attempt: int,
-    phase: str,
     fail_first: Mapping[str, int] | None = None,
     retry_after: float | None = None,
+    **point: Unpack[FaultPoint],
 ) -> InjectedFault | None:
     """The fault to raise at this point, or None.
 
     ``fail_first`` scripts failures: ``{"plan": 2}`` fails the plan step's first two attempts
     (after its work, so the work was done and has to be done again).
     """
+    order_id, step = point["order_id"], point["step"]
+    attempt, phase = point["attempt"], point["phase"]
     scripted = (fail_first or {}).get(step, 0)
     if attempt <= scripted and phase == "after":
         return InjectedFault(
@@ -117,16 +126,14 @@ class FaultInjector(ConfigurableResource):
         megabytes = self.allocate_mb.get(step, 0)
         return b"\xff" * (megabytes * 1024 * 1024) if megabytes > 0 else None
 
-    def check(self, *, order_id: str, step: str, attempt: int, phase: str) -> None:
+    def check(self, **point: Unpack[FaultPoint]) -> None:
+        """Raise the fault this drill injects at ``point``, if it injects one there."""
         fault = injected_fault(
-            retry_after=self.retry_after_seconds,
             rate=self.rate,
             seed=self.seed,
-            order_id=order_id,
-            step=step,
-            attempt=attempt,
-            phase=phase,
             fail_first=self.fail_first,
+            retry_after=self.retry_after_seconds,
+            **point,
         )
         if fault is not None:
             raise fault

@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -166,10 +166,7 @@ class ModelGateway:
                 self.failures[(provider.name, provider.model)] += 1
                 self.store.record_event(
                     "model_call_failed",
-                    order_id=self.order_id,
-                    step=self.step,
-                    attempt=self.attempt,
-                    run_id=self.run_id,
+                    **self._where(),
                     detail={
                         "provider": provider.name,
                         "model": provider.model,
@@ -180,17 +177,13 @@ class ModelGateway:
                 if index + 1 < len(candidates) and self._failures(provider) >= self.fallback_after:
                     continue  # the primary is down: the next provider answers
                 raise
-            self.store.store_response(
-                cache_key=key,
-                provider=response.provider,
-                model=response.model,
-                text=response.text,
-                input_tokens=response.input_tokens,
-                output_tokens=response.output_tokens,
-                cost_usd=response.cost_usd,
-            )
+            self.store.store_response(cache_key=key, **response.row(without="latency_s"))
             return self._record(response, started=started, cache_hit=False)
         raise AssertionError("no model provider configured")
+
+    def _where(self) -> dict[str, Any]:
+        """Where a call happens, as the audit trail and the ``model_calls`` rows name it."""
+        return {name: getattr(self, name) for name in ("order_id", "step", "attempt", "run_id")}
 
     def _candidates(self) -> list[ModelProvider]:
         """Providers in order, leaving out those that failed too often here (the last stays)."""
@@ -234,16 +227,8 @@ class ModelGateway:
     ) -> ModelResponse:
         self.responses.append(response)
         self.store.record_model_call(
-            order_id=self.order_id,
-            step=self.step,
-            run_id=self.run_id,
-            attempt=self.attempt,
-            provider=response.provider,
-            model=response.model,
-            input_tokens=response.input_tokens,
-            output_tokens=response.output_tokens,
-            cost_usd=response.cost_usd,
-            latency_s=response.latency_s,
+            **self._where(),
+            **response.row(without="text"),
             started_at=started,
             ended_at=utcnow(),
             cache_hit=cache_hit,

@@ -40,9 +40,11 @@ import math
 import re
 import time
 import traceback
+from abc import ABC, abstractmethod
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, NoReturn
+from typing import Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
 
 import anthropic
 import openai
@@ -217,28 +219,140 @@ def system_prompt(request: ModelRequest) -> str:
     return "\n".join(lines)
 
 
-class _SdkProvider:
-    """What both providers share: the key kept out of text, timing, costs, error translation."""
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+_Client = TypeVar("_Client", bound=_Closable)
+_StatusError = TypeVar("_StatusError", openai.APIStatusError, anthropic.APIStatusError)
+
+
+@dataclass(frozen=True)
+class _SdkErrors(Generic[_StatusError]):
+    """The exceptions of one SDK that a call can raise (both SDKs name them alike)."""
+
+    status: type[_StatusError]  # an HTTP error answer
+    timeout: type[Exception]  # our client timeout fired (a kind of ``connection`` failure)
+    connection: type[Exception]  # no answer, or a dropped or truncated one
+    invalid_body: type[Exception]  # a 200 whose body is not what the SDK expects
+
+
+class _SdkProvider(ABC, Generic[_Client, _StatusError]):
+    """What both providers share: the SDK client's life, the call and its fallback from structured
+    output, the key kept out of text, timing, costs and error translation.
+
+    A provider says only what differs (a template method): how to build its SDK client, the request
+    with or without structured output, how to send it, and how to read the answer and its usage.
+    """
 
     name: str
     model: str
+    _default_name: ClassVar[str]
     # A 4xx whose text matches this says the server lacks the structured-output feature we sent.
-    _structured_wording: re.Pattern[str]
+    _structured_wording: ClassVar[re.Pattern[str]]
+    _errors: _SdkErrors[_StatusError]
+    _answer_kind: ClassVar[str]  # what a usable response body holds, for error messages
 
     def __init__(
         self,
-        *,
-        name: str,
         model: str,
         api_key: str | None,
-        prices: Prices,
-        structured_output: bool,
+        base_url: str | None,
+        timeout_s: float,
+        prices: Prices = DEFAULT_PRICES,
+        *,
+        structured_output: bool = True,
+        name: str | None = None,
     ) -> None:
-        self.name = name
+        self.name = self._default_name if name is None else name
         self.model = model
+        self.base_url = base_url
+        self.timeout_s = timeout_s
         self.prices = dict(prices)
         self.structured_output = structured_output
         self._secret = api_key or ""
+        self._client = self._new_client(
+            api_key=api_key or NO_KEY_PLACEHOLDER,
+            base_url=base_url,
+            timeout=timeout_s,
+            max_retries=0,
+        )
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{key}={value!r}" for key, value in self._shown().items())
+        return f"{type(self).__name__}({shown})"
+
+    def _shown(self) -> dict[str, object]:
+        """The settings ``repr`` shows (never the key)."""
+        return {"model": self.model, "base_url": self.base_url, "timeout_s": self.timeout_s}
+
+    def close(self) -> None:
+        """Release the pooled connections."""
+        self._client.close()
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        system = system_prompt(request)
+        started = time.perf_counter()
+        errors = self._errors
+        failure: AgentForgeError
+        cause: BaseException
+        while True:  # at most twice: a second pass only after structured output was refused
+            structured = self._wants_structured(request)
+            try:
+                answer = self._send(self._request(request, system, structured=structured))
+            except errors.status as err:
+                message, error_text = self._error_text(err)
+                if structured and self._lacks_structured(err.status_code, error_text):
+                    continue
+                headers = err.response.headers
+                failure = self._from_status(err.status_code, headers, message, error_text)
+                cause = err
+            except errors.timeout as err:
+                detail = f"no answer within {self.timeout_s}s"
+                failure, cause = self._failure(ProviderTimeout, detail), err
+            except errors.connection as err:
+                detail = f"connection failed ({_short(err)})"
+                failure, cause = self._failure(ProviderUnavailable, detail), err
+            except (errors.invalid_body, json.JSONDecodeError) as err:
+                invalid = type(err).__name__
+                detail = f"the response body is not a valid {self._answer_kind} ({invalid})"
+                failure, cause = self._failure(MalformedResponse, detail), err
+            else:
+                return self._read(answer, request, system, started)
+            self._raise(failure, cause)
+
+    @abstractmethod
+    def _new_client(self, **options: Any) -> _Client:
+        """The SDK client, from the options both SDKs take alike (key, base URL, timeout, retries)."""
+
+    @abstractmethod
+    def _request(self, request: ModelRequest, system: str, *, structured: bool) -> dict[str, Any]:
+        """The SDK call's arguments; with ``structured``, asking for output in the request's schema."""
+
+    @abstractmethod
+    def _send(self, arguments: dict[str, Any]) -> object:
+        """One HTTP request; what the SDK made of the answer."""
+
+    @abstractmethod
+    def _error_text(self, err: _StatusError) -> tuple[str, str]:
+        """An HTTP error's message, and everything its body said (for matching its wording)."""
+
+    @abstractmethod
+    def _answer(self, answer: object) -> tuple[str, tuple[int, int] | None]:
+        """The answer's text and its (input, output) tokens, None when the server reported none.
+
+        Raises our class for an answer that was refused, cut short, or is not an answer at all.
+        """
+
+    def _read(
+        self, answer: object, request: ModelRequest, system: str, started: float
+    ) -> ModelResponse:
+        text, usage = self._answer(answer)
+        if not text.strip():
+            raise self._failure(MalformedResponse, "the model returned an empty answer")
+        if usage is None:  # some local servers report no usage: estimate it
+            usage = estimate_tokens(system + request.prompt), estimate_tokens(text)
+        return self._response(text, *usage, started)
 
     def _wants_structured(self, request: ModelRequest) -> bool:
         return self.structured_output and request.output_schema.get("type") == "object"
@@ -364,7 +478,7 @@ def _short(error: BaseException) -> str:
     return f"{type(root).__name__}: {text}"
 
 
-class OpenAICompatibleProvider(_SdkProvider):
+class OpenAICompatibleProvider(_SdkProvider[openai.OpenAI, openai.APIStatusError]):
     """Chat completions on OpenAI or any server that copies its API (Ollama, vLLM, llama.cpp...).
 
     A request with an object schema carries ``response_format={"type": "json_schema", ...}``
@@ -373,97 +487,53 @@ class OpenAICompatibleProvider(_SdkProvider):
     ``timeout_s`` bounds each phase (connect, write, each read), not the whole call.
     """
 
+    _default_name = "openai"
+    _answer_kind = "completion"
     _structured_wording = re.compile(
         r"response_format|json_schema|structured output|guided_json", re.IGNORECASE
     )
+    _errors = _SdkErrors(
+        openai.APIStatusError,
+        openai.APITimeoutError,
+        openai.APIConnectionError,
+        openai.APIResponseValidationError,
+    )
 
-    def __init__(
-        self,
-        model: str,
-        api_key: str | None,
-        base_url: str,
-        timeout_s: float,
-        prices: Prices = DEFAULT_PRICES,
-        *,
-        structured_output: bool = True,
-        name: str = "openai",
-    ) -> None:
-        super().__init__(
-            name=name,
-            model=model,
-            api_key=api_key,
-            prices=prices,
-            structured_output=structured_output,
-        )
-        self.base_url = base_url
-        self.timeout_s = timeout_s
-        self._client = openai.OpenAI(
-            api_key=api_key or NO_KEY_PLACEHOLDER,
-            base_url=base_url,
-            timeout=timeout_s,
-            max_retries=0,
-        )
+    def _new_client(self, **options: Any) -> openai.OpenAI:
+        return openai.OpenAI(**options)
 
-    def __repr__(self) -> str:
-        return (
-            f"OpenAICompatibleProvider(model={self.model!r}, base_url={self.base_url!r}, "
-            f"timeout_s={self.timeout_s!r})"
-        )
+    def _request(self, request: ModelRequest, system: str, *, structured: bool) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": request.prompt},
+            ],
+        }
+        if structured:
+            arguments["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": schema_name(request),
+                    "schema": dict(request.output_schema),
+                    "strict": strict_compatible(request.output_schema),
+                },
+            }
+        return arguments
 
-    def close(self) -> None:
-        """Release the pooled connections."""
-        self._client.close()
+    def _send(self, arguments: dict[str, Any]) -> object:
+        return self._client.chat.completions.create(**arguments)
 
-    def complete(self, request: ModelRequest) -> ModelResponse:
-        system = system_prompt(request)
-        started = time.perf_counter()
-        failure: AgentForgeError
-        cause: BaseException
-        while True:  # at most twice: a second pass only after structured output was refused
-            structured = self._wants_structured(request)
-            extra: dict[str, Any] = {}
-            if structured:
-                extra["response_format"] = {
-                    "type": "json_schema",
-                    "json_schema": {
-                        "name": schema_name(request),
-                        "schema": dict(request.output_schema),
-                        "strict": strict_compatible(request.output_schema),
-                    },
-                }
-            try:
-                completion: object = self._client.chat.completions.create(
-                    model=self.model,
-                    messages=[
-                        {"role": "system", "content": system},
-                        {"role": "user", "content": request.prompt},
-                    ],
-                    **extra,
-                )
-            except openai.APIStatusError as err:
-                if structured and self._lacks_structured(err.status_code, _openai_text(err)[1]):
-                    continue
-                failure, cause = self._from_sdk_status(err), err
-            except openai.APITimeoutError as err:
-                detail = f"no answer within {self.timeout_s}s"
-                failure, cause = self._failure(ProviderTimeout, detail), err
-            except openai.APIConnectionError as err:
-                detail = f"connection failed ({_short(err)})"
-                failure, cause = self._failure(ProviderUnavailable, detail), err
-            except (openai.APIResponseValidationError, json.JSONDecodeError) as err:
-                detail = f"the response body is not a valid completion ({type(err).__name__})"
-                failure, cause = self._failure(MalformedResponse, detail), err
-            else:
-                return self._read(completion, request, system, started)
-            self._raise(failure, cause)
+    def _error_text(self, err: openai.APIStatusError) -> tuple[str, str]:
+        body = err.body
+        message = err.message
+        if isinstance(body, Mapping) and isinstance(body.get("message"), str):
+            message = body["message"]
+        elif isinstance(body, str) and body.strip():
+            message = body.strip()[:200]
+        return message, " ".join(str(part) for part in (message, err.type, err.code, body))
 
-    def _from_sdk_status(self, err: openai.APIStatusError) -> AgentForgeError:
-        message, error_text = _openai_text(err)
-        return self._from_status(err.status_code, err.response.headers, message, error_text)
-
-    def _read(
-        self, completion: object, request: ModelRequest, system: str, started: float
-    ) -> ModelResponse:
+    def _answer(self, completion: object) -> tuple[str, tuple[int, int] | None]:
         if not isinstance(completion, ChatCompletion) or not completion.choices:
             raise self._failure(MalformedResponse, "the response holds no completion choices")
         choice = completion.choices[0]
@@ -476,30 +546,14 @@ class OpenAICompatibleProvider(_SdkProvider):
             )
         if choice.finish_reason == "length":
             raise self._failure(OutputTruncated, "the answer hit the output-token limit")
-        text = message.content if message is not None else None
-        if not text or not text.strip():
-            raise self._failure(MalformedResponse, "the model returned an empty answer")
+        text = (message.content if message is not None else None) or ""
         usage = completion.usage
-        if usage is not None and usage.prompt_tokens is not None:
-            input_tokens, output_tokens = usage.prompt_tokens, usage.completion_tokens or 0
-        else:
-            input_tokens = estimate_tokens(system + request.prompt)
-            output_tokens = estimate_tokens(text)
-        return self._response(text, input_tokens, output_tokens, started)
+        if usage is None or usage.prompt_tokens is None:
+            return text, None
+        return text, (usage.prompt_tokens, usage.completion_tokens or 0)
 
 
-def _openai_text(err: openai.APIStatusError) -> tuple[str, str]:
-    """The error's message, and everything its body said (for matching its wording)."""
-    body = err.body
-    message = err.message
-    if isinstance(body, Mapping) and isinstance(body.get("message"), str):
-        message = body["message"]
-    elif isinstance(body, str) and body.strip():
-        message = body.strip()[:200]
-    return message, " ".join(str(part) for part in (message, err.type, err.code, body))
-
-
-class AnthropicProvider(_SdkProvider):
+class AnthropicProvider(_SdkProvider[anthropic.Anthropic, anthropic.APIStatusError]):
     """Anthropic's messages API (or a server that copies it), with the JSON instruction as system.
 
     A request with an object schema carries one tool whose ``input_schema`` is that schema and a
@@ -508,7 +562,15 @@ class AnthropicProvider(_SdkProvider):
     each read), not the whole call.
     """
 
+    _default_name = "anthropic"
+    _answer_kind = "message"
     _structured_wording = re.compile(r"\btools?\b|tool_choice|input_schema|tool use", re.IGNORECASE)
+    _errors = _SdkErrors(
+        anthropic.APIStatusError,
+        anthropic.APITimeoutError,
+        anthropic.APIConnectionError,
+        anthropic.APIResponseValidationError,
+    )
 
     def __init__(
         self,
@@ -520,85 +582,54 @@ class AnthropicProvider(_SdkProvider):
         prices: Prices = DEFAULT_PRICES,
         *,
         structured_output: bool = True,
-        name: str = "anthropic",
+        name: str | None = None,
     ) -> None:
-        super().__init__(
-            name=name,
-            model=model,
-            api_key=api_key,
-            prices=prices,
-            structured_output=structured_output,
-        )
-        self.base_url = base_url
-        self.timeout_s = timeout_s
         self.max_tokens = max_tokens
-        self._client = anthropic.Anthropic(
-            api_key=api_key or NO_KEY_PLACEHOLDER,
-            base_url=base_url,
-            timeout=timeout_s,
-            max_retries=0,
+        super().__init__(
+            model,
+            api_key,
+            base_url,
+            timeout_s,
+            prices,
+            structured_output=structured_output,
+            name=name,
         )
 
-    def __repr__(self) -> str:
-        return (
-            f"AnthropicProvider(model={self.model!r}, base_url={self.base_url!r}, "
-            f"timeout_s={self.timeout_s!r}, max_tokens={self.max_tokens!r})"
+    def _shown(self) -> dict[str, object]:
+        return {**super()._shown(), "max_tokens": self.max_tokens}
+
+    def _new_client(self, **options: Any) -> anthropic.Anthropic:
+        return anthropic.Anthropic(**options)
+
+    def _request(self, request: ModelRequest, system: str, *, structured: bool) -> dict[str, Any]:
+        arguments: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "system": system,
+            "messages": [{"role": "user", "content": request.prompt}],
+        }
+        if structured:
+            name = schema_name(request)
+            arguments["tools"] = [
+                {
+                    "name": name,
+                    "description": "Give your answer: its input is the answer itself.",
+                    "input_schema": dict(request.output_schema),
+                }
+            ]
+            arguments["tool_choice"] = {"type": "tool", "name": name}
+        return arguments
+
+    def _send(self, arguments: dict[str, Any]) -> object:
+        return self._client.messages.create(**arguments)
+
+    def _error_text(self, err: anthropic.APIStatusError) -> tuple[str, str]:
+        message = err.api_message or err.message
+        return message, " ".join(
+            str(part) for part in (message, err.type, err.error_code, err.body)
         )
 
-    def close(self) -> None:
-        """Release the pooled connections."""
-        self._client.close()
-
-    def complete(self, request: ModelRequest) -> ModelResponse:
-        system = system_prompt(request)
-        started = time.perf_counter()
-        failure: AgentForgeError
-        cause: BaseException
-        while True:  # at most twice: a second pass only after tool use was refused
-            structured = self._wants_structured(request)
-            extra: dict[str, Any] = {}
-            if structured:
-                name = schema_name(request)
-                extra["tools"] = [
-                    {
-                        "name": name,
-                        "description": "Give your answer: its input is the answer itself.",
-                        "input_schema": dict(request.output_schema),
-                    }
-                ]
-                extra["tool_choice"] = {"type": "tool", "name": name}
-            try:
-                message: object = self._client.messages.create(
-                    model=self.model,
-                    max_tokens=self.max_tokens,
-                    system=system,
-                    messages=[{"role": "user", "content": request.prompt}],
-                    **extra,
-                )
-            except anthropic.APIStatusError as err:
-                if structured and self._lacks_structured(err.status_code, _anthropic_text(err)[1]):
-                    continue
-                failure, cause = self._from_sdk_status(err), err
-            except anthropic.APITimeoutError as err:
-                detail = f"no answer within {self.timeout_s}s"
-                failure, cause = self._failure(ProviderTimeout, detail), err
-            except anthropic.APIConnectionError as err:
-                detail = f"connection failed ({_short(err)})"
-                failure, cause = self._failure(ProviderUnavailable, detail), err
-            except (anthropic.APIResponseValidationError, json.JSONDecodeError) as err:
-                detail = f"the response body is not a valid message ({type(err).__name__})"
-                failure, cause = self._failure(MalformedResponse, detail), err
-            else:
-                return self._read(message, request, system, started)
-            self._raise(failure, cause)
-
-    def _from_sdk_status(self, err: anthropic.APIStatusError) -> AgentForgeError:
-        message, error_text = _anthropic_text(err)
-        return self._from_status(err.status_code, err.response.headers, message, error_text)
-
-    def _read(
-        self, message: object, request: ModelRequest, system: str, started: float
-    ) -> ModelResponse:
+    def _answer(self, message: object) -> tuple[str, tuple[int, int] | None]:
         if not isinstance(message, Message):
             raise self._failure(MalformedResponse, "the response is not a message")
         if message.stop_reason == "refusal":
@@ -616,18 +647,7 @@ class AnthropicProvider(_SdkProvider):
         else:  # a server that ignores tools (or none were sent) answers in text
             texts = [getattr(b, "text", None) for b in blocks if getattr(b, "type", None) == "text"]
             text = "".join(part for part in texts if isinstance(part, str))
-        if not text.strip():
-            raise self._failure(MalformedResponse, "the model returned an empty answer")
         usage = message.usage
-        if usage is not None and usage.input_tokens is not None:
-            input_tokens, output_tokens = usage.input_tokens, usage.output_tokens or 0
-        else:
-            input_tokens = estimate_tokens(system + request.prompt)
-            output_tokens = estimate_tokens(text)
-        return self._response(text, input_tokens, output_tokens, started)
-
-
-def _anthropic_text(err: anthropic.APIStatusError) -> tuple[str, str]:
-    """The error's message, and everything its body said (for matching its wording)."""
-    message = err.api_message or err.message
-    return message, " ".join(str(part) for part in (message, err.type, err.error_code, err.body))
+        if usage is None or usage.input_tokens is None:
+            return text, None
+        return text, (usage.input_tokens, usage.output_tokens or 0)

@@ -14,7 +14,7 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
 OFFLINE_MODEL_NAME = "agentforge-offline-template-v1"
@@ -68,6 +68,10 @@ class ModelResponse:
     output_tokens: int
     cost_usd: float
     latency_s: float
+
+    def row(self, *, without: str) -> dict[str, Any]:
+        """The answer's fields by name, all but ``without``: the columns a stored row keeps."""
+        return {name: value for name, value in asdict(self).items() if name != without}
 
 
 class ModelProvider(Protocol):

@@ -22,6 +22,7 @@ from dagster import (
     op,
 )
 
+from agentforge_dagster.domain.errors import PermanentError
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.domain.runs import ORDER_TAG, REPLAY_FROM_TAG, REPLAY_OF_TAG
 from agentforge_dagster.domain.state import OrderStatus
@@ -64,12 +65,28 @@ def replay_selection(start_step: str) -> list[AssetKey]:
     return [AssetKey(spec.asset_name) for spec in STEPS[start:]]
 
 
+def request_replay(
+    store: BusinessStore, order_id: str, *, actor: str, from_step: str | None = None
+) -> str:
+    """Ask for a replay of a dead letter, from ``from_step`` (a step name) or its failed step."""
+    if from_step is not None and from_step not in STEP_NAMES:
+        raise InvalidReplay(
+            f"cannot replay {order_id!r} from {from_step!r}: a step is one of "
+            + ", ".join(STEP_NAMES)
+        )
+    return store.request_replay(order_id, actor=actor, from_step=from_step)
+
+
+class InvalidReplay(PermanentError):
+    """A replay asked to start at a step the pipeline does not have."""
+
+
 def planned_replays(store: BusinessStore) -> list[ReplayPlan]:
     """The replays requested and not launched yet, oldest request first."""
     return [
         ReplayPlan(
             order_id=row["order_id"],
-            start_step=row["failed_step"],
+            start_step=row["replay_from"] or row["failed_step"],
             run_key=row["replay_run_key"] or f"replay-{row['order_id']}",
             replay_of=row["run_id"],
         )

@@ -14,7 +14,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from sqlalchemy import Connection, select
 from sqlalchemy.exc import IntegrityError
@@ -31,28 +31,25 @@ def _row_hash(prev_hash: str, fields: dict[str, Any]) -> str:
     return hashlib.sha256((prev_hash + canonical).encode("ascii")).hexdigest()
 
 
+class EventContext(TypedDict, total=False):
+    """What an event is about, each part optional, and its details (any JSON-able mapping)."""
+
+    order_id: str | None
+    step: str | None
+    attempt: int | None
+    run_id: str | None
+    detail: dict[str, Any] | None
+
+
+_SUBJECT = ("order_id", "step", "attempt", "run_id")  # stored as given (``detail`` as JSON text)
+_HASHED = ("ts", "event", *_SUBJECT, "detail")  # the columns a row's hash covers
+
+
 def _hashed_fields(row: Any) -> dict[str, Any]:
-    return {
-        "ts": row["ts"],
-        "event": row["event"],
-        "order_id": row["order_id"],
-        "step": row["step"],
-        "attempt": row["attempt"],
-        "run_id": row["run_id"],
-        "detail": row["detail"],
-    }
+    return {name: row[name] for name in _HASHED}
 
 
-def append(
-    conn: Connection,
-    event: str,
-    *,
-    order_id: str | None = None,
-    step: str | None = None,
-    attempt: int | None = None,
-    run_id: str | None = None,
-    detail: dict[str, Any] | None = None,
-) -> str:
+def append(conn: Connection, event: str, **context: Unpack[EventContext]) -> str:
     """Append one event to the chain inside the caller's transaction; returns the row's hash.
 
     Two writers racing for the same predecessor collide on the unique ``prev_hash``; the loser
@@ -61,11 +58,8 @@ def append(
     fields = {
         "ts": datetime.now(UTC).isoformat(timespec="microseconds"),
         "event": event,
-        "order_id": order_id,
-        "step": step,
-        "attempt": attempt,
-        "run_id": run_id,
-        "detail": json.dumps(detail or {}, sort_keys=True, default=str),
+        **{name: context.get(name) for name in _SUBJECT},
+        "detail": json.dumps(context.get("detail") or {}, sort_keys=True, default=str),
     }
     for _ in range(_APPEND_ATTEMPTS):
         head = conn.execute(
@@ -111,26 +105,10 @@ def verify_chain(conn: Connection) -> ChainReport:
 class AuditStore(StoreConcern):
     """Business events appended to the chain, the trail read back, and the chain checked."""
 
-    def record_event(
-        self,
-        event_name: str,
-        *,
-        order_id: str | None = None,
-        step: str | None = None,
-        attempt: int | None = None,
-        run_id: str | None = None,
-        detail: dict[str, Any] | None = None,
-    ) -> None:
+    def record_event(self, event_name: str, **context: Unpack[EventContext]) -> None:
+        """Append one event to the chain in a transaction of its own."""
         with self.begin() as conn:
-            append(
-                conn,
-                event_name,
-                order_id=order_id,
-                step=step,
-                attempt=attempt,
-                run_id=run_id,
-                detail=detail,
-            )
+            append(conn, event_name, **context)
 
     def audit_rows(self, order_id: str | None = None) -> list[dict[str, Any]]:
         query = select(audit_log).order_by(audit_log.c.seq)

@@ -45,6 +45,7 @@ def _letter(
         "dead_lettered_at": utcnow(),
         "replay_requested_at": None,
         "replay_run_key": None,
+        "replay_from": None,
     }
 
 
@@ -127,10 +128,11 @@ class DeadLetterStore(StoreConcern):
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
-    def request_replay(self, order_id: str, *, actor: str) -> str:
+    def request_replay(self, order_id: str, *, actor: str, from_step: str | None = None) -> str:
         """Mark a dead letter for replay (dead_lettered → replayed); returns its replay run key.
 
-        The order's row is locked first, so two requests for one letter count one replay: the
+        The replay starts at ``from_step`` when one is named, else at the failed step. The
+        order's row is locked first, so two requests for one letter count one replay: the
         second finds the order replayed and is refused by the state machine.
         """
         with self.begin() as conn:
@@ -148,13 +150,18 @@ class DeadLetterStore(StoreConcern):
                 conn,
                 order_id,
                 OrderStatus.REPLAYED,
-                step=letter["failed_step"],
+                step=from_step or letter["failed_step"],
                 detail={"actor": actor, "replay": replays, "run_key": run_key},
             )
             conn.execute(
                 dead_letters.update()
                 .where(dead_letters.c.order_id == order_id)
-                .values(replays=replays, replay_requested_at=utcnow(), replay_run_key=run_key)
+                .values(
+                    replays=replays,
+                    replay_requested_at=utcnow(),
+                    replay_run_key=run_key,
+                    replay_from=from_step,
+                )
             )
         return run_key
 
@@ -166,6 +173,7 @@ class DeadLetterStore(StoreConcern):
                 dead_letters.c.failed_step,
                 dead_letters.c.run_id,
                 dead_letters.c.replay_run_key,
+                dead_letters.c.replay_from,
             )
             .join(orders, orders.c.order_id == dead_letters.c.order_id)
             .where(orders.c.status == OrderStatus.REPLAYED.value)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -20,28 +22,66 @@ from sqlalchemy import (
 
 metadata = MetaData()
 
+
+def _order_id(**options: Any) -> Column[Any]:
+    """The order a row is about: one column definition for every table that names an order."""
+    return Column("order_id", String(64), **options)
+
+
+def _run_id(**options: Any) -> Column[Any]:
+    """The Dagster run a row comes from."""
+    return Column("run_id", String(64), **options)
+
+
+def _step(name: str, **options: Any) -> Column[Any]:
+    """The name of a step (plan, draft, review...)."""
+    return Column(name, String(40), **options)
+
+
+def _moment(name: str, *, nullable: bool = False) -> Column[Any]:
+    """A point in time, time zone included; required unless said otherwise."""
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+def _answered_by() -> list[Column[Any]]:
+    """The provider and the model a model call went to."""
+    return [
+        Column("provider", String(40), nullable=False),
+        Column("model", String(120), nullable=False),
+    ]
+
+
+def _usage() -> list[Column[Any]]:
+    """What a model call used and cost."""
+    return [
+        Column("input_tokens", Integer, nullable=False),
+        Column("output_tokens", Integer, nullable=False),
+        Column("cost_usd", Numeric(12, 6), nullable=False),
+    ]
+
+
 orders = Table(
     "orders",
     metadata,
-    Column("order_id", String(64), primary_key=True),
+    _order_id(primary_key=True),
     Column("customer", String(200), nullable=False),
     Column("service", String(40), nullable=False),
     Column("brief", Text, nullable=False),
     Column("price_cents", BigInteger, nullable=False),
     Column("status", String(20), nullable=False, index=True),
-    Column("failed_step", String(40)),
+    _step("failed_step"),
     Column("last_error", Text),
-    Column("created_at", DateTime(timezone=True), nullable=False),
-    Column("updated_at", DateTime(timezone=True), nullable=False),
+    _moment("created_at"),
+    _moment("updated_at"),
     Column("failed_error_class", String(20)),
-    Column("launch_requested_at", DateTime(timezone=True)),  # first claimed by the queue sensor
+    _moment("launch_requested_at", nullable=True),  # first claimed by the queue sensor
 )
 
 rejected_orders = Table(
     "rejected_orders",
     metadata,
     Column("rejection_id", Integer, primary_key=True, autoincrement=True),
-    Column("received_at", DateTime(timezone=True), nullable=False),
+    _moment("received_at"),
     Column("source", String(500), nullable=False),
     Column("payload", Text, nullable=False),
     Column("errors", Text, nullable=False),
@@ -50,22 +90,22 @@ rejected_orders = Table(
 deliveries = Table(
     "deliveries",
     metadata,
-    Column("order_id", String(64), primary_key=True),
+    _order_id(primary_key=True),
     Column("delivery_id", String(64), nullable=False, unique=True),
     Column("location", Text, nullable=False),
     Column("content_sha256", String(64), nullable=False),
-    Column("delivered_at", DateTime(timezone=True), nullable=False),
+    _moment("delivered_at"),
 )
 
 ledger = Table(
     "ledger",
     metadata,
     Column("entry_id", Integer, primary_key=True, autoincrement=True),
-    Column("order_id", String(64), nullable=False),
+    _order_id(nullable=False),
     Column("invoice_id", String(64), nullable=False),
     Column("customer", String(200), nullable=False),
     Column("amount_cents", BigInteger, nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    _moment("created_at"),
     UniqueConstraint("order_id", name="uq_ledger_order"),
     UniqueConstraint("invoice_id", name="uq_ledger_invoice"),
 )
@@ -76,10 +116,10 @@ audit_log = Table(
     Column("seq", Integer, primary_key=True, autoincrement=True),
     Column("ts", String(40), nullable=False),  # ISO-8601 UTC text: hashed as written
     Column("event", String(40), nullable=False, index=True),
-    Column("order_id", String(64), index=True),
-    Column("step", String(40)),
+    _order_id(index=True),
+    _step("step"),
     Column("attempt", Integer),
-    Column("run_id", String(64)),
+    _run_id(),
     Column("detail", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("row_hash", String(64), nullable=False),
@@ -90,35 +130,33 @@ audit_log = Table(
 dead_letters = Table(
     "dead_letters",
     metadata,
-    Column("order_id", String(64), primary_key=True),
-    Column("run_id", String(64), nullable=False),
-    Column("failed_step", String(40), nullable=False),
+    _order_id(primary_key=True),
+    _run_id(nullable=False),
+    _step("failed_step", nullable=False),
     Column("error_class", String(20), nullable=False),
     Column("error_type", String(80), nullable=False),
     Column("message", Text, nullable=False),
     Column("attempts", Integer, nullable=False),
     Column("replays", Integer, nullable=False, server_default="0"),
-    Column("dead_lettered_at", DateTime(timezone=True), nullable=False),
+    _moment("dead_lettered_at"),
     Column("replay_requested_at", DateTime(timezone=True)),
     Column("replay_run_key", String(120)),
+    Column("replay_from", String(40)),  # a step named by whoever asked for the replay
 )
 
 model_calls = Table(
     "model_calls",
     metadata,
     Column("call_id", Integer, primary_key=True, autoincrement=True),
-    Column("order_id", String(64), nullable=False, index=True),
-    Column("step", String(40), nullable=False),
-    Column("run_id", String(64), nullable=False),
+    _order_id(nullable=False, index=True),
+    _step("step", nullable=False),
+    _run_id(nullable=False),
     Column("attempt", Integer, nullable=False),
-    Column("provider", String(40), nullable=False),
-    Column("model", String(120), nullable=False),
-    Column("input_tokens", Integer, nullable=False),
-    Column("output_tokens", Integer, nullable=False),
-    Column("cost_usd", Numeric(12, 6), nullable=False),
+    *_answered_by(),
+    *_usage(),
     Column("latency_s", Float, nullable=False),
-    Column("started_at", DateTime(timezone=True), nullable=False),
-    Column("ended_at", DateTime(timezone=True), nullable=False),
+    _moment("started_at"),
+    _moment("ended_at"),
     Column("cache_hit", Boolean, nullable=False, server_default=false()),
 )
 
@@ -126,13 +164,10 @@ model_responses = Table(
     "model_responses",
     metadata,
     Column("cache_key", String(64), primary_key=True),  # SHA-256 of provider, model, request
-    Column("provider", String(40), nullable=False),
-    Column("model", String(120), nullable=False),
+    *_answered_by(),
     Column("text", Text, nullable=False),
-    Column("input_tokens", Integer, nullable=False),
-    Column("output_tokens", Integer, nullable=False),
-    Column("cost_usd", Numeric(12, 6), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False),
+    *_usage(),
+    _moment("created_at"),
 )
 
 budgets = Table(
@@ -140,5 +175,5 @@ budgets = Table(
     metadata,
     Column("month", String(7), primary_key=True),  # YYYY-MM, or "default"
     Column("cap_usd", Numeric(12, 2), nullable=False),
-    Column("set_at", DateTime(timezone=True), nullable=False),
+    _moment("set_at"),
 )

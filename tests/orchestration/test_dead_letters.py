@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
 from dagster import DagsterEventType, DagsterInstance, Definitions
 from sqlalchemy import update
 
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.orchestration.dead_letters import (
+    InvalidReplay,
     eligible_for_auto_replay,
     replay_selection,
+    request_replay,
 )
 from agentforge_dagster.orchestration.failures import (
     Verdict,
@@ -121,3 +124,21 @@ def test_replay_selection_is_the_failed_step_and_what_follows() -> None:
         "order_invoice",
     ]
     assert len(replay_selection("launch")) == 6
+
+
+def test_a_replay_can_start_at_a_named_earlier_step(defs, instance, store) -> None:
+    order_id, _ = failed_order(defs, instance, store)
+    paid_before = [row for row in store.model_call_rows(order_id) if not row["cache_hit"]]
+    with pytest.raises(InvalidReplay, match="a step is one of intake, plan"):
+        request_replay(store, order_id, actor="test", from_step="polish")
+    request_replay(store, order_id, actor="test", from_step="draft")
+    [replay] = run_replays(defs, instance, store)
+    assert replay.success and replay.status is OrderStatus.COMPLETED
+    started = {
+        e.step_key for e in instance.all_logs(replay.run_id, of_type=DagsterEventType.STEP_START)
+    }
+    assert started == {"order_draft", "order_review", "order_delivery", "order_invoice"}
+    run = instance.get_run_by_id(replay.run_id)
+    assert run is not None and run.tags["agentforge/replay_from"] == "draft"
+    paid_after = [row for row in store.model_call_rows(order_id) if not row["cache_hit"]]
+    assert len(paid_after) == len(paid_before), "the draft's answer was already paid for"

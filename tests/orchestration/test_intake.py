@@ -1,0 +1,24 @@
+"""Submitting an order registers its partition; orders from before that rule are registered too."""
+
+from __future__ import annotations
+
+from dagster import DagsterInstance
+
+from agentforge_dagster.orchestration.intake import register_existing_orders, submit_order
+from agentforge_dagster.persistence.store import BusinessStore
+from tests.conftest import make_order
+
+
+def test_submit_registers_the_partition(store: BusinessStore, instance: DagsterInstance) -> None:
+    order = submit_order(store, instance, make_order(), source="test")
+    assert instance.get_dynamic_partitions("orders") == [order.order_id]
+
+
+def test_orders_taken_in_before_are_registered_once(
+    store: BusinessStore, instance: DagsterInstance
+) -> None:
+    old = [store.submit(make_order(i)).order_id for i in range(3)]  # as before: store only
+    assert instance.get_dynamic_partitions("orders") == []
+    assert sorted(register_existing_orders(store, instance)) == sorted(old)
+    assert sorted(instance.get_dynamic_partitions("orders")) == sorted(old)
+    assert register_existing_orders(store, instance) == [], "idempotent"
