@@ -49,7 +49,7 @@ def one_case(orders: int, rate: float, seed: int) -> dict[str, float]:
         ]
         started = time.perf_counter()
         run_orders(
-            build_definitions(settings),
+            build_definitions(settings, drills=True),
             instance,
             store,
             ids,
