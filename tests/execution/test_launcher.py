@@ -46,3 +46,31 @@ def test_no_request_or_a_bad_one_gets_the_default() -> None:
     bad = decide_cap("mem_limit", "lots", GiB, None, parse_memory)
     assert bad.value == GiB and bad.note is not None and "ignored" in bad.note
     assert decide_cap("nano_cpus", "-5", 10**9, None, int).value == 10**9
+
+
+def test_the_dagster_internals_the_launcher_extends_are_still_there() -> None:
+    """The launcher is the one module importing ``dagster._…``; this pins what it relies on."""
+    import inspect
+
+    from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+    from dagster._core.storage.tags import DOCKER_IMAGE_TAG
+    from dagster._core.utils import parse_env_var
+    from dagster._utils.merger import merge_dicts
+    from dagster_docker import DockerRunLauncher
+
+    assert {"RUNNING", "NOT_FOUND", "FAILED", "SUCCESS"} <= set(WorkerStatus.__members__)
+    result = CheckRunHealthResult(WorkerStatus.NOT_FOUND, msg="gone")
+    assert (result.status, result.msg) == (WorkerStatus.NOT_FOUND, "gone")
+    assert DOCKER_IMAGE_TAG == "dagster/image"
+    assert parse_env_var("KEY=a=b") == ("KEY", "a=b")
+    assert merge_dicts({"a": 1}, {"b": 2}) == {"a": 1, "b": 2}
+    # The base-class methods the launcher overrides or calls, with the parameters it passes.
+    for name, params in {
+        "_launch_container_with_command": ["run", "docker_image", "command"],
+        "check_run_worker_health": ["run"],
+        "from_config_value": ["inst_data", "config_value"],
+        "get_container_context": ["dagster_run"],
+        "_get_client": ["container_context"],
+    }.items():
+        signature = inspect.signature(getattr(DockerRunLauncher, name))
+        assert params == [p for p in signature.parameters if p not in ("self", "cls")]
