@@ -196,6 +196,15 @@ def test_orders_under_the_daemon_with_faults_a_killed_daemon_and_launches_by_han
     assert final["completed"] >= SOAK_ORDERS - max(1, SOAK_ORDERS // 20)
     assert store.get(by_hand).status.value == "completed"
 
+    # An order is completed by its last step; its run is marked a success a moment later.
+    wait_until(
+        lambda: all(
+            run.is_finished for run in instance.get_runs(RunsFilter(job_name="order_pipeline"))
+        ),
+        120,
+        "every run to end",
+        log,
+    )
     runs = instance.get_runs(RunsFilter(job_name="order_pipeline"))
     launched = Counter(
         run.tags.get("dagster/partition")
@@ -204,7 +213,9 @@ def test_orders_under_the_daemon_with_faults_a_killed_daemon_and_launches_by_han
     )
     assert set(launched) == set(ids), "the queue sensor left the orders launched by hand alone"
     assert max(launched.values()) == 1, "an order was launched twice by the queue sensor"
-    assert all(run.status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE) for run in runs)
+    assert all(
+        run.status in (DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE) for run in runs
+    ), Counter(run.status.value for run in runs)
     assert store.verify_audit().ok
 
     # The embedded default gives the same failing order the same outcome as the daemon.
