@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: venv services demo test lint format bench soak ui clean images up down deploy rollback
+.PHONY: venv services demo test lint format bench soak ui dagster-home clean images up down deploy rollback
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,9 +45,14 @@ soak: venv services
 		$(BIN)/pytest -p no:cacheprovider --timeout 1800 \
 		tests/orchestration/test_daemon.py::test_orders_under_the_daemon_with_faults_a_killed_daemon_and_launches_by_hand
 
-## ui: the Dagster UI over the same instance the demo wrote to
-ui: venv
+## ui: the Dagster UI over the same instance the demo wrote to (created empty if there is none yet)
+ui: venv dagster-home
 	$(BIN)/dagster dev -w workspace.yaml
+
+## dagster-home: the instance folder and its dagster.yaml (SQLite storage, telemetry off), as the CLI makes it
+dagster-home:
+	mkdir -p "$(DAGSTER_HOME)"
+	test -f "$(DAGSTER_HOME)/dagster.yaml" || printf 'telemetry:\n  enabled: false\n' > "$(DAGSTER_HOME)/dagster.yaml"
 
 ## images: the base image (once per machine) and the project image of this tree; prints the tag
 images:

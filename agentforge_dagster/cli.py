@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import sqlite3
 import sys
 import time
 from collections.abc import Callable
@@ -14,8 +15,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
+from sqlalchemy.exc import SQLAlchemyError
 
-from agentforge_dagster.domain.errors import AgentForgeError, InvalidOrder
+from agentforge_dagster.domain.errors import AgentForgeError, AlreadySubmitted, InvalidOrder
 from agentforge_dagster.domain.models import ServiceKind, parse_order, utcnow
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.domain.steps import STEP_NAMES
@@ -75,7 +77,23 @@ def _user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-@click.group()
+class _Commands(click.Group):
+    """The command group: a database that cannot be used ends any command with one line."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (SQLAlchemyError, sqlite3.Error) as exc:
+            cause = getattr(exc, "orig", None) or exc
+            reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0][:300]
+            settings = ctx.obj if isinstance(ctx.obj, AgentForgeSettings) else load_settings()
+            raise click.ClickException(
+                f"the database cannot be used ({reason}); nothing could be recorded there "
+                f"(business database: {_safe_url(settings.resolved_database_url())})"
+            ) from exc
+
+
+@click.group(cls=_Commands)
 @click.pass_context
 def main(ctx: click.Context) -> None:
     """AgentForge: an AI business's order pipeline on Dagster."""
@@ -117,7 +135,9 @@ def _safe_url(url: str) -> str:
     "--order-id", help="Your own order id (letters, digits, - and _); generated if absent."
 )
 @click.option("--customer")
-@click.option("--service", type=click.Choice([s.value for s in ServiceKind]))
+@click.option(  # not a click.Choice: an unknown service is refused and recorded like any field
+    "--service", help="One of: " + ", ".join(s.value for s in ServiceKind) + "."
+)
 @click.option("--brief")
 @click.option("--price", help="Price in the ledger currency, e.g. 120.00")
 @click.pass_obj
@@ -137,21 +157,24 @@ def submit(settings: AgentForgeSettings, file_: Path | None, **fields: str | Non
     else:
         source = "cli-flags"
         raw = {key: value for key, value in fields.items() if value is not None}
-    try:
-        order = parse_order(raw)
-    except InvalidOrder as exc:
-        payload = (
-            raw.decode("utf-8", "backslashreplace") if isinstance(raw, bytes) else json.dumps(raw)
-        )
-        rejection = store.reject(payload, exc.errors, source=source)
-        click.echo(f"order rejected (recorded as rejection {rejection}):", err=True)
-        for error in exc.errors:
-            click.echo(f"  - {error}", err=True)
-        sys.exit(EXIT_REJECTED)
     from agentforge_dagster.orchestration.intake import submit_order
 
-    with _instance(settings) as instance:
-        submit_order(store, instance, order, source=source)
+    try:
+        order = parse_order(raw)
+        with _instance(settings) as instance:
+            submit_order(store, instance, order, source=source)
+    except AlreadySubmitted as exc:  # the same order again: done already
+        click.echo(f"already queued {exc.order_id} (now {exc.status}); nothing to do")
+        return
+    except InvalidOrder as exc:  # a bad order, or an id that holds a different order
+        payload = raw if isinstance(raw, bytes) else json.dumps(raw)
+        rejection = store.reject(payload, exc.errors, source=source)
+        click.echo(f"order rejected (recorded as rejection {rejection}):", err=True)
+        for error in exc.errors[:20]:
+            click.echo(f"  - {error[:500]}", err=True)
+        if len(exc.errors) > 20:
+            click.echo(f"  ... and {len(exc.errors) - 20} more", err=True)
+        sys.exit(EXIT_REJECTED)
     click.echo(f"queued {order.order_id}")
 
 
@@ -244,10 +267,20 @@ DEMO_BRIEFS = (
     "--fault-rate", type=click.FloatRange(0, 1, max_open=True), default=0.3, show_default=True
 )
 @click.option("--seed", type=int, default=7, show_default=True)
+@click.option(
+    "--retry-delay",
+    type=click.FloatRange(0, min_open=True),
+    default=0.05,
+    show_default=True,
+    help="Seconds before a step's first retry (production waits longer: AGENTFORGE_RETRY_*).",
+)
 @click.pass_obj
 @_user_errors
-def demo(settings: AgentForgeSettings, count: int, fault_rate: float, seed: int) -> None:
+def demo(
+    settings: AgentForgeSettings, count: int, fault_rate: float, seed: int, retry_delay: float
+) -> None:
     """Submit N generated orders, run them with injected faults, print the reliability report."""
+    settings = settings.model_copy(update={"retry_delay_seconds": retry_delay})
     store = _store(settings)
     rng = random.Random(seed)
     services = list(ServiceKind)

@@ -24,10 +24,6 @@ from agentforge_dagster.execution.resources import (
 )
 from agentforge_dagster.metrics.assets import BusinessAssumptions, daily_business_figures
 from agentforge_dagster.orchestration.backups import backup_job, nightly_backup
-from agentforge_dagster.orchestration.dead_letters import (
-    dlq_auto_replay_job,
-    dlq_auto_replay_schedule,
-)
 from agentforge_dagster.orchestration.jobs import order_pipeline_job
 from agentforge_dagster.orchestration.sensors import build_sensors
 from agentforge_dagster.persistence.io_managers import LocalArtifactIOManager, S3ArtifactIOManager
@@ -74,9 +70,8 @@ def build_resources(settings: AgentForgeSettings, *, drills: bool = False) -> di
         ),
         "options": StepOptions(
             deliveries_dir=str(settings.resolved_deliveries_dir()),
-            max_revisions=settings.max_revisions,
-            image=settings.image,
-            image_id=settings.image_id,
+            # The step options named as the settings are.
+            **settings.model_dump(include=set(StepOptions.model_fields) - {"deliveries_dir"}),
         ),
         "artifact_io_manager": artifact_io_manager(settings),
         "backup_target": backup_target(settings),
@@ -122,10 +117,9 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
             *build_order_assets(primary_provider(settings), drills=drills),
             daily_business_figures,
         ],
-        jobs=[order_pipeline_job(settings), backup_job, dlq_auto_replay_job, figures_job],
+        jobs=[order_pipeline_job(settings), backup_job, figures_job],
         schedules=[
             nightly_backup,
-            dlq_auto_replay_schedule(settings),
             build_schedule_from_partitioned_job(
                 figures_job,
                 hour_of_day=0,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -61,9 +61,12 @@ class AgentForgeSettings(BaseSettings):
     # Backups of the business database.
     backup_dir: Path | None = None
     backup_keep: int = Field(default=7, ge=1)
-    # Step retry policy: exponential back-off with jitter; wait before retry n is (2^n - 1) * delay.
+    # Step retries: exponential back-off with jitter, capped (execution/backoff.py): the wait before
+    # retry n is at most min(max_delay, delay * 2^(n-1)). The defaults span a 30 s outage; the demo
+    # and the tests use short delays.
     retry_max_retries: int = Field(default=6, ge=0, le=20)
-    retry_delay_seconds: float = Field(default=0.05, gt=0)
+    retry_delay_seconds: float = Field(default=1.0, gt=0)
+    retry_max_delay_seconds: float = Field(default=30.0, gt=0)
     # Fault injection (drills): off, and not even wired in, unless asked for.
     drills: bool = Field(default=False, description="Wire fault injection into the order steps.")
     fault_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
@@ -75,12 +78,27 @@ class AgentForgeSettings(BaseSettings):
     sensor_interval_seconds: int = Field(default=15, ge=1)
     queue_batch: int = Field(default=50, ge=1)
     order_run_max_runtime_seconds: int = Field(default=900, ge=10)
-    dlq_cooldown_seconds: float = Field(default=900.0, ge=0)
+    dlq_cooldown_seconds: float = Field(default=60.0, ge=0)
     dlq_max_replays: int = Field(default=3, ge=0)
     drop_dir: Path | None = Field(default=None, description="Folder watched for JSON/CSV orders.")
     # Business figures.
     cash_on_hand: float = Field(default=10_000.0, description="Cash at hand, for the runway.")
     daily_fixed_costs: float = Field(default=50.0, ge=0, description="Daily costs besides models.")
+
+    @model_validator(mode="after")
+    def _retries_fit_the_run(self) -> AgentForgeSettings:
+        """A step's retries must end well inside the run's ``dagster/max_runtime``."""
+        longest = sum(
+            min(self.retry_max_delay_seconds, self.retry_delay_seconds * 2 ** (n - 1))
+            for n in range(1, self.retry_max_retries + 1)
+        )
+        if longest * 2 > self.order_run_max_runtime_seconds:
+            raise ValueError(
+                f"step retries may wait {longest:.0f} s, more than half of "
+                f"AGENTFORGE_ORDER_RUN_MAX_RUNTIME_SECONDS ({self.order_run_max_runtime_seconds}): "
+                "lower AGENTFORGE_RETRY_MAX_DELAY_SECONDS or the retries, or raise the runtime"
+            )
+        return self
 
     def drills_enabled(self) -> bool:
         """Drills are on when asked for, or when a fault setting asks for something to inject."""

@@ -30,7 +30,9 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 def one_case(orders: int, rate: float, seed: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, instance_for_test() as instance:
-        settings = AgentForgeSettings(home=Path(tmp) / "af", dagster_home=Path(tmp) / "dh")
+        settings = AgentForgeSettings(
+            home=Path(tmp) / "af", dagster_home=Path(tmp) / "dh", retry_delay_seconds=0.05
+        )
         store = BusinessStore.from_url(settings.resolved_database_url())
         store.upgrade()
         ids = [

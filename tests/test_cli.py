@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+from agentforge_dagster.persistence.store import BusinessStore
+
 AGENTFORGE = str(Path(sys.executable).parent / "agentforge")
 
 
@@ -24,10 +26,12 @@ def cli(tmp_path: Path):
     }
     env.pop("AGENTFORGE_DATABASE_URL", None)
 
-    def invoke(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+    def invoke(
+        *args: str, stdin: bytes | None = None, database_url: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
             [AGENTFORGE, *args],
-            env=env,
+            env={**env, "AGENTFORGE_DATABASE_URL": database_url} if database_url else env,
             cwd=tmp_path,
             input=stdin,
             capture_output=True,
@@ -113,11 +117,14 @@ SUBMIT_CLI_1 = (
 )
 
 
-def test_submit_run_status_report_and_audit(cli) -> None:
+def test_submit_run_status_report_and_audit(cli, tmp_path: Path) -> None:
     done = cli(*SUBMIT_CLI_1)
     assert done.returncode == 0 and "queued cli-1" in done.stdout
-    again = cli(*SUBMIT_CLI_1)  # the same order id again
-    assert again.returncode == 1 and "already submitted" in again.stderr
+    again = cli(*SUBMIT_CLI_1)  # the same order again: nothing to do, and that is a success
+    assert again.returncode == 0 and "already queued cli-1" in again.stdout
+    other = cli(*SUBMIT_CLI_1[:-1], "98.00")  # the same id for a different order: refused
+    assert other.returncode == 2 and "order_id: 'cli-1' is already used" in other.stderr
+    assert [source for source, _ in rejections(tmp_path)] == ["cli-flags"]
     ran = cli("run", "--fault-rate", "0.3", "--seed", "3")
     assert ran.returncode == 0, ran.stderr
     assert "[1/1] cli-1 completed" in ran.stdout
@@ -274,3 +281,60 @@ def test_audit_verify_reports_a_tampered_row(cli, tmp_path: Path) -> None:
     verified = cli("audit", "verify")
     assert verified.returncode == 1
     assert "audit chain BROKEN at row 1: content changed" in verified.stderr
+
+
+def test_hostile_orders_are_refused_in_one_line_per_field_and_recorded(cli, tmp_path: Path) -> None:
+    huge_price = tmp_path / "huge.json"
+    huge_price.write_text(
+        '{"customer": "A", "service": "blog_post", "brief": "A decent brief", "price": '
+        + "1" * 5000
+        + "}"
+    )
+    by_file = cli("submit", "--file", str(huge_price))
+    by_stdin = cli("submit", "--file", "-", stdin=b"[" * 200_000 + b"]" * 200_000)
+    by_flags = cli(*SUBMIT_CLI_1[:6], "yachts", *SUBMIT_CLI_1[7:])  # an unknown --service
+    for done, expected in (
+        (by_file, "  - price: too many digits"),
+        (by_stdin, "  - order: JSON nested too deeply"),
+        (by_flags, "  - service: Input should be 'blog_post'"),
+    ):
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert expected in done.stderr.splitlines()[1], done.stderr
+    assert [source for source, _ in rejections(tmp_path)] == [
+        f"file:{huge_price}",
+        "stdin",
+        "cli-flags",
+    ]
+
+
+def test_an_unusable_database_ends_every_command_with_one_line(cli, tmp_path: Path) -> None:
+    order = tmp_path / "order.json"
+    order.write_text(
+        json.dumps(
+            {"customer": "A", "service": "blog_post", "brief": "A decent brief", "price": "5"}
+        )
+    )
+    read_only = tmp_path / "read-only.db"
+    BusinessStore.from_url(f"sqlite:///{read_only}").upgrade()
+    corrupt = tmp_path / "af" / "agentforge.db"
+    corrupt.parent.mkdir()
+    corrupt.write_bytes(b"this is not a database" * 100)
+    for done, reason in (
+        (cli("status"), "file is not a database"),
+        (
+            cli(
+                "submit",
+                "--file",
+                str(order),
+                database_url=f"sqlite:///file:{read_only}?mode=ro&uri=true",
+            ),
+            "readonly database",
+        ),
+        (
+            cli("status", database_url="postgresql+psycopg2://postgres@127.0.0.1:9/none"),
+            "127.0.0.1",
+        ),
+    ):
+        assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
+        [line] = done.stderr.strip().splitlines()
+        assert reason in line and "nothing could be recorded there" in line, line

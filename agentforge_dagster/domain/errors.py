@@ -48,12 +48,46 @@ class InvalidOrder(PermanentError):
         self.errors = errors
 
 
+class MissingArtifact(PermanentError):
+    """A step's input artifact is not in the artifact store (deleted, or the store lost it).
+
+    Trying the same step again cannot bring it back; a replay re-runs the step that makes it.
+    """
+
+    def __init__(self, order_id: str, step: str, location: str) -> None:
+        super().__init__(
+            f"the {step} artifact of order {order_id!r} is missing at {location}; a replay "
+            f"(agentforge dlq replay {order_id}) re-runs from the earliest step whose output is gone"
+        )
+        self.order_id = order_id
+        self.step = step
+        self.location = location
+
+
 class UnknownOrder(PermanentError):
     """A run was asked to process an order the business store does not hold."""
 
 
 class IllegalTransition(PermanentError):
     """An order was asked to move between two states the state machine does not connect."""
+
+
+class AlreadySubmitted(IllegalTransition):
+    """The same order (same id, same content) was submitted before: nothing to do again."""
+
+    def __init__(self, order_id: str, status: str) -> None:
+        super().__init__(f"order {order_id!r} was already submitted (now {status})")
+        self.order_id = order_id
+        self.status = status
+
+
+class OrderIdTaken(InvalidOrder):
+    """An order id already used by a different order: refused, the first one is kept."""
+
+    def __init__(self, order_id: str) -> None:
+        super().__init__(
+            [f"order_id: {order_id!r} is already used by a different order (choose another id)"]
+        )
 
 
 class RevisionsExhausted(PermanentError):

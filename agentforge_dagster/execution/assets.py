@@ -109,8 +109,6 @@ def run_step(
                 "model_calls": len(env.model_calls),
             },
         )
-        if isinstance(exc, TransientError) and exc.retry_after is not None:
-            raise _retry_after(context, attempt, exc.retry_after) from exc
         if isinstance(exc, BudgetExhausted):
             raise Failure(
                 description=f"{spec.name} paused: {exc}",
@@ -123,7 +121,14 @@ def run_step(
                 metadata={"error_class": error_class, "error_type": type(exc).__name__},
                 allow_retries=False,
             ) from exc
-        raise
+        # Transient, or unexpected: another attempt after the capped back-off (at least what a
+        # server asked for). Past the last retry Dagster fails the step with this error.
+        backoff = options.backoff()
+        retry_after = exc.retry_after if isinstance(exc, TransientError) else None
+        raise RetryRequested(
+            max_retries=backoff.max_retries,
+            seconds_to_wait=backoff.wait(attempt, at_least=retry_after),
+        ) from exc
     digest = hashlib.sha256(dump_artifact(output)).hexdigest()
     usage = _usage(env)
     business.record_event(
@@ -140,16 +145,6 @@ def run_step(
             **{k: _meta(v) for k, v in usage.items()},
         },
     )
-
-
-def _retry_after(
-    context: AssetExecutionContext, attempt: int, retry_after: float
-) -> RetryRequested:
-    """Retry under the job's policy, but wait at least what the server asked for."""
-    policy = context.op_execution_context.get_step_execution_context().op_retry_policy
-    max_retries = policy.max_retries if policy is not None else 0
-    backoff = policy.calculate_delay(attempt) if policy is not None else 0.0
-    return RetryRequested(max_retries=max_retries, seconds_to_wait=max(retry_after, backoff))
 
 
 def _usage(env: StepEnv) -> dict[str, Any]:

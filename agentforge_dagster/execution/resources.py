@@ -11,6 +11,7 @@ from decimal import Decimal
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
+from agentforge_dagster.execution.backoff import StepBackoff
 from agentforge_dagster.execution.gateway import ModelGateway
 from agentforge_dagster.execution.providers import DEFAULT_PRICES, ModelProvider, OfflineModel
 from agentforge_dagster.persistence.store import BusinessStore
@@ -176,5 +177,15 @@ class StepOptions(ConfigurableResource):
 
     deliveries_dir: str
     max_revisions: int = Field(default=1, ge=0, le=5)
+    retry_max_retries: int = Field(default=6, ge=0, le=20)
+    retry_delay_seconds: float = Field(
+        default=1.0, gt=0, description="Wait before the first retry."
+    )
+    retry_max_delay_seconds: float = Field(default=30.0, gt=0, description="Longest single wait.")
     image: str | None = Field(default=None, description="Image tag the run executes in.")
     image_id: str | None = Field(default=None, description="Image id (digest) of that image.")
+
+    def backoff(self) -> StepBackoff:
+        return StepBackoff(
+            self.retry_max_retries, self.retry_delay_seconds, self.retry_max_delay_seconds
+        )

@@ -6,30 +6,22 @@ dlq replay``) or the hourly ``dlq_auto_replay`` schedule marks letters for repla
 """
 # No "from __future__ import annotations" here: Dagster reads these annotations at definition time.
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from typing import Protocol
 
 from dagster import (
     AssetKey,
-    Config,
-    DefaultScheduleStatus,
-    MetadataValue,
-    OpExecutionContext,
-    Output,
-    ScheduleDefinition,
-    job,
-    op,
 )
 
-from agentforge_dagster.domain.errors import PermanentError
+from agentforge_dagster.domain.errors import IllegalTransition, PermanentError, UnknownOrder
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.domain.runs import ORDER_TAG, REPLAY_FROM_TAG, REPLAY_OF_TAG
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.execution.steps import STEP_NAMES, STEPS
-from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.store import BusinessStore
-from agentforge_dagster.settings import AgentForgeSettings
 
 
 @dataclass(frozen=True)
@@ -81,33 +73,75 @@ class InvalidReplay(PermanentError):
     """A replay asked to start at a step the pipeline does not have."""
 
 
-def planned_replays(store: BusinessStore) -> list[ReplayPlan]:
-    """The replays requested and not launched yet, oldest request first."""
-    return [
-        ReplayPlan(
-            order_id=row["order_id"],
-            start_step=row["replay_from"] or row["failed_step"],
-            run_key=row["replay_run_key"] or f"replay-{row['order_id']}",
-            replay_of=row["run_id"],
+class ArtifactInventory(Protocol):
+    """What the artifact store holds for an order (the artifact IO managers answer it)."""
+
+    def existing_steps(self, order_id: str) -> set[str]: ...
+
+
+def replay_start(requested: str, existing: Collection[str]) -> tuple[str, list[str]]:
+    """The step a replay starts at so that every step it runs can load its inputs.
+
+    ``requested`` or, when an input of a step from there on is missing from ``existing`` (the
+    steps whose outputs are stored), the earliest step whose output is missing; returned with the
+    missing steps that moved it. A step re-run this way is served from the response store.
+    """
+    start = STEP_NAMES.index(requested) if requested in STEP_NAMES else 0
+    missing: set[str] = set()
+    while True:
+        needed = {name for spec in STEPS[start:] for name in spec.inputs}
+        gone = {name for name in needed if STEP_NAMES.index(name) < start} - set(existing)
+        if not gone:
+            return STEP_NAMES[start], sorted(missing, key=STEP_NAMES.index)
+        missing |= gone
+        start = min(STEP_NAMES.index(name) for name in gone)
+
+
+def planned_replays(store: BusinessStore, artifacts: ArtifactInventory) -> list[ReplayPlan]:
+    """The replays requested and not launched yet, oldest request first.
+
+    Each starts at its requested step, or earlier when artifacts it needs are gone (see
+    :func:`replay_start`); a moved start is kept on the letter and audited once.
+    """
+    plans = []
+    for row in store.replays_to_launch():
+        order_id = row["order_id"]
+        requested = row["replay_from"] or row["failed_step"]
+        start, missing = replay_start(requested, artifacts.existing_steps(order_id))
+        if missing:
+            store.move_replay_start(order_id, requested=requested, start=start, missing=missing)
+        plans.append(
+            ReplayPlan(
+                order_id=order_id,
+                start_step=start,
+                run_key=row["replay_run_key"] or f"replay-{order_id}",
+                replay_of=row["run_id"],
+            )
         )
-        for row in store.replays_to_launch()
-    ]
+    return plans
 
 
-class AutoReplayConfig(Config):
-    cooldown_seconds: float = 900.0
-    max_replays: int = 3
+AUTO_REPLAYED_CLASSES = ("transient", "infrastructure")
 
 
 def eligible_for_auto_replay(
     store: BusinessStore, cooldown_seconds: float, max_replays: int
 ) -> list[str]:
-    """Transient letters that have cooled down and have replays left."""
-    cutoff = utcnow() - timedelta(seconds=cooldown_seconds)
+    """Letters worth another try without a person, whose back-off has passed.
+
+    Transient and infrastructure failures are blips (an outage longer than a step's retries, a
+    lost worker, a launch while the code server was away); permanent ones wait for a human. The
+    cool-down doubles with each replay already made: ``cooldown × 2^replays``.
+    """
+    now = utcnow()
     return [
         letter["order_id"]
-        for letter in store.dead_letters(error_class="transient")
-        if letter["replays"] < max_replays and _aware(letter["dead_lettered_at"]) <= cutoff
+        for letter in store.dead_letters()
+        if letter["error_class"] in AUTO_REPLAYED_CLASSES
+        and letter["replays"] < max_replays
+        and _aware(letter["dead_lettered_at"])
+        + timedelta(seconds=cooldown_seconds * 2 ** letter["replays"])
+        <= now
     ]
 
 
@@ -116,50 +150,18 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
-@op(description="Mark cooled-down transient dead letters for replay, within the replay limit.")
-def auto_replay_dead_letters(
-    context: OpExecutionContext, config: AutoReplayConfig, store: BusinessStoreResource
-) -> Output[int]:
-    business = store.get_store()
-    eligible = eligible_for_auto_replay(business, config.cooldown_seconds, config.max_replays)
-    for order_id in eligible:
-        business.request_replay(order_id, actor="dlq_auto_replay")
-    waiting = business.dead_letters()
-    context.log.info(f"requested replay of {len(eligible)} dead letters; {len(waiting)} left")
-    return Output(
-        len(eligible),
-        metadata={
-            "replayed": MetadataValue.json(eligible),
-            "left_for_a_human": len(waiting),
-        },
-    )
-
-
-@job(name="dlq_auto_replay", description="Replay transient dead letters after a cool-down.")
-def dlq_auto_replay_job() -> None:
-    auto_replay_dead_letters()
-
-
-def dlq_auto_replay_schedule(settings: AgentForgeSettings) -> ScheduleDefinition:
-    return ScheduleDefinition(
-        name="dlq_auto_replay",
-        job=dlq_auto_replay_job,
-        cron_schedule="0 * * * *",
-        execution_timezone="UTC",
-        default_status=DefaultScheduleStatus.RUNNING,
-        run_config={
-            "ops": {
-                "auto_replay_dead_letters": {
-                    "config": {
-                        "cooldown_seconds": settings.dlq_cooldown_seconds,
-                        "max_replays": settings.dlq_max_replays,
-                    }
-                }
-            }
-        },
-        description="Hourly: replay transient dead letters that have cooled down, up to the "
-        "replay limit; the rest wait for a human.",
-    )
+def request_due_replays(
+    store: BusinessStore, cooldown_seconds: float, max_replays: int
+) -> list[str]:
+    """Ask for the replays whose back-off has passed (audited, actor ``auto_replay``)."""
+    requested = []
+    for order_id in eligible_for_auto_replay(store, cooldown_seconds, max_replays):
+        try:
+            store.request_replay(order_id, actor="auto_replay")
+        except (IllegalTransition, UnknownOrder):
+            continue  # someone asked for it first
+        requested.append(order_id)
+    return requested
 
 
 def resume_waiting_for_budget(store: BusinessStore, default_cap: float | None) -> list[str]:

@@ -131,7 +131,8 @@ def failure_of_run(instance: DagsterInstance, run_id: str) -> RunFailure:
         error_class = _error_classes().get(error_type) or (
             # Anything else was retried by the step's policy until it ran out.
             "transient"
-            if error is not None and error.cls_name == "RetryRequestedFromPolicy"
+            if error is not None
+            and error.cls_name in ("RetryRequested", "RetryRequestedFromPolicy")
             else "permanent"
         )
     else:

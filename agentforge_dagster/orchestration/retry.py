@@ -1,7 +1,10 @@
-"""The step retry policy, declared once: exponential back-off with jitter, from settings.
+"""The order job's retry policy: for failures around a step's body (loading its inputs, storing
+its output), which the step cannot see.
 
-Dagster waits (2^n - 1) × delay before retry n, ± jitter. Permanent errors never reach it: the step
-wrapper raises them as ``Failure(allow_retries=False)``.
+Inside the body, ``run_step`` asks for each retry itself with the capped exponential back-off of
+``execution/backoff.py`` (Dagster's policy has no cap); this policy's waits grow linearly instead,
+so they stay bounded too: n × delay ± jitter before retry n. Permanent errors never reach it: the
+step wrapper raises them as ``Failure(allow_retries=False)``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ def step_retry_policy(settings: AgentForgeSettings) -> RetryPolicy:
     return RetryPolicy(
         max_retries=settings.retry_max_retries,
         delay=settings.retry_delay_seconds,
-        backoff=Backoff.EXPONENTIAL,
+        backoff=Backoff.LINEAR,
         jitter=Jitter.PLUS_MINUS,
     )
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from dagster import DagsterInstance, Definitions
+from dagster import DagsterInstance, Definitions, build_resources
 
 from agentforge_dagster.domain.runs import ORDER_PIPELINE, ORDER_TAG
 from agentforge_dagster.domain.state import OrderStatus
@@ -77,9 +77,12 @@ def run_replays(
     run_config: dict[str, Any] | None = None,
 ) -> list[OrderRunResult]:
     """Run every requested replay here, each from its plan's step: the sensor's work, in process."""
+    artifacts = {"artifact_io_manager": (defs.resources or {})["artifact_io_manager"]}
+    with build_resources(artifacts, instance=instance) as built:
+        plans = planned_replays(store, built.artifact_io_manager)
     return [
         run_order(defs, instance, store, plan.order_id, run_config=run_config, replay=plan)
-        for plan in planned_replays(store)
+        for plan in plans
     ]
 
 

@@ -22,6 +22,7 @@ from dagster import (
     DagsterInstance,
     DagsterRunStatus,
     DefaultSensorStatus,
+    ResourceParam,
     RunRequest,
     RunsFilter,
     SensorDefinition,
@@ -31,11 +32,13 @@ from dagster import (
 )
 
 from agentforge_dagster.domain.errors import IllegalTransition, InvalidOrder
-from agentforge_dagster.domain.models import parse_order
+from agentforge_dagster.domain.models import load_order_json, parse_order
 from agentforge_dagster.domain.runs import ORDER_PIPELINE, ORDER_TAG, PARTITION_TAG
 from agentforge_dagster.orchestration.dead_letters import (
+    ArtifactInventory,
     ReplayPlan,
     planned_replays,
+    request_due_replays,
     resume_waiting_for_budget,
 )
 from agentforge_dagster.orchestration.failures import settle_failed_runs, settle_unlaunchable
@@ -106,9 +109,13 @@ def queue_requests(
     ]
 
 
-def replay_requests(context: SensorEvaluationContext, store: BusinessStore) -> list[RunRequest]:
+def replay_requests(
+    context: SensorEvaluationContext, store: BusinessStore, artifacts: ArtifactInventory
+) -> list[RunRequest]:
     """Run requests for the replays asked for, each starting at its plan's step."""
-    plans: dict[str, ReplayPlan] = {plan.order_id: plan for plan in planned_replays(store)}
+    plans: dict[str, ReplayPlan] = {
+        plan.order_id: plan for plan in planned_replays(store, artifacts)
+    }
     return [
         RunRequest(
             run_key=plans[order_id].run_key,
@@ -120,58 +127,101 @@ def replay_requests(context: SensorEvaluationContext, store: BusinessStore) -> l
     ]
 
 
-def read_drop_file(path: Path) -> list[tuple[str, bytes | dict[str, Any]]]:
-    """The orders in a dropped JSON (object or list) or CSV file, each with a stable id."""
+MAX_DROP_FILE_BYTES = 50 * 1024 * 1024
+
+
+def read_drop_file(path: Path) -> list[tuple[str, Any]]:
+    """The orders in a dropped JSON (object or list) or CSV file, each with a stable id.
+
+    The id is ``drop-<digest>-<index>``, from the file's name and content and the item's place
+    in it, whatever the item is: the same file seen again yields the same ids. An item is
+    returned as read (a mapping, or anything else for ``parse_order`` to refuse); a file that
+    does not parse is one item, its bytes. Raises ``OSError`` when the file cannot be read.
+    """
+    if not path.is_file():
+        raise IsADirectoryError(f"{path.name} is not a regular file")
+    if path.stat().st_size > MAX_DROP_FILE_BYTES:
+        raise OSError(f"larger than {MAX_DROP_FILE_BYTES // (1024 * 1024)} MiB")
     raw = path.read_bytes()
     digest = hashlib.sha256(path.name.encode() + raw).hexdigest()[:10]
     rows: list[Any]
     if path.suffix.lower() == ".csv":
-        try:
-            rows = list(csv.DictReader(io.StringIO(raw.decode("utf-8"))))
-        except UnicodeDecodeError:
-            return [(f"drop-{digest}-0", raw)]
+        try:  # utf-8-sig: a spreadsheet's byte-order mark is not part of the first column's name
+            rows = [
+                {("extra_columns" if key is None else key): value for key, value in row.items()}
+                for row in csv.DictReader(io.StringIO(raw.decode("utf-8-sig")))
+            ]
+        except (UnicodeDecodeError, csv.Error):
+            return [(f"drop-{digest}-0", raw)]  # parse_order names the problem
     else:
         try:
-            parsed = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
+            parsed = load_order_json(raw)
+        except InvalidOrder:
             return [(f"drop-{digest}-0", raw)]  # parse_order names the problem
         rows = parsed if isinstance(parsed, list) else [parsed]
-    return [
-        (
-            f"drop-{digest}-{index}",
-            {"order_id": f"drop-{digest}-{index}", **row} if isinstance(row, dict) else row,
-        )
-        for index, row in enumerate(rows)
-    ]
+    return [(f"drop-{digest}-{index}", row) for index, row in enumerate(rows)]
+
+
+def _drop_payload_text(payload: Any, path: Path) -> str | bytes:
+    """What to keep of a refused drop item: its JSON, else (too deep to write) the file's bytes."""
+    if isinstance(payload, bytes):
+        return payload
+    try:
+        return json.dumps(payload, default=str)
+    except (RecursionError, ValueError, TypeError):
+        return path.read_bytes()
+
+
+def _set_aside(path: Path, folder: Path) -> Path:
+    """Move a taken file into ``folder`` without overwriting one of the same name."""
+    folder.mkdir(exist_ok=True)
+    target = folder / path.name
+    copy = 1
+    while target.exists() or target.is_symlink():
+        target = folder / f"{path.name}.{copy}"
+        copy += 1
+    shutil.move(str(path), target)
+    return target
+
+
+def _refuse_drop_file(store: BusinessStore, path: Path, folder: Path, reason: str) -> None:
+    """A file that cannot be read: recorded as a refusal and moved to rejected/ with its reason."""
+    errors = [f"file: cannot be read ({reason})"]
+    store.reject(b"", errors, source=f"drop:{path.name}")
+    target = _set_aside(path, folder / "rejected")
+    target.with_name(target.name + ".reason.txt").write_text(errors[0] + "\n")
 
 
 def take_drop_folder(
     store: BusinessStore, instance: DagsterInstance, folder: Path
 ) -> dict[str, int]:
-    """Queue every order in the folder's files, record every refusal, move files to done/."""
+    """Queue every order in the folder's files, record every refusal, move files to done/.
+
+    A file that cannot be read (a directory named ``x.json``, no permission, too large) is
+    recorded as refused and moved to ``rejected/`` with a ``.reason.txt`` beside it; the other
+    files are taken all the same.
+    """
     counts = {"files": 0, "queued": 0, "rejected": 0, "already_queued": 0}
-    done = folder / "done"
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".json", ".csv")):
         counts["files"] += 1
-        for _, payload in read_drop_file(path):
+        try:
+            items = read_drop_file(path)
+        except OSError as exc:
+            _refuse_drop_file(store, path, folder, exc.strerror or str(exc))
+            counts["rejected"] += 1
+            continue
+        for item_id, payload in items:
             try:
-                order = parse_order(payload)  # type: ignore[arg-type]
-            except InvalidOrder as exc:
-                text = (
-                    payload.decode("utf-8", "backslashreplace")
-                    if isinstance(payload, bytes)
-                    else json.dumps(payload, default=str)
-                )
-                store.reject(text, exc.errors, source=f"drop:{path.name}")
-                counts["rejected"] += 1
-                continue
-            try:
+                order = parse_order(payload, default_order_id=item_id)
                 submit_order(store, instance, order, source=f"drop:{path.name}")
                 counts["queued"] += 1
             except IllegalTransition:
                 counts["already_queued"] += 1  # a file taken before a crash, seen again
-        done.mkdir(exist_ok=True)
-        shutil.move(str(path), done / path.name)
+            except InvalidOrder as exc:  # a bad order, or its id holds a different order
+                text = _drop_payload_text(payload, path)
+                store.reject(text, exc.errors, source=f"drop:{path.name}")
+                counts["rejected"] += 1
+        _set_aside(path, folder / "done")
     return counts
 
 
@@ -229,13 +279,19 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
         name="dead_letter_replays",
         job_name=ORDER_PIPELINE,
         **every_tick,
-        description="Launch replays of dead letters, from the failed step on (run key "
-        "replay-<id>-<n>).",
+        description="Launch replays of dead letters, from the failed step on, or from the "
+        "earliest step whose output is missing from the artifact store (run key replay-<id>-<n>).",
     )
     def replay_sensor(
-        context: SensorEvaluationContext, store: BusinessStoreResource
+        context: SensorEvaluationContext,
+        store: BusinessStoreResource,
+        artifact_io_manager: ResourceParam[ArtifactInventory],
     ) -> list[RunRequest]:
-        return replay_requests(context, store.get_store())
+        business = store.get_store()
+        due = request_due_replays(business, settings.dlq_cooldown_seconds, settings.dlq_max_replays)
+        if due:
+            context.log.info(f"replays requested after their back-off: {due}")
+        return replay_requests(context, business, artifact_io_manager)
 
     @sensor(
         name="budget_resume",

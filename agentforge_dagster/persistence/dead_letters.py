@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, or_, select
 
 from agentforge_dagster.domain.errors import UnknownOrder
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.domain.state import OrderStatus
+from agentforge_dagster.persistence import audit
 from agentforge_dagster.persistence.orders import lock_order, transition_in
 from agentforge_dagster.persistence.schema import dead_letters, orders
 from agentforge_dagster.persistence.sql import StoreConcern, dialect_insert
@@ -164,6 +165,35 @@ class DeadLetterStore(StoreConcern):
                 )
             )
         return run_key
+
+    def move_replay_start(
+        self, order_id: str, *, requested: str, start: str, missing: list[str]
+    ) -> bool:
+        """Start a requested replay earlier, at ``start``: the artifacts of ``missing`` are gone.
+
+        Written once (the letter's ``replay_from``, and an audit event in the same transaction);
+        False when the order is no longer waiting for its replay or starts there already.
+        """
+        with self.begin() as conn:
+            if lock_order(conn, order_id) is not OrderStatus.REPLAYED:
+                return False
+            moved = conn.execute(
+                dead_letters.update()
+                .where(
+                    dead_letters.c.order_id == order_id,
+                    or_(dead_letters.c.replay_from.is_(None), dead_letters.c.replay_from != start),
+                )
+                .values(replay_from=start)
+            ).rowcount
+            if moved:
+                audit.append(
+                    conn,
+                    "replay_start_moved",
+                    order_id=order_id,
+                    step=start,
+                    detail={"requested": requested, "start": start, "missing": missing},
+                )
+        return bool(moved)
 
     def replays_to_launch(self) -> list[dict[str, Any]]:
         """Replayed orders whose replay run has not started yet."""

@@ -12,11 +12,20 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from dagster import ConfigurableIOManager, InitResourceContext, InputContext, OutputContext
+from botocore.exceptions import ClientError
+from dagster import (
+    ConfigurableIOManager,
+    Failure,
+    InitResourceContext,
+    InputContext,
+    OutputContext,
+)
 from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
+from agentforge_dagster.domain.errors import MissingArtifact
 from agentforge_dagster.domain.models import ARTIFACT_TYPES, Artifact
+from agentforge_dagster.domain.steps import STEP_NAMES, step_asset_name
 
 
 def dump_artifact(artifact: Artifact) -> bytes:
@@ -32,8 +41,37 @@ def load_artifact(raw: bytes) -> Artifact:
 def artifact_key(context: InputContext | OutputContext) -> str:
     """``<asset>/<order>.json``: one object per step and order."""
     asset = "/".join(context.asset_key.path)
-    partition = context.asset_partition_key if context.has_asset_partitions else "_unpartitioned"
-    return f"{asset}/{partition}.json"
+    return f"{asset}/{_partition(context)}.json"
+
+
+def step_artifact_key(order_id: str, step: str) -> str:
+    """The same key named by order and step: ``order_plan/<order>.json``."""
+    return f"{step_asset_name(step)}/{order_id}.json"
+
+
+def _partition(context: InputContext | OutputContext) -> str:
+    return context.asset_partition_key if context.has_asset_partitions else "_unpartitioned"
+
+
+def missing_input(context: InputContext, location: str, cause: Exception) -> MissingArtifact:
+    """The error for an input whose artifact is gone, caused by the store's own error."""
+    step = context.asset_key.path[-1].removeprefix("order_")
+    missing = MissingArtifact(_partition(context), step, location)
+    missing.__cause__ = cause
+    return missing
+
+
+def not_retried(error: MissingArtifact) -> Failure:
+    """A permanent failure of the step: no step retry is spent on it.
+
+    Dagster applies the step's retry policy to any error raised while loading inputs except a
+    ``Failure(allow_retries=False)``; raised ``from error``, the dead letter names ``error``.
+    """
+    return Failure(
+        description=str(error),
+        metadata={"error_class": error.error_class, "error_type": type(error).__name__},
+        allow_retries=False,
+    )
 
 
 class LocalArtifactIOManager(ConfigurableIOManager):
@@ -54,7 +92,18 @@ class LocalArtifactIOManager(ConfigurableIOManager):
         context.add_output_metadata({"path": str(path)})
 
     def load_input(self, context: InputContext) -> Any:
-        return load_artifact(self._path(context).read_bytes())
+        path = self._path(context)
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError as exc:
+            missing = missing_input(context, str(path), exc)
+            raise not_retried(missing) from missing
+        return load_artifact(raw)
+
+    def existing_steps(self, order_id: str) -> set[str]:
+        """The steps whose output for ``order_id`` is stored (what a replay can start after)."""
+        base = Path(self.base_dir)
+        return {step for step in STEP_NAMES if (base / step_artifact_key(order_id, step)).is_file()}
 
 
 def ensure_bucket(client: Any, bucket: str) -> None:
@@ -94,5 +143,33 @@ class S3ArtifactIOManager(ConfigurableIOManager):
         )
 
     def load_input(self, context: InputContext) -> Any:
-        body = self._client.get_object(Bucket=self.bucket, Key=self._key(context))["Body"]
+        key = self._key(context)
+        try:
+            body = self._client.get_object(Bucket=self.bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if not _not_found(exc):
+                raise
+            missing = missing_input(context, f"s3://{self.bucket}/{key}", exc)
+            raise not_retried(missing) from missing
         return load_artifact(body.read())
+
+    def existing_steps(self, order_id: str) -> set[str]:
+        """The steps whose output for ``order_id`` is stored: one HEAD request per step."""
+        client = self._client or self.s3.get_client()
+        present = set()
+        for step in STEP_NAMES:
+            key = f"{self.prefix.strip('/')}/{step_artifact_key(order_id, step)}"
+            try:
+                client.head_object(Bucket=self.bucket, Key=key)
+            except ClientError as exc:
+                if not _not_found(exc):
+                    raise
+                continue
+            present.add(step)
+        return present
+
+
+def _not_found(error: ClientError) -> bool:
+    """S3 says NoSuchKey to a GET and a bare 404 to a HEAD; a missing bucket is also "not there"."""
+    code = str(error.response.get("Error", {}).get("Code", ""))
+    return code in {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}

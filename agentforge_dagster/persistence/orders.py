@@ -9,6 +9,7 @@ that finds the order already taken returns that status instead of raising.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from decimal import Decimal
@@ -16,7 +17,12 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from agentforge_dagster.domain.errors import IllegalTransition, UnknownOrder
+from agentforge_dagster.domain.errors import (
+    AlreadySubmitted,
+    IllegalTransition,
+    OrderIdTaken,
+    UnknownOrder,
+)
 from agentforge_dagster.domain.models import Order, utcnow
 from agentforge_dagster.domain.state import OrderStatus, check_transition
 from agentforge_dagster.persistence import audit
@@ -26,6 +32,24 @@ from agentforge_dagster.persistence.sql import StoreConcern, dialect_insert
 CLAIMABLE = frozenset({OrderStatus.QUEUED, OrderStatus.REPLAYED})
 # SQLite ignores FOR UPDATE: a writer that lost the compare-and-set re-reads and judges again.
 _MOVE_ATTEMPTS = 5
+# A refused payload is kept whole up to this size; beyond it a prefix and the SHA-256 of the whole.
+MAX_REJECTED_PAYLOAD_CHARS = 64 * 1024
+MAX_REJECTED_ERRORS = 50
+
+
+def bounded_payload(payload: str | bytes) -> tuple[str, dict[str, Any]]:
+    """The text to keep of a refused payload, and what the audit row says about the whole."""
+    data = payload if isinstance(payload, bytes) else payload.encode("utf-8", "surrogatepass")
+    facts: dict[str, Any] = {"payload_bytes": len(data)}
+    if len(data) <= MAX_REJECTED_PAYLOAD_CHARS:
+        text = (
+            payload.decode("utf-8", "backslashreplace") if isinstance(payload, bytes) else payload
+        )
+        return text, facts
+    digest = hashlib.sha256(data).hexdigest()
+    prefix = data[:MAX_REJECTED_PAYLOAD_CHARS].decode("utf-8", "backslashreplace")
+    facts.update(payload_sha256=digest, payload_truncated=True)
+    return f"{prefix}\n[truncated: {len(data)} bytes in all, sha256 {digest}]", facts
 
 
 @dataclass(frozen=True)
@@ -108,7 +132,11 @@ class OrderStore(StoreConcern):
 
     # -- intake ---------------------------------------------------------------------------------
     def submit(self, order: Order, *, source: str = "api") -> Order:
-        """Queue a validated order; the same order id twice is refused, not duplicated."""
+        """Queue a validated order; the same order id twice is never queued twice.
+
+        Raises :class:`AlreadySubmitted` when this very order is there already (a retry of the
+        same submission: nothing to do), :class:`OrderIdTaken` when its id holds another order.
+        """
         now = utcnow()
         with self.begin() as conn:
             inserted = conn.execute(
@@ -126,7 +154,20 @@ class OrderStore(StoreConcern):
                 .on_conflict_do_nothing(index_elements=[orders.c.order_id])
             ).rowcount
             if inserted != 1:
-                raise IllegalTransition(f"order {order.order_id!r} was already submitted")
+                existing = (
+                    conn.execute(select(orders).where(orders.c.order_id == order.order_id))
+                    .mappings()
+                    .one()
+                )
+                same = (
+                    existing["customer"],
+                    existing["service"],
+                    existing["brief"],
+                    existing["price_cents"],
+                ) == (order.customer, order.service.value, order.brief, order.price_cents)
+                if same:
+                    raise AlreadySubmitted(order.order_id, existing["status"])
+                raise OrderIdTaken(order.order_id)
             audit.append(
                 conn,
                 "order_submitted",
@@ -140,14 +181,22 @@ class OrderStore(StoreConcern):
             )
         return order
 
-    def reject(self, payload: str, errors: list[str], *, source: str) -> int:
-        """Keep a refused order whole, with the reasons, and audit the refusal."""
+    def reject(self, payload: str | bytes, errors: list[str], *, source: str) -> int:
+        """Keep a refused order with the reasons, and audit the refusal.
+
+        The payload is kept whole up to :data:`MAX_REJECTED_PAYLOAD_CHARS` bytes; a larger one
+        keeps its prefix and the SHA-256 of the whole (in the row and the audit event).
+        """
+        text, facts = bounded_payload(payload)
+        if len(errors) > MAX_REJECTED_ERRORS:
+            more = len(errors) - MAX_REJECTED_ERRORS
+            errors = [*errors[:MAX_REJECTED_ERRORS], f"... and {more} more"]
         with self.begin() as conn:
             inserted = conn.execute(
                 rejected_orders.insert().values(
                     received_at=utcnow(),
                     source=source[:500],
-                    payload=payload,
+                    payload=text,
                     errors=json.dumps(errors),
                 )
             ).inserted_primary_key
@@ -160,7 +209,7 @@ class OrderStore(StoreConcern):
                     "rejection_id": rejection_id,
                     "source": source[:500],
                     "errors": errors,
-                    "payload_chars": len(payload),
+                    **facts,
                 },
             )
         return int(rejection_id)

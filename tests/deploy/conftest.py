@@ -236,6 +236,8 @@ def docker_deployment(
         "AGENTFORGE_MODELS": "offline",
         "AGENTFORGE_DRILLS": "true",
         "AGENTFORGE_SENSOR_INTERVAL_SECONDS": "2",
+        "AGENTFORGE_RETRY_DELAY_SECONDS": "0.05",
+        "AGENTFORGE_DLQ_MAX_REPLAYS": "0",  # letters stay put: the tests look at them
         "AGENTFORGE_CODE_SERVER_PORT": str(port),
         "AGENTFORGE_DEPLOY_HISTORY": str(history),
         "AGENTFORGE_HOME": str(tmp / "agentforge"),

@@ -93,3 +93,84 @@ def test_artifacts_round_trip_as_readable_json() -> None:
     raw = dump_artifact(draft)
     assert json.loads(raw)["type"] == "Draft"
     assert load_artifact(raw) == draft
+
+
+GOOD_MEMBERS = json.dumps({k: v for k, v in GOOD.items() if k != "price"})[1:-1]
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("{" + GOOD_MEMBERS + ', "price": ' + "1" * 5000 + "}", "price: too many digits"),
+        ("[" * 200_000 + "]" * 200_000, "order: JSON nested too deeply"),
+        ('{"price": ' * 100_000 + "1" + "}" * 100_000, "order: JSON nested too deeply"),
+        ("{" + GOOD_MEMBERS + ', "price": "1", "price": "200"}', "price: given twice"),
+        ("{" + GOOD_MEMBERS + ', "price": {"x": 1, "x": 2}}', "x: given twice"),
+    ],
+)
+def test_hostile_json_is_refused_naming_the_field(raw: str, expected: str) -> None:
+    for payload in (raw, raw.encode()):
+        assert errors_for(payload)[0].startswith(expected), errors_for(payload)
+
+
+@pytest.mark.parametrize(
+    "price",
+    [
+        "１２０.５０",
+        "1_0.00",
+        "1e2",
+        "1E2",
+        "0x10",
+        "NaN",
+        "Infinity",
+        "1,50",
+        " 1 2",
+        "٣٤",
+        "1" * 5000,
+    ],
+)
+def test_prices_are_ascii_decimal_notation_only(price: str) -> None:
+    [error] = errors_for({**GOOD, "price": price})
+    assert error.startswith("price: ") and (
+        "ASCII digits" in error or "too many digits" in error
+    ), error
+
+
+def test_json_numbers_are_read_as_written() -> None:
+    order = parse_order(
+        '{"customer": "A", "service": "blog_post", "brief": "Write about retries", "price": 19.99}'
+    )
+    assert order.price == Decimal("19.99")
+    assert parse_order({**GOOD, "price": 20}).price == Decimal(20)
+    assert errors_for(json.dumps({**GOOD, "price": 1e300}))[0].startswith("price: ")
+    assert errors_for({**GOOD, "price": True})[0].startswith("price: ")
+    assert errors_for({**GOOD, "price": 10**5000})[0].startswith("price: too many digits")
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("\u200b\u200b\u200b", "customer: Value error, must contain visible characters"),
+        ("\u200d\ufeff\u2060 \u3164", "customer: Value error, must contain visible characters"),
+        ("Acme\x85Ltd", "customer: Value error, must be one line"),
+        ("Acme\x9bLtd", "customer: Value error, must not contain control characters"),
+        ("Acme\nLtd", "customer: Value error, must be one line"),
+        ("Acme\u2028Ltd", "customer: Value error, must be one line"),
+        ("Acme\tLtd", "customer: Value error, must not contain control characters"),
+        ("evil\u202egnp.exe", "customer: Value error, must not contain bidirectional controls"),
+        ("\u2066Acme\u2069", "customer: Value error, must not contain bidirectional controls"),
+        ("Acme\u200f", "customer: Value error, must not contain bidirectional controls"),
+        ("Acme\u061c", "customer: Value error, must not contain bidirectional controls"),
+    ],
+)
+def test_names_that_hide_or_disguise_themselves_are_refused(name: str, expected: str) -> None:
+    [error] = errors_for({**GOOD, "customer": name})
+    assert error.startswith(expected), error
+
+
+def test_names_are_nfc_normalised_and_joiners_inside_them_are_kept() -> None:
+    assert parse_order({**GOOD, "customer": "Cafe\u0301 Ltd"}).customer == "Caf\u00e9 Ltd"
+    persian = "\u0645\u06cc\u200c\u062e\u0648\u0627\u0647\u0645"  # ZWNJ inside a Persian word
+    assert parse_order({**GOOD, "customer": persian}).customer == persian
+    family = "Ana \U0001f469\u200d\U0001f467 Ltd"  # ZWJ inside an emoji sequence
+    assert parse_order({**GOOD, "customer": family}).customer == family

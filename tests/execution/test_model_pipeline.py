@@ -71,6 +71,7 @@ def configure(
         "OPENAI_API_KEY": SECRET,
         "ANTHROPIC_API_KEY": SECRET,
         "AGENTFORGE_MODEL_PRICES_JSON": json.dumps(PRICES),
+        "AGENTFORGE_RETRY_DELAY_SECONDS": "0.001",  # Retry-After still sets the floor
         **extra,
     }
     for key, value in env.items():

@@ -71,6 +71,7 @@ def daemon_environment(
         "AGENTFORGE_S3_ENDPOINT_URL": s3_endpoint,
         "AGENTFORGE_HOME": str(tmp_path / "agentforge"),
         "AGENTFORGE_SENSOR_INTERVAL_SECONDS": "2",
+        "AGENTFORGE_RETRY_DELAY_SECONDS": "0.05",
         "PYTHONPATH": str(ROOT),
         **(extra or {}),
     }

@@ -147,6 +147,9 @@ DRILLS = {
     "AGENTFORGE_FAULT_RATE": "0.3",
     "AGENTFORGE_FAULT_SEED": "5",
     "AGENTFORGE_FAULT_MODEL_LATENCY_SECONDS": "0.2",
+    # No automatic replay here: the failing order must stay lettered, to compare with the embedded
+    # default (tests/orchestration/test_dead_letters.py covers the automatic replay).
+    "AGENTFORGE_DLQ_MAX_REPLAYS": "0",
 }
 ALWAYS_FAIL_DELIVERY = {"resources": {"faults": {"config": {"fail_first": {"delivery": 99}}}}}
 
@@ -219,7 +222,9 @@ def test_orders_under_the_daemon_with_faults_a_killed_daemon_and_launches_by_han
     assert store.verify_audit().ok
 
     # The embedded default gives the same failing order the same outcome as the daemon.
-    embedded = AgentForgeSettings(home=tmp_path / "embedded", dagster_home=tmp_path / "embedded_dh")
+    embedded = AgentForgeSettings(
+        home=tmp_path / "embedded", dagster_home=tmp_path / "embedded_dh", retry_delay_seconds=0.05
+    )
     local = BusinessStore.from_url(embedded.resolved_database_url())
     local.upgrade()
     order = local.submit(make_order(99))

@@ -14,6 +14,7 @@ from agentforge_dagster.orchestration.dead_letters import (
     InvalidReplay,
     eligible_for_auto_replay,
     replay_selection,
+    request_due_replays,
     request_replay,
 )
 from agentforge_dagster.orchestration.failures import (
@@ -142,3 +143,47 @@ def test_a_replay_can_start_at_a_named_earlier_step(defs, instance, store) -> No
     assert run is not None and run.tags["agentforge/replay_from"] == "draft"
     paid_after = [row for row in store.model_call_rows(order_id) if not row["cache_hit"]]
     assert len(paid_after) == len(paid_before), "the draft's answer was already paid for"
+
+
+def test_blips_are_replayed_without_a_person_after_a_doubling_back_off(store) -> None:
+    """Transient and infrastructure letters come back by themselves; permanent ones do not."""
+    for order_id, error_class in (("blip", "infrastructure"), ("hard", "permanent")):
+        store.submit(make_order(order_id=order_id))
+        store.claim(order_id, run_id=None, step="intake")
+        store.transition(order_id, OrderStatus.FAILED, step="plan", error_class=error_class)
+        store.dead_letter(
+            order_id,
+            run_id="r1",
+            failed_step="plan",
+            error_class=error_class,
+            error_type="RunFailure",
+            message="the worker died",
+            attempts=1,
+        )
+
+    def age(minutes: int, replays: int) -> None:
+        with store.begin() as conn:
+            conn.execute(
+                update(dead_letters).values(
+                    dead_lettered_at=utcnow() - timedelta(minutes=minutes), replays=replays
+                )
+            )
+
+    age(minutes=0, replays=0)
+    assert request_due_replays(store, cooldown_seconds=60, max_replays=3) == []
+    age(minutes=2, replays=1)  # second try: the back-off is 120 s
+    assert eligible_for_auto_replay(store, cooldown_seconds=60, max_replays=3) == ["blip"]
+    age(minutes=1, replays=1)
+    assert eligible_for_auto_replay(store, cooldown_seconds=60, max_replays=3) == []
+    age(minutes=10, replays=3)  # out of replays: a person decides
+    assert eligible_for_auto_replay(store, cooldown_seconds=60, max_replays=3) == []
+    age(minutes=10, replays=2)
+    assert request_due_replays(store, cooldown_seconds=60, max_replays=3) == ["blip"]
+    assert store.status("blip") is OrderStatus.REPLAYED
+    assert store.status("hard") is OrderStatus.DEAD_LETTERED
+    [asked] = [
+        r["detail"]["actor"]
+        for r in store.audit_rows("blip")
+        if r["event"] == "transition" and r["detail"]["to"] == "replayed"
+    ]
+    assert asked == "auto_replay"

@@ -105,3 +105,61 @@ def test_drop_folder_queues_json_and_csv_and_records_refusals(
     (drop / "one.json").write_text(json.dumps(good))
     assert take_drop_folder(store, instance, drop)["already_queued"] == 1
     assert store.counts_by_status() == {"queued": 3}
+
+
+def test_hostile_drop_files_are_set_aside_and_the_rest_still_taken(
+    store: BusinessStore, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    good = {"customer": "Acme", "service": "blog_post", "brief": "Write about drops", "price": "9"}
+    (drop / "a-dir.json").mkdir()  # a directory with an order's name
+    (drop / "b-huge-price.json").write_text(
+        json.dumps({**good, "price": "PRICE"}).replace('"PRICE"', "1" * 5000)
+    )
+    (drop / "c-deep.json").write_text("[" * 200_000 + "]" * 200_000)
+    (drop / "d-dup-keys.json").write_text(json.dumps(good)[:-1] + ', "price": "900"}')
+    (drop / "e-bom.csv").write_bytes(
+        "customer,service,brief,price\nBom Co,blog_post,Spreadsheet export here,12.00\n".encode(
+            "utf-8-sig"
+        )
+    )
+    (drop / "f-good.json").write_text(json.dumps(good))
+
+    counts = take_drop_folder(store, instance, drop)
+    assert counts == {"files": 6, "queued": 2, "rejected": 4, "already_queued": 0}
+    assert sorted(p.name for p in (drop / "rejected").iterdir()) == [
+        "a-dir.json",
+        "a-dir.json.reason.txt",
+    ]
+    assert "cannot be read" in (drop / "rejected" / "a-dir.json.reason.txt").read_text()
+    assert len(list((drop / "done").iterdir())) == 5
+    assert sorted(store.get(o).order.customer for o in store.order_ids()) == ["Acme", "Bom Co"]
+    errors = {
+        r["detail"]["source"]: r["detail"]["errors"][0]
+        for r in store.audit_rows()
+        if r["event"] == "order_rejected"
+    }
+    assert errors["drop:a-dir.json"].startswith("file: cannot be read")
+    assert errors["drop:b-huge-price.json"].startswith("price: too many digits")
+    assert errors["drop:c-deep.json"].startswith("order: JSON nested too deeply")
+    assert errors["drop:d-dup-keys.json"].startswith("price: given twice")
+
+
+def test_items_of_a_dropped_list_keep_their_ids_whatever_they_are(
+    store: BusinessStore, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    good = {"customer": "Acme", "service": "blog_post", "brief": "Write about drops", "price": "9"}
+    content = json.dumps([json.dumps(good), "not an order", 7, None, good])
+    (drop / "list.json").write_text(content)
+    first = take_drop_folder(store, instance, drop)
+    assert first == {"files": 1, "queued": 2, "rejected": 3, "already_queued": 0}
+    ids = store.order_ids()
+    assert all(order_id.startswith("drop-") for order_id in ids)
+
+    (drop / "list.json").write_text(content)  # dropped again: nothing queued twice
+    again = take_drop_folder(store, instance, drop)
+    assert again == {"files": 1, "queued": 0, "rejected": 3, "already_queued": 2}
+    assert store.order_ids() == ids

@@ -50,6 +50,7 @@ def production(
         "AGENTFORGE_S3_BUCKET": s3_bucket,
         "AGENTFORGE_S3_ENDPOINT_URL": s3_endpoint,
         "AGENTFORGE_HOME": str(tmp_path / "agentforge"),
+        "AGENTFORGE_RETRY_DELAY_SECONDS": "0.001",  # a test need not wait out a real outage
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
@@ -124,4 +125,34 @@ def test_a_replay_reads_earlier_outputs_from_s3(production) -> None:
     ]
     assert {step for step, run in started if run == second.run_id} == {"delivery", "invoice"}
     assert store.get(order.order_id).status is OrderStatus.COMPLETED
+    assert len(store.ledger_rows()) == 1
+
+
+def test_a_replay_whose_s3_artifacts_are_gone_reruns_from_there_without_paying_again(
+    production, s3_client
+) -> None:
+    store: BusinessStore = production["store"]
+    order = store.submit(make_order())
+    always_fail_delivery = {"resources": {"faults": {"config": {"fail_first": {"delivery": 99}}}}}
+    defs = build_definitions(load_settings(), drills=True)
+    with DagsterInstance.get() as instance:
+        first = run_order(defs, instance, store, order.order_id, run_config=always_fail_delivery)
+        assert first.status is OrderStatus.DEAD_LETTERED
+        paid = [r for r in store.model_call_rows(order.order_id) if not r["cache_hit"]]
+        for asset in ("order_plan", "order_review"):  # as after an S3 server lost its objects
+            s3_client.delete_object(
+                Bucket=production["bucket"], Key=f"artifacts/{asset}/{order.order_id}.json"
+            )
+
+        store.request_replay(order.order_id, actor="test")
+        [second] = run_replays(defs, instance, store)
+        assert second.success and second.status is OrderStatus.COMPLETED
+        run = instance.get_run_by_id(second.run_id)
+        assert run is not None and run.tags["agentforge/replay_from"] == "plan"
+        executed = {
+            entry.step_key
+            for entry in instance.all_logs(second.run_id, of_type=DagsterEventType.STEP_START)
+        }
+    assert executed == {f"order_{s}" for s in ("plan", "draft", "review", "delivery", "invoice")}
+    assert [r for r in store.model_call_rows(order.order_id) if not r["cache_hit"]] == paid
     assert len(store.ledger_rows()) == 1

@@ -1,12 +1,15 @@
-"""The business store: audited transitions, refusals kept whole, a hash chain that detects tampering."""
+"""The business store: audited transitions, refusals kept (bounded), a hash chain that detects tampering."""
 
 from __future__ import annotations
+
+import hashlib
 
 import pytest
 from sqlalchemy import delete, text, update
 
-from agentforge_dagster.domain.errors import IllegalTransition, UnknownOrder
+from agentforge_dagster.domain.errors import IllegalTransition, OrderIdTaken, UnknownOrder
 from agentforge_dagster.domain.state import OrderStatus
+from agentforge_dagster.persistence.orders import MAX_REJECTED_PAYLOAD_CHARS
 from agentforge_dagster.persistence.schema import audit_log
 from agentforge_dagster.persistence.store import BusinessStore
 from tests.conftest import make_order
@@ -24,7 +27,10 @@ def test_the_same_order_id_cannot_be_queued_twice(store: BusinessStore) -> None:
     order = store.submit(make_order(order_id="dup-1"))
     with pytest.raises(IllegalTransition, match="already submitted"):
         store.submit(order)
+    with pytest.raises(OrderIdTaken, match="already used by a different order"):
+        store.submit(make_order(7, order_id="dup-1"))
     assert store.order_ids() == ["dup-1"]
+    assert store.get("dup-1").order == order, "the first order is kept"
 
 
 def test_transitions_follow_the_machine_and_are_audited(store: BusinessStore) -> None:
@@ -56,9 +62,18 @@ def test_rejections_keep_the_payload_and_reasons(store: BusinessStore) -> None:
     rejection_id = store.reject(payload, ["brief: too long"], source="file:big.json")
     with store.engine.connect() as conn:
         kept = conn.execute(text("select payload, errors from rejected_orders")).one()
-    assert len(kept.payload) == 1_000_000 and "too long" in kept.errors
+    assert "too long" in kept.errors
+    # Bounded: a prefix, and the SHA-256 of the whole in the row and the audit event.
+    digest = hashlib.sha256(payload.encode()).hexdigest()
+    assert kept.payload.startswith("x" * MAX_REJECTED_PAYLOAD_CHARS)
+    assert kept.payload.endswith(f"[truncated: 1000000 bytes in all, sha256 {digest}]")
     [row] = store.audit_rows()
     assert row["event"] == "order_rejected" and row["detail"]["rejection_id"] == rejection_id
+    assert row["detail"]["payload_sha256"] == digest and row["detail"]["payload_bytes"] == 1_000_000
+    store.reject(b"small \xff", ["order: not UTF-8 text"], source="stdin")
+    with store.engine.connect() as conn:
+        small = conn.execute(text("select payload from rejected_orders where source = 'stdin'"))
+        assert small.scalar_one() == "small \\xff", "small payloads are kept whole"
 
 
 def _three_orders(store: BusinessStore) -> None:
