@@ -99,7 +99,8 @@ def main() -> None:
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()}, {platform.python_version()}, "
         "2 cores; embedded default (SQLite business store, local JSON artifacts, offline model), "
         "runs in-process on a temporary SQLite Dagster instance, one run per order. "
-        "Retry policy: 6 retries, exponential back-off from 0.05 s with jitter.",
+        "Step retries: 6, waiting between half and all of min(30 s, 0.05 s × 2^(n−1)) "
+        "before retry n (execution/backoff.py).",
         "",
         f"Command: `.venv/bin/python bench/reliability.py --orders {args.orders}` "
         f"(rates {args.rates}, seeds {args.seeds})",
