@@ -21,6 +21,7 @@ from agentforge_dagster.domain.errors import AgentForgeError, AlreadySubmitted, 
 from agentforge_dagster.domain.models import ServiceKind, parse_order, utcnow
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.domain.steps import STEP_NAMES
+from agentforge_dagster.persistence.anchors import write_anchor
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings, load_settings
 
@@ -28,6 +29,8 @@ if TYPE_CHECKING:  # Dagster is imported by the commands that use it: the others
     from dagster import DagsterInstance
 
     from agentforge_dagster.orchestration.runner import OrderRunResult
+    from agentforge_dagster.persistence.backup import BackupLocation
+    from agentforge_dagster.persistence.resources import BackupTargetResource
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_REJECTED = 2
@@ -116,6 +119,17 @@ def db_upgrade(settings: AgentForgeSettings) -> None:
         added = register_existing_orders(store, instance)
     click.echo(f"business database ready: {_safe_url(settings.resolved_database_url())}")
     click.echo(f"order partitions registered in Dagster: {len(added)} new")
+
+
+def _backup_target(settings: AgentForgeSettings) -> BackupTargetResource:
+    """Where backups and audit anchors go: the S3 bucket when one is set, else a local folder."""
+    from agentforge_dagster.definitions import backup_target
+
+    return backup_target(settings)
+
+
+def _backup_location(settings: AgentForgeSettings) -> BackupLocation:
+    return _backup_target(settings).location()
 
 
 def _safe_url(url: str) -> str:
@@ -345,14 +359,60 @@ def audit() -> None:
 
 @audit.command("verify")
 @click.pass_obj
+@_user_errors
 def audit_verify(settings: AgentForgeSettings) -> None:
-    """Check the hash chain; report the first broken link."""
-    result = _store(settings).verify_audit()
-    if result.ok:
-        click.echo(f"audit chain intact: {result.rows} rows")
-        return
-    click.echo(f"audit chain BROKEN at row {result.first_broken_seq}: {result.reason}", err=True)
-    sys.exit(EXIT_FAILED)
+    """Check the database's integrity, the hash chain, and its tail against the newest anchors."""
+    from agentforge_dagster.persistence.anchors import verify_against_anchors
+    from agentforge_dagster.persistence.sql import integrity_problem
+
+    url = settings.resolved_database_url()
+    store = BusinessStore.from_url(url)
+    damaged = integrity_problem(store.engine)
+    if damaged:
+        click.echo(
+            f"database DAMAGED ({_safe_url(url)}): {damaged}; the audit chain was not checked "
+            "— restore the newest backup into an empty database (agentforge restore)",
+            err=True,
+        )
+        sys.exit(EXIT_FAILED)
+    click.echo("database integrity: ok")
+    store.upgrade()
+    chain = store.verify_audit()
+    if chain.ok:
+        click.echo(f"audit chain intact: {chain.rows} rows")
+    else:
+        click.echo(f"audit chain BROKEN at row {chain.first_broken_seq}: {chain.reason}", err=True)
+    location = _backup_location(settings)
+    anchors = verify_against_anchors(store, location, settings.resolved_audit_anchor_key())
+    for problem in anchors.problems:
+        click.echo(f"audit tail: {problem}", err=True)
+    if anchors.newest is None:
+        click.echo(
+            f"no trusted audit anchor in {location.describe()}: the chain's tail has no outside "
+            "witness yet (agentforge audit anchor, or a backup, writes one)"
+        )
+    elif anchors.ok:
+        newest = anchors.newest
+        click.echo(
+            f"audit tail matches {anchors.checked} anchor(s), the newest at row {newest.seq} "
+            f"({newest.written_at:%Y-%m-%d %H:%M:%S} UTC); rows after it have no outside witness"
+        )
+    if not chain.ok or not anchors.ok:
+        sys.exit(EXIT_FAILED)
+
+
+@audit.command("anchor")
+@click.pass_obj
+@_user_errors
+def audit_anchor(settings: AgentForgeSettings) -> None:
+    """Write the audit chain's head beside the backups now (signed when a key is configured)."""
+    key = settings.resolved_audit_anchor_key()
+    location = _backup_location(settings)
+    anchor, name = write_anchor(_store(settings), location, key, source="agentforge audit anchor")
+    click.echo(
+        f"audit anchor {name}: row {anchor.seq}, {anchor.rows} rows, "
+        f"{'signed' if key else 'unsigned'}, in {location.describe()}"
+    )
 
 
 @main.command()
@@ -366,12 +426,16 @@ def audit_verify(settings: AgentForgeSettings) -> None:
 @_user_errors
 def backup(settings: AgentForgeSettings, keep: int | None) -> None:
     """Back up the business database now (the nightly schedule does the same)."""
-    from agentforge_dagster.definitions import backup_target
     from agentforge_dagster.persistence.backup import create_backup
 
-    target = backup_target(settings)
+    target = _backup_target(settings)
     location = target.location()
-    manifest = create_backup(_store(settings), location, keep=keep or target.keep)
+    manifest = create_backup(
+        _store(settings),
+        location,
+        keep=keep or target.keep,
+        anchor_key=settings.resolved_audit_anchor_key(),
+    )
     click.echo(
         f"backup {manifest.backup_id}: {manifest.size_bytes} bytes, sha256 "
         f"{manifest.sha256[:16]}…, in {location.describe()}"
@@ -383,10 +447,9 @@ def backup(settings: AgentForgeSettings, keep: int | None) -> None:
 @_user_errors
 def backups_list(settings: AgentForgeSettings) -> None:
     """List the backups kept, newest last."""
-    from agentforge_dagster.definitions import backup_target
     from agentforge_dagster.persistence.backup import read_manifest
 
-    location = backup_target(settings).location()
+    location = _backup_location(settings)
     ids = location.backup_ids()
     if not ids:
         click.echo(f"no backups in {location.describe()}")
@@ -405,11 +468,10 @@ def backups_list(settings: AgentForgeSettings) -> None:
 @_user_errors
 def restore(settings: AgentForgeSettings, backup_id: str, target_url: str | None) -> None:
     """Restore a backup into an empty database; verify its checksum, rows and audit chain."""
-    from agentforge_dagster.definitions import backup_target
     from agentforge_dagster.persistence.backup import restore_backup
 
     target = target_url or settings.resolved_database_url()
-    report = restore_backup(backup_target(settings).location(), backup_id, target)
+    report = restore_backup(_backup_location(settings), backup_id, target)
     click.echo(
         f"restored {backup_id} into {_safe_url(target)}: "
         + ", ".join(f"{table} {count}" for table, count in report.row_counts.items())

@@ -23,7 +23,12 @@ from agentforge_dagster.execution.resources import (
     parse_model_specs,
 )
 from agentforge_dagster.metrics.assets import BusinessAssumptions, daily_business_figures
-from agentforge_dagster.orchestration.backups import backup_job, nightly_backup
+from agentforge_dagster.orchestration.backups import (
+    audit_anchor,
+    audit_anchor_job,
+    backup_job,
+    nightly_backup,
+)
 from agentforge_dagster.orchestration.jobs import order_pipeline_job
 from agentforge_dagster.orchestration.sensors import build_sensors
 from agentforge_dagster.persistence.io_managers import LocalArtifactIOManager, S3ArtifactIOManager
@@ -89,6 +94,10 @@ def backup_target(settings: AgentForgeSettings) -> BackupTargetResource:
         endpoint_url=settings.s3_endpoint_url,
         region_name=settings.s3_region,
         keep=settings.backup_keep,
+        anchor_key_file=str(settings.audit_anchor_key_file)
+        if settings.audit_anchor_key_file
+        else None,
+        anchor_key=EnvVar("AGENTFORGE_AUDIT_ANCHOR_KEY") if settings.audit_anchor_key else None,
     )
 
 
@@ -117,9 +126,10 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
             *build_order_assets(primary_provider(settings), drills=drills),
             daily_business_figures,
         ],
-        jobs=[order_pipeline_job(settings), backup_job, figures_job],
+        jobs=[order_pipeline_job(settings), backup_job, audit_anchor_job, figures_job],
         schedules=[
             nightly_backup,
+            audit_anchor,
             build_schedule_from_partitioned_job(
                 figures_job,
                 hour_of_day=0,

@@ -61,6 +61,10 @@ class AgentForgeSettings(BaseSettings):
     # Backups of the business database.
     backup_dir: Path | None = None
     backup_keep: int = Field(default=7, ge=1)
+    # Audit anchors (the chain's head written beside the backups) are HMAC-signed with this key,
+    # read from the file if one is named, else from the variable; unsigned without either.
+    audit_anchor_key: SecretStr | None = None
+    audit_anchor_key_file: Path | None = None
     # Step retries: exponential back-off with jitter, capped (execution/backoff.py): the wait before
     # retry n is at most min(max_delay, delay * 2^(n-1)). The defaults span a 30 s outage; the demo
     # and the tests use short delays.
@@ -109,6 +113,12 @@ class AgentForgeSettings(BaseSettings):
 
     def resolved_artifacts_dir(self) -> Path:
         return (self.artifacts_dir or self.home / "artifacts").resolve()
+
+    def resolved_audit_anchor_key(self) -> bytes | None:
+        from agentforge_dagster.persistence.anchors import load_anchor_key
+
+        key = self.audit_anchor_key.get_secret_value() if self.audit_anchor_key else None
+        return load_anchor_key(key, self.audit_anchor_key_file)
 
     def resolved_backup_dir(self) -> Path:
         return (self.backup_dir or self.home / "backups").resolve()

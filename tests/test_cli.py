@@ -338,3 +338,20 @@ def test_an_unusable_database_ends_every_command_with_one_line(cli, tmp_path: Pa
         assert done.returncode != 0 and "Traceback" not in done.stderr, done.stderr
         [line] = done.stderr.strip().splitlines()
         assert reason in line and "nothing could be recorded there" in line, line
+
+
+def test_audit_verify_reports_a_damaged_database_in_one_line(cli, tmp_path: Path) -> None:
+    database = tmp_path / "af" / "agentforge.db"
+    database.parent.mkdir(parents=True)
+    store = BusinessStore.from_url(f"sqlite:///{database}")
+    store.upgrade()
+    for index in range(200):
+        store.record_event("drill_event", order_id=f"o-{index}")
+    store.engine.dispose()
+    data = bytearray(database.read_bytes())
+    data[4096 * 2 :] = b"\xa5" * (len(data) - 4096 * 2)
+    database.write_bytes(bytes(data))
+    verified = cli("audit", "verify")
+    assert verified.returncode == 1
+    assert "database DAMAGED" in verified.stderr and "Traceback" not in verified.stderr
+    assert "audit chain intact" not in verified.stdout

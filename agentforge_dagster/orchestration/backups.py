@@ -1,9 +1,12 @@
-"""The backup job and its nightly schedule."""
+"""The backup job and its nightly schedule; the audit anchor job and its hourly schedule."""
 # No "from __future__ import annotations" here: Dagster reads these annotations at definition time.
+
+from typing import Any
 
 import dagster as dg
 
 from agentforge_dagster.orchestration.retry import backup_retry_policy
+from agentforge_dagster.persistence.anchors import write_anchor
 from agentforge_dagster.persistence.backup import create_backup
 from agentforge_dagster.persistence.resources import BackupTargetResource, BusinessStoreResource
 
@@ -18,7 +21,12 @@ def backup_business_database(
     backup_target: BackupTargetResource,
 ) -> dg.Output[str]:
     location = backup_target.location()
-    manifest = create_backup(store.get_store(), location, keep=backup_target.keep)
+    manifest = create_backup(
+        store.get_store(),
+        location,
+        keep=backup_target.keep,
+        anchor_key=backup_target.anchor_signing_key(),
+    )
     context.log.info(f"backup {manifest.backup_id} written to {location.describe()}")
     return dg.Output(
         manifest.backup_id,
@@ -38,11 +46,60 @@ def backup_job() -> None:
     backup_business_database()
 
 
-nightly_backup = dg.ScheduleDefinition(
-    name="nightly_backup",
-    job=backup_job,
-    cron_schedule="0 2 * * *",
-    execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every night at 02:00 UTC: back up the business database, keep the newest N.",
+def utc_schedule(name: str, job: Any, cron: str, description: str) -> dg.ScheduleDefinition:
+    """A schedule on UTC time, running by default."""
+    return dg.ScheduleDefinition(
+        name=name,
+        job=job,
+        cron_schedule=cron,
+        execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description=description,
+    )
+
+
+nightly_backup = utc_schedule(
+    "nightly_backup",
+    backup_job,
+    "0 2 * * *",
+    "Every night at 02:00 UTC: back up the business database, keep the newest N.",
+)
+
+
+@dg.op(
+    retry_policy=backup_retry_policy(),
+    description="Write the audit chain's head (seq, hash, rows) beside the backups, signed if keyed.",
+)
+def anchor_audit_chain(
+    store: BusinessStoreResource, backup_target: BackupTargetResource
+) -> dg.Output[str]:
+    """The anchor's name is the op's output; where it went is in the metadata."""
+    location = backup_target.location()
+    key = backup_target.anchor_signing_key()
+    anchor, name = write_anchor(store.get_store(), location, key)
+    return dg.Output(
+        name,
+        metadata={
+            "seq": anchor.seq if anchor.seq is not None else 0,
+            "rows": anchor.rows,
+            "row_hash": anchor.row_hash or "",
+            "signed": key is not None,
+            "location": location.describe(),
+        },
+    )
+
+
+@dg.job(
+    name="audit_anchor_job",
+    description="Witness the audit chain's head outside the database (an anchor file or object).",
+)
+def audit_anchor_job() -> None:
+    anchor_audit_chain()
+
+
+audit_anchor = utc_schedule(
+    "audit_anchor",
+    audit_anchor_job,
+    "0 * * * *",
+    "Every hour: write the audit chain's head as an anchor beside the backups.",
 )

@@ -5,7 +5,8 @@ A backup is a folder (local or an S3 prefix) named by its id holding the compres
 revision. PostgreSQL is dumped with ``pg_dump --format=custom`` (compressed); SQLite with the
 SQLite online-backup API, then gzip. A restore goes only into an empty database, refuses a file
 whose checksum differs from its manifest, and afterwards compares the row counts and verifies the
-audit hash chain up to the recorded head.
+audit hash chain up to the recorded head. Each backup also writes its head as an audit anchor
+(:mod:`~agentforge_dagster.persistence.anchors`).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from pydantic import BaseModel
 from sqlalchemy import func, inspect, make_url, select
 
 from agentforge_dagster.domain.errors import PermanentError
+from agentforge_dagster.persistence.anchors import chain_head, write_anchor
 from agentforge_dagster.persistence.schema import audit_log, metadata
 from agentforge_dagster.persistence.store import BusinessStore
 
@@ -50,6 +52,7 @@ class BackupManifest(BaseModel):
     size_bytes: int
     row_counts: dict[str, int]
     audit_head: str | None
+    audit_seq: int | None = None  # the head's row; older manifests lack it
     schema_revision: str | None
     tool: str
 
@@ -60,6 +63,7 @@ class BackupLocation(Protocol):
     def put(self, backup_id: str, name: str, source: Path) -> None: ...
     def get(self, backup_id: str, name: str, target: Path) -> None: ...
     def backup_ids(self) -> list[str]: ...
+    def names(self, folder: str) -> list[str]: ...
     def delete(self, backup_id: str) -> None: ...
     def describe(self) -> str: ...
 
@@ -83,6 +87,10 @@ class LocalBackupLocation:
         if not self.root.exists():
             return []
         return sorted(p.name for p in self.root.iterdir() if (p / MANIFEST).exists())
+
+    def names(self, folder: str) -> list[str]:
+        path = self.root / folder
+        return sorted(p.name for p in path.iterdir() if p.is_file()) if path.is_dir() else []
 
     def delete(self, backup_id: str) -> None:
         shutil.rmtree(self.root / backup_id)
@@ -121,6 +129,9 @@ class S3BackupLocation:
         return sorted(
             key.split("/")[-2] for key in self._keys(f"{self.prefix}/") if key.endswith(MANIFEST)
         )
+
+    def names(self, folder: str) -> list[str]:
+        return sorted(key.rsplit("/", 1)[-1] for key in self._keys(f"{self.prefix}/{folder}/"))
 
     def delete(self, backup_id: str) -> None:
         for key in self._keys(f"{self.prefix}/{backup_id}/"):
@@ -175,12 +186,21 @@ def _audit_head(store: BusinessStore) -> str | None:
         ).scalar_one_or_none()
 
 
-def create_backup(store: BusinessStore, location: BackupLocation, *, keep: int) -> BackupManifest:
-    """Dump the database into ``location`` and keep only the ``keep`` newest backups there."""
+def create_backup(
+    store: BusinessStore,
+    location: BackupLocation,
+    *,
+    keep: int,
+    anchor_key: bytes | None = None,
+) -> BackupManifest:
+    """Dump the database into ``location`` and keep only the ``keep`` newest backups there.
+
+    The manifest's audit-chain head is also written as an anchor (signed with ``anchor_key``).
+    """
     url = store.engine.url
     now = datetime.now(UTC)
     backup_id = f"{now:%Y%m%dT%H%M%S}Z-{uuid.uuid4().hex[:6]}"
-    counts, head = _counts(store), _audit_head(store)
+    counts, head = _counts(store), chain_head(store, source=f"backup {backup_id}")
     with tempfile.TemporaryDirectory() as tmp:
         if url.get_backend_name() == "postgresql":
             dump = Path(tmp) / "business.pgdump"
@@ -219,7 +239,8 @@ def create_backup(store: BusinessStore, location: BackupLocation, *, keep: int) 
             sha256=_sha256(dump),
             size_bytes=dump.stat().st_size,
             row_counts=counts,
-            audit_head=head,
+            audit_head=head.row_hash,
+            audit_seq=head.seq,
             schema_revision=store.schema_revision(),
             tool=tool,
         )
@@ -227,6 +248,7 @@ def create_backup(store: BusinessStore, location: BackupLocation, *, keep: int) 
         manifest_path = Path(tmp) / MANIFEST
         manifest_path.write_text(manifest.model_dump_json(indent=2))
         location.put(backup_id, MANIFEST, manifest_path)  # last: its presence marks a whole backup
+    write_anchor(store, location, anchor_key, anchor=head)
     for old in location.backup_ids()[:-keep]:
         location.delete(old)
     return manifest

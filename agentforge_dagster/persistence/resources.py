@@ -10,6 +10,7 @@ from pydantic import PrivateAttr
 
 from agentforge_dagster.domain.errors import UnknownOrder
 from agentforge_dagster.domain.runs import order_of_run
+from agentforge_dagster.persistence.anchors import load_anchor_key
 from agentforge_dagster.persistence.backup import (
     BackupLocation,
     LocalBackupLocation,
@@ -61,6 +62,12 @@ class BackupTargetResource(ConfigurableResource):
     region_name: str = "us-east-1"
     prefix: str = "backups"
     keep: int = 7
+    # The audit anchors' HMAC key: a file's path, or the key itself (given as an EnvVar).
+    anchor_key_file: str | None = None
+    anchor_key: str | None = None
+
+    def anchor_signing_key(self) -> bytes | None:
+        return load_anchor_key(self.anchor_key, self.anchor_key_file)
 
     def location(self) -> BackupLocation:
         if self.bucket:

@@ -13,8 +13,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, select
+from sqlalchemy import Connection, Engine, Table, inspect, literal, select, text
+from sqlalchemy import table as table_named
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 
 
 class StoreConcern:
@@ -51,3 +53,22 @@ def insert_once(conn: Connection, table: Table, values: dict[str, Any], key: str
     conn.execute(dialect_insert(conn, table).values(**values).on_conflict_do_nothing())
     row = conn.execute(select(table).where(table.c[key] == values[key])).mappings().one()
     return dict(row)
+
+
+def integrity_problem(engine: Engine) -> str | None:
+    """What is wrong with the database file or tables, or None when it reads back whole.
+
+    SQLite runs ``PRAGMA integrity_check`` over every page; PostgreSQL, which checks its pages
+    itself, reads a row of each table. A database that cannot even be opened is a problem too.
+    """
+    try:
+        with engine.connect() as conn:
+            if conn.dialect.name == "sqlite":
+                found = [str(row[0]) for row in conn.execute(text("PRAGMA integrity_check"))]
+                return None if found == ["ok"] else "; ".join(found[:5])[:500]
+            for name in inspect(conn).get_table_names():
+                conn.execute(select(literal(1)).select_from(table_named(name)).limit(1))
+    except SQLAlchemyError as exc:
+        cause = getattr(exc, "orig", None) or exc
+        return (str(cause).strip().splitlines() or [type(cause).__name__])[0][:500]
+    return None

@@ -152,8 +152,13 @@ def test_backup_job_writes_to_s3_and_restores_into_sqlite(
     assert result.success
     backup_id = result.output_for_node("backup_business_database")
     keys = {o["Key"] for o in s3_client.list_objects_v2(Bucket=s3_bucket)["Contents"]}
-    assert keys == {f"backups/{backup_id}/manifest.json", f"backups/{backup_id}/business.sqlite.gz"}
+    anchors = {key for key in keys if key.startswith("backups/anchors/")}
+    assert keys - anchors == {
+        f"backups/{backup_id}/manifest.json",
+        f"backups/{backup_id}/business.sqlite.gz",
+    }
     location = S3BackupLocation(s3_client, s3_bucket)
+    assert len(anchors) == 1 and location.names("anchors") == [anchors.pop().rsplit("/", 1)[-1]]
     restored_url = f"sqlite:///{tmp_path / 'restored.db'}"
     report = restore_backup(location, backup_id, restored_url)
     assert report.row_counts["orders"] == 3 and report.row_counts["ledger"] == 3
