@@ -130,14 +130,20 @@ def eligible_for_auto_replay(
     """Letters worth another try without a person, whose back-off has passed.
 
     Transient and infrastructure failures are blips (an outage longer than a step's retries, a
-    lost worker, a launch while the code server was away); permanent ones wait for a human. The
+    lost worker, a launch while the code server was away), and so are inputs lost from the
+    artifact store (their replay starts at the earliest step whose input is missing); other
+    permanent ones wait for a human. The
     cool-down doubles with each replay already made: ``cooldown × 2^replays``.
     """
     now = utcnow()
     return [
         letter["order_id"]
         for letter in store.dead_letters()
-        if letter["error_class"] in AUTO_REPLAYED_CLASSES
+        if (
+            letter["error_class"] in AUTO_REPLAYED_CLASSES
+            # Inputs lost from the artifact store: a replay starts where they still are.
+            or letter["error_type"] == "MissingArtifact"
+        )
         and letter["replays"] < max_replays
         and _aware(letter["dead_lettered_at"])
         + timedelta(seconds=cooldown_seconds * 2 ** letter["replays"])

@@ -147,7 +147,11 @@ def test_a_replay_can_start_at_a_named_earlier_step(defs, instance, store) -> No
 
 def test_blips_are_replayed_without_a_person_after_a_doubling_back_off(store) -> None:
     """Transient and infrastructure letters come back by themselves; permanent ones do not."""
-    for order_id, error_class in (("blip", "infrastructure"), ("hard", "permanent")):
+    for order_id, error_class, error_type in (
+        ("blip", "infrastructure", "RunFailure"),
+        ("hard", "permanent", "RevisionsExhausted"),
+        ("lost", "permanent", "MissingArtifact"),
+    ):
         store.submit(make_order(order_id=order_id))
         store.claim(order_id, run_id=None, step="intake")
         store.transition(order_id, OrderStatus.FAILED, step="plan", error_class=error_class)
@@ -156,7 +160,7 @@ def test_blips_are_replayed_without_a_person_after_a_doubling_back_off(store) ->
             run_id="r1",
             failed_step="plan",
             error_class=error_class,
-            error_type="RunFailure",
+            error_type=error_type,
             message="the worker died",
             attempts=1,
         )
@@ -172,13 +176,19 @@ def test_blips_are_replayed_without_a_person_after_a_doubling_back_off(store) ->
     age(minutes=0, replays=0)
     assert request_due_replays(store, cooldown_seconds=60, max_replays=3) == []
     age(minutes=2, replays=1)  # second try: the back-off is 120 s
-    assert eligible_for_auto_replay(store, cooldown_seconds=60, max_replays=3) == ["blip"]
+    assert sorted(eligible_for_auto_replay(store, cooldown_seconds=60, max_replays=3)) == [
+        "blip",
+        "lost",
+    ]
     age(minutes=1, replays=1)
     assert eligible_for_auto_replay(store, cooldown_seconds=60, max_replays=3) == []
     age(minutes=10, replays=3)  # out of replays: a person decides
     assert eligible_for_auto_replay(store, cooldown_seconds=60, max_replays=3) == []
     age(minutes=10, replays=2)
-    assert request_due_replays(store, cooldown_seconds=60, max_replays=3) == ["blip"]
+    assert sorted(request_due_replays(store, cooldown_seconds=60, max_replays=3)) == [
+        "blip",
+        "lost",
+    ]
     assert store.status("blip") is OrderStatus.REPLAYED
     assert store.status("hard") is OrderStatus.DEAD_LETTERED
     [asked] = [
