@@ -119,13 +119,12 @@ def test_an_older_failed_run_does_not_speak_for_a_newer_one(defs, store, setting
         assert store.get(order.order_id).status is OrderStatus.PROCESSING, stale
 
 
-def test_a_bad_replay_request_does_not_stop_the_others(defs, instance, store, settings) -> None:
-    url = settings.resolved_database_url()
-    good = store.submit(make_order(1)).order_id
-    with store.begin() as conn:  # a row written around intake (a hand edit, an old import)
+def queue_unchecked(store: BusinessStore, order_id: str) -> None:
+    """A queued row written around intake's checks (a hand edit, an old import)."""
+    with store.begin() as conn:
         conn.execute(
             orders.insert().values(
-                order_id="bad...id",
+                order_id=order_id,
                 customer="x",
                 service="blog_post",
                 brief="a brief that is long enough",
@@ -135,6 +134,12 @@ def test_a_bad_replay_request_does_not_stop_the_others(defs, instance, store, se
                 updated_at=utcnow(),
             )
         )
+
+
+def test_a_bad_replay_request_does_not_stop_the_others(defs, instance, store, settings) -> None:
+    url = settings.resolved_database_url()
+    good = store.submit(make_order(1)).order_id
+    queue_unchecked(store, "bad...id")
     for order_id in (good, "bad...id"):
         store.claim(order_id, run_id=None, step="intake")
         store.transition(order_id, OrderStatus.FAILED, step="review", error_class="transient")
@@ -167,19 +172,7 @@ def test_an_unlaunchable_queued_order_is_set_aside_and_the_queue_goes_on(
     defs, instance, store, settings
 ) -> None:
     good = store.submit(make_order(1)).order_id
-    with store.begin() as conn:
-        conn.execute(
-            orders.insert().values(
-                order_id="tab\there",
-                customer="x",
-                service="blog_post",
-                brief="a brief that is long enough",
-                price_cents=100,
-                status="queued",
-                created_at=utcnow(),
-                updated_at=utcnow(),
-            )
-        )
+    queue_unchecked(store, "tab\there")
     requests, _ = evaluate(defs, instance, "order_queue", settings.resolved_database_url())
     assert [r.partition_key for r in requests] == [good]
     assert store.status("tab\there") is OrderStatus.DEAD_LETTERED
