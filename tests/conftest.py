@@ -67,6 +67,25 @@ def make_order(index: int = 0, **overrides: object) -> Order:
     return parse_order(fields)
 
 
+ALWAYS_FAIL_DELIVERY = {"resources": {"faults": {"config": {"fail_first": {"delivery": 99}}}}}
+
+
+def dead_lettered_order(
+    defs: Definitions, instance: DagsterInstance, store: BusinessStore
+) -> tuple[str, Any]:
+    """An order whose plan, draft and review were paid for, then dead-lettered at delivery.
+
+    Returns the order id and the runner's result for the failed run.
+    """
+    from agentforge_dagster.domain.state import OrderStatus
+    from agentforge_dagster.orchestration.runner import run_order
+
+    order = store.submit(make_order())
+    result = run_order(defs, instance, store, order.order_id, run_config=ALWAYS_FAIL_DELIVERY)
+    assert not result.success and result.status is OrderStatus.DEAD_LETTERED
+    return order.order_id, result
+
+
 # -- real services ------------------------------------------------------------------------------
 PG_ADMIN_URL = os.environ.get(
     "AGENTFORGE_TEST_PG_URL", "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"

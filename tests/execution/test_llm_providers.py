@@ -112,6 +112,13 @@ def server() -> Iterator[FakeLLMServer]:
         yield fake
 
 
+def provider_at(fake: FakeLLMServer, dialect: str) -> Provider:
+    """A provider of ``dialect`` pointed at a fake of the test's own (the caller closes it)."""
+    if dialect == "openai":
+        return OpenAICompatibleProvider(MODEL, SECRET, fake.openai_base_url, 5.0, PRICES)
+    return AnthropicProvider(MODEL, SECRET, fake.anthropic_base_url, 5.0, 1024, PRICES)
+
+
 @pytest.fixture
 def make_provider(server: FakeLLMServer) -> Iterator[Callable[..., Provider]]:
     """Builds providers of either dialect pointed at the fake; closes them afterwards."""
@@ -319,12 +326,7 @@ def test_a_400_about_something_else_is_not_taken_for_a_refusal_of_structured_out
 ) -> None:
     with FakeLLMServer(structured=mode) as fake:
         fake.script(status(400), status(400))
-        base_url = fake.openai_base_url if dialect == "openai" else fake.anthropic_base_url
-        provider = (
-            OpenAICompatibleProvider(MODEL, SECRET, base_url, 5.0, PRICES)
-            if dialect == "openai"
-            else AnthropicProvider(MODEL, SECRET, base_url, 5.0, 1024, PRICES)
-        )
+        provider = provider_at(fake, dialect)
         try:
             for _ in range(2):
                 assert isinstance(raised_by(provider), BadRequest)
@@ -362,12 +364,7 @@ def test_missing_usage_falls_back_to_an_estimate(
 def test_default_answer_can_depend_on_the_prompt(make_provider: MakeProvider) -> None:
     with FakeLLMServer(answer=lambda body: json.dumps({"title": user_prompt(body)[::-1]})) as fake:
         for dialect in DIALECTS:
-            base_url = fake.openai_base_url if dialect == "openai" else fake.anthropic_base_url
-            provider = (
-                OpenAICompatibleProvider(MODEL, SECRET, base_url, 5.0, PRICES)
-                if dialect == "openai"
-                else AnthropicProvider(MODEL, SECRET, base_url, 5.0, 1024, PRICES)
-            )
+            provider = provider_at(fake, dialect)
             try:
                 answer = provider.complete(REQUEST)
             finally:

@@ -24,7 +24,7 @@ from agentforge_dagster.orchestration.runner import run_order
 from agentforge_dagster.persistence.io_managers import ensure_bucket
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings
-from tests.conftest import make_order
+from tests.conftest import ALWAYS_FAIL_DELIVERY, make_order
 from tests.orchestration.daemon import ROOT, Daemon, daemon_environment, wait_until
 
 pytestmark = pytest.mark.service
@@ -151,7 +151,6 @@ DRILLS = {
     # default (tests/orchestration/test_dead_letters.py covers the automatic replay).
     "AGENTFORGE_DLQ_MAX_REPLAYS": "0",
 }
-ALWAYS_FAIL_DELIVERY = {"resources": {"faults": {"config": {"fail_first": {"delivery": 99}}}}}
 
 
 @pytest.mark.parametrize("deployment", [DRILLS], indirect=True)

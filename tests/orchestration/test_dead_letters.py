@@ -22,22 +22,18 @@ from agentforge_dagster.orchestration.failures import (
     settle_failed_run,
     settle_unlaunchable,
 )
-from agentforge_dagster.orchestration.runner import run_order, run_replays
+from agentforge_dagster.orchestration.runner import run_replays
 from agentforge_dagster.persistence.schema import dead_letters
 from agentforge_dagster.persistence.store import BusinessStore
-from tests.conftest import make_order
-
-ALWAYS_FAIL_DELIVERY = {"resources": {"faults": {"config": {"fail_first": {"delivery": 99}}}}}
+from tests.conftest import ALWAYS_FAIL_DELIVERY, dead_lettered_order, make_order
 
 
 def failed_order(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore
 ) -> tuple[str, str]:
-    order = store.submit(make_order())
-    result = run_order(defs, instance, store, order.order_id, run_config=ALWAYS_FAIL_DELIVERY)
-    assert not result.success and result.status is OrderStatus.DEAD_LETTERED
+    order_id, result = dead_lettered_order(defs, instance, store)
     assert result.verdict is Verdict.ALREADY_SETTLED, "the failure hook settled it first"
-    return order.order_id, result.run_id
+    return order_id, result.run_id
 
 
 def test_a_failed_run_is_dead_lettered_with_its_failure(defs, instance, store) -> None:

@@ -12,19 +12,14 @@ from agentforge_dagster.orchestration.runner import run_order, run_replays
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings
-from tests.conftest import make_order
-
-ALWAYS_FAIL_DELIVERY = {"resources": {"faults": {"config": {"fail_first": {"delivery": 99}}}}}
+from tests.conftest import dead_lettered_order
 
 
 def dead_lettered_at_delivery(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore
 ) -> tuple[str, str]:
-    """An order whose plan, draft and review were paid for, then dead-lettered at delivery."""
-    order = store.submit(make_order())
-    failed = run_order(defs, instance, store, order.order_id, run_config=ALWAYS_FAIL_DELIVERY)
-    assert failed.status is OrderStatus.DEAD_LETTERED
-    return order.order_id, failed.run_id
+    order_id, failed = dead_lettered_order(defs, instance, store)
+    return order_id, failed.run_id
 
 
 def delete_artifacts(settings: AgentForgeSettings, order_id: str, *steps: str) -> None:
