@@ -152,7 +152,7 @@ class ModelGateway:
             key = cache_key(provider, request)
             stored = self.store.stored_response(key)
             if stored is not None:
-                return self._record(self._from_store(stored), started=utcnow(), cache_hit=True)
+                return self._record(self._from_store(stored), key=key, started=utcnow(), hit=True)
             if self.replay_only:
                 raise PermanentError(
                     f"replay mode: no recorded answer of {provider.model} for this {request.task} "
@@ -178,7 +178,7 @@ class ModelGateway:
                     continue  # the primary is down: the next provider answers
                 raise
             self.store.store_response(cache_key=key, **response.row(without="latency_s"))
-            return self._record(response, started=started, cache_hit=False)
+            return self._record(response, key=key, started=started, hit=False)
         raise AssertionError("no model provider configured")
 
     def _where(self) -> dict[str, Any]:
@@ -223,7 +223,7 @@ class ModelGateway:
         )
 
     def _record(
-        self, response: ModelResponse, *, started: object, cache_hit: bool
+        self, response: ModelResponse, *, key: str, started: object, hit: bool
     ) -> ModelResponse:
         self.responses.append(response)
         self.store.record_model_call(
@@ -231,7 +231,8 @@ class ModelGateway:
             **response.row(without="text"),
             started_at=started,
             ended_at=utcnow(),
-            cache_hit=cache_hit,
+            cache_hit=hit,
+            cache_key=key,
         )
         return response
 

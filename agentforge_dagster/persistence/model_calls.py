@@ -51,6 +51,21 @@ class ModelCallStore(StoreConcern):
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 
+    def repaid_calls(self) -> dict[str, int]:
+        """Per order, paid calls for an answer that had been paid for already (should be none)."""
+        paid = (
+            select(
+                model_calls.c.order_id,
+                (func.count() - 1).label("repeats"),
+            )
+            .where(model_calls.c.cache_hit.is_(False), model_calls.c.cache_key.is_not(None))
+            .group_by(model_calls.c.order_id, model_calls.c.cache_key)
+            .having(func.count() > 1)
+        ).subquery()
+        query = select(paid.c.order_id, func.sum(paid.c.repeats)).group_by(paid.c.order_id)
+        with self.engine.connect() as conn:
+            return {order_id: int(repeats) for order_id, repeats in conn.execute(query)}
+
     # -- budget ---------------------------------------------------------------------------------
     def set_budget(self, cap_usd: Decimal, month: str = "default") -> None:
         """Set the month's cap (or the default cap); replaces the one set before."""

@@ -158,6 +158,7 @@ model_calls = Table(
     _moment("started_at"),
     _moment("ended_at"),
     Column("cache_hit", Boolean, nullable=False, server_default=false()),
+    Column("cache_key", String(64)),  # the model_responses row paid for or reused
 )
 
 model_responses = Table(

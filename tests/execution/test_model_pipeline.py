@@ -190,6 +190,13 @@ def test_a_step_failing_after_the_answer_is_retried_without_paying_again(
     assert [r["cache_hit"] for r in plan_calls] == [False, True, True]
     assert [Decimal(str(r["cost_usd"])) > 0 for r in plan_calls] == [True, False, False]
     assert len(chat_requests(llm)) == len(paid(store))
+    assert len({r["cache_key"] for r in plan_calls}) == 1, "the retries reused the paid answer"
+    assert store.repaid_calls() == {}
+    # A second payment for the same answer (two racing runs, say) is what repaid_calls counts.
+    first = plan_calls[0]
+    again = {k: v for k, v in first.items() if k not in ("call_id", "cache_hit")}
+    store.record_model_call(**again, cache_hit=False)
+    assert store.repaid_calls() == {order.order_id: 1}
 
 
 def test_a_replayed_dead_letter_makes_no_new_paid_calls(env, llm, instance) -> None:
