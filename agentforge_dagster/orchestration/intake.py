@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from dagster import DagsterInstance
 
-from agentforge_dagster.domain.errors import PermanentError
+from agentforge_dagster.domain.errors import AlreadySubmitted, PermanentError
 from agentforge_dagster.domain.models import ORDER_ID_PATTERN, Order
 from agentforge_dagster.domain.runs import ORDERS_PARTITIONS_NAME
 from agentforge_dagster.persistence.store import BusinessStore
@@ -50,8 +50,16 @@ def register_orders(instance: DagsterInstance, order_ids: Iterable[str]) -> list
 def submit_order(
     store: BusinessStore, instance: DagsterInstance, order: Order, *, source: str
 ) -> Order:
-    """Queue a validated order and register its partition."""
-    store.submit(order, source=source)
+    """Queue a validated order and register its partition.
+
+    A repeat of a submission that was queued (:class:`AlreadySubmitted`) still registers the
+    partition: the first try may have ended, with a dropped connection, between the two.
+    """
+    try:
+        store.submit(order, source=source)
+    except AlreadySubmitted:
+        register_orders(instance, [order.order_id])
+        raise
     register_orders(instance, [order.order_id])
     return order
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from dagster import DagsterInstance
 
+from agentforge_dagster.domain.errors import AlreadySubmitted
 from agentforge_dagster.orchestration.intake import register_existing_orders, submit_order
 from agentforge_dagster.persistence.store import BusinessStore
 from tests.conftest import make_order
@@ -22,3 +24,13 @@ def test_orders_taken_in_before_are_registered_once(
     assert sorted(register_existing_orders(store, instance)) == sorted(old)
     assert sorted(instance.get_dynamic_partitions("orders")) == sorted(old)
     assert register_existing_orders(store, instance) == [], "idempotent"
+
+
+def test_a_repeated_submission_registers_what_the_first_try_did_not(
+    store: BusinessStore, instance: DagsterInstance
+) -> None:
+    """The first try queued the order and lost its connection before registering the partition."""
+    order = store.submit(make_order())
+    with pytest.raises(AlreadySubmitted):
+        submit_order(store, instance, order, source="test")
+    assert instance.get_dynamic_partitions("orders") == [order.order_id]
