@@ -1,4 +1,5 @@
-"""Sensors: the order queue, the drop folder, dead-lettering failed runs, launching replays.
+"""Sensors: the order queue, the drop folder, dead-lettering failed runs, launching replays,
+failing runs whose worker died unreported.
 
 Exactly once: every launch carries a run key derived from the order (``order-<id>`` for the
 queue, ``replay-<id>-<n>`` for the n-th replay). Dagster launches a run key once per sensor, so
@@ -48,6 +49,7 @@ from agentforge_dagster.orchestration.intake import (
     register_orders,
     submit_order,
 )
+from agentforge_dagster.orchestration.run_workers import fail_runs_with_dead_workers
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings
@@ -294,6 +296,18 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
         return replay_requests(context, business, artifact_io_manager)
 
     @sensor(
+        name="lost_run_workers",
+        **every_tick,
+        description="Fail started order runs whose worker process died unreported (a code server "
+        "whose cleanup thread stopped on a storage error), so Dagster retries them.",
+    )
+    def lost_run_workers_sensor(context: SensorEvaluationContext) -> SkipReason:
+        failed = fail_runs_with_dead_workers(context.instance)
+        for run_id in failed:
+            context.log.warning(f"run {run_id}: its worker died unreported; failed it")
+        return SkipReason(f"failed {len(failed)} runs whose worker was gone")
+
+    @sensor(
         name="budget_resume",
         **{**every_tick, "minimum_interval_seconds": max(settings.sensor_interval_seconds, 60)},
         description="Resume orders paused for the model budget once it allows (cap raised or "
@@ -308,5 +322,6 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
         drop_folder_sensor,
         dead_letter_sensor,
         replay_sensor,
+        lost_run_workers_sensor,
         budget_sensor,
     ]
