@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: venv services demo test lint format bench soak ui dagster-home clean images up down deploy rollback
+.PHONY: venv services demo test lint format bench soak chaos ui dagster-home clean images up down deploy rollback
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ soak: venv services
 	AGENTFORGE_SOAK_ORDERS=100 AGENTFORGE_SOAK_RESULTS=$(CURDIR)/bench/SOAK.md \
 		$(BIN)/pytest -p no:cacheprovider --timeout 1800 \
 		tests/orchestration/test_daemon.py::test_orders_under_the_daemon_with_faults_a_killed_daemon_and_launches_by_hand
+
+## chaos: the fault campaign on its own production stack (PostgreSQL cluster, S3 server, daemon);
+## one fault a phase; figures to bench/CHAOS.md (about 30 minutes; not part of make test)
+chaos: venv
+	$(BIN)/python bench/chaos.py --write bench/CHAOS.md
 
 ## ui: the Dagster UI over the same instance the demo wrote to (created empty if there is none yet)
 ui: venv dagster-home

@@ -15,6 +15,7 @@ import csv
 import hashlib
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -164,6 +165,10 @@ def read_drop_file(path: Path) -> list[tuple[str, Any]]:
     return [(f"drop-{digest}-{index}", row) for index, row in enumerate(rows)]
 
 
+class DropFolderReadOnly(OSError):
+    """The drop folder cannot be written: taken files could not be moved out of it."""
+
+
 def _drop_payload_text(payload: Any, path: Path) -> str | bytes:
     """What to keep of a refused drop item: its JSON, else (too deep to write) the file's bytes."""
     if isinstance(payload, bytes):
@@ -201,8 +206,14 @@ def take_drop_folder(
 
     A file that cannot be read (a directory named ``x.json``, no permission, too large) is
     recorded as refused and moved to ``rejected/`` with a ``.reason.txt`` beside it; the other
-    files are taken all the same.
+    files are taken all the same. A folder files cannot be moved out of is not read at all
+    (raises :class:`DropFolderReadOnly`): its files would be taken again on every tick.
     """
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DropFolderReadOnly(
+            f"drop folder {folder} is read-only for this process: nothing taken from it (make it "
+            "writable so taken files can move to done/ and rejected/)"
+        )
     counts = {"files": 0, "queued": 0, "rejected": 0, "already_queued": 0}
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".json", ".csv")):
         counts["files"] += 1
@@ -254,7 +265,11 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
     ) -> SkipReason:
         if settings.drop_dir is None or not settings.drop_dir.is_dir():
             return SkipReason("no drop folder configured (AGENTFORGE_DROP_DIR)")
-        counts = take_drop_folder(store.get_store(), context.instance, settings.drop_dir)
+        try:
+            counts = take_drop_folder(store.get_store(), context.instance, settings.drop_dir)
+        except DropFolderReadOnly as exc:
+            context.log.error(str(exc))
+            return SkipReason(str(exc))
         return SkipReason(f"drop folder: {counts}; the order_queue sensor launches the runs")
 
     @sensor(

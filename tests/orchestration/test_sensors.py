@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import subprocess
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 from dagster import DagsterInstance, Definitions, build_sensor_context
 from sqlalchemy import select
 
+from agentforge_dagster.definitions import build_definitions
 from agentforge_dagster.orchestration.sensors import take_drop_folder
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.schema import orders
 from agentforge_dagster.persistence.store import BusinessStore
+from agentforge_dagster.settings import AgentForgeSettings
 from tests.conftest import make_order
 
 
@@ -163,3 +169,38 @@ def test_items_of_a_dropped_list_keep_their_ids_whatever_they_are(
     again = take_drop_folder(store, instance, drop)
     assert again == {"files": 1, "queued": 0, "rejected": 3, "already_queued": 2}
     assert store.order_ids() == ids
+
+
+@contextlib.contextmanager
+def read_only(folder: Path) -> Iterator[None]:
+    """The folder made read-only for this process: mode bits, or for root the immutable flag."""
+    if os.geteuid() != 0:
+        folder.chmod(0o555)
+        try:
+            yield
+        finally:
+            folder.chmod(0o755)
+        return
+    subprocess.run(["chattr", "+i", str(folder)], check=True)
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_a_read_only_drop_folder_is_named_in_the_tick_and_nothing_is_taken_twice(
+    settings: AgentForgeSettings, store: BusinessStore, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    good = {"customer": "Acme", "service": "blog_post", "brief": "Write about drops", "price": "9"}
+    (drop / "one.json").write_text(json.dumps(good))
+    defs = build_definitions(settings.model_copy(update={"drop_dir": drop}))
+    with read_only(drop):
+        skipped = evaluate(defs, instance, "order_drop_folder", settings.resolved_database_url())
+        assert "read-only" in (skipped.skip_message or "") and str(drop) in skipped.skip_message
+        assert store.order_ids() == []
+        assert not [r for r in store.audit_rows() if r["event"] == "order_rejected"]
+    taken = evaluate(defs, instance, "order_drop_folder", settings.resolved_database_url())
+    assert "'queued': 1" in (taken.skip_message or "")
+    assert [p.name for p in (drop / "done").iterdir()] == ["one.json"]
