@@ -33,6 +33,9 @@ if TYPE_CHECKING:
 
 ANCHOR_FOLDER = "anchors"
 NEWEST_CHECKED = 24  # a day of hourly anchors: the newest authentic one is what counts
+# A week of hourly anchors is kept. An older anchor adds no witness: the newest one fixes the hash
+# of its row, and every row before it is chained to that one.
+ANCHORS_KEPT = 24 * 7
 
 
 class AnchorKeyError(PermanentError):
@@ -97,7 +100,10 @@ def write_anchor(
     source: str = "schedule",
     anchor: Anchor | None = None,
 ) -> tuple[Anchor, str]:
-    """Write the chain's head (or ``anchor``) to ``location``; returns it and its file name."""
+    """Write the chain's head (or ``anchor``) to ``location``; returns it and its file name.
+
+    Only the newest :data:`ANCHORS_KEPT` anchors are kept there.
+    """
     anchor = anchor or chain_head(store, source)
     if key is not None:
         anchor = anchor.model_copy(update={"hmac": anchor.signature(key)})
@@ -106,6 +112,8 @@ def write_anchor(
         path = Path(tmp) / name
         path.write_text(anchor.model_dump_json(indent=2))
         location.put(ANCHOR_FOLDER, name, path)
+    for old in sorted(location.names(ANCHOR_FOLDER))[:-ANCHORS_KEPT]:
+        location.remove(ANCHOR_FOLDER, old)
     return anchor, name
 
 

@@ -65,6 +65,7 @@ class BackupLocation(Protocol):
     def backup_ids(self) -> list[str]: ...
     def names(self, folder: str) -> list[str]: ...
     def delete(self, backup_id: str) -> None: ...
+    def remove(self, folder: str, name: str) -> None: ...
     def describe(self) -> str: ...
 
 
@@ -94,6 +95,9 @@ class LocalBackupLocation:
 
     def delete(self, backup_id: str) -> None:
         shutil.rmtree(self.root / backup_id)
+
+    def remove(self, folder: str, name: str) -> None:
+        (self.root / folder / name).unlink(missing_ok=True)
 
     def describe(self) -> str:
         return str(self.root)
@@ -136,6 +140,9 @@ class S3BackupLocation:
     def delete(self, backup_id: str) -> None:
         for key in self._keys(f"{self.prefix}/{backup_id}/"):
             self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    def remove(self, folder: str, name: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(folder, name))
 
     def describe(self) -> str:
         return f"s3://{self.bucket}/{self.prefix}"

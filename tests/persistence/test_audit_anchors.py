@@ -9,6 +9,7 @@ from dagster import DagsterInstance, EnvVar
 from sqlalchemy import delete, select, update
 
 from agentforge_dagster.orchestration.backups import audit_anchor_job
+from agentforge_dagster.persistence import anchors
 from agentforge_dagster.persistence.anchors import (
     ANCHOR_FOLDER,
     chain_head,
@@ -139,3 +140,18 @@ def test_a_corrupt_sqlite_file_fails_the_integrity_check(
     data[4096 * 2 :] = b"\xa5" * (len(data) - 4096 * 2)
     database.write_bytes(bytes(data))
     assert integrity_problem(store.engine)
+
+
+def test_only_a_week_of_anchors_is_kept_and_the_newest_still_witnesses_every_row(
+    store: BusinessStore, tmp_path: Path, monkeypatch
+) -> None:
+    monkeypatch.setattr(anchors, "ANCHORS_KEPT", 3)
+    location = LocalBackupLocation(tmp_path / "backups")
+    names = []
+    for index in range(5):
+        record(store, 1, start=index)
+        names.append(write_anchor(store, location, KEY)[1])
+    assert location.names(ANCHOR_FOLDER) == sorted(names)[-3:]
+    with store.begin() as conn:  # cut the first rows: the newest anchor's row goes with the chain
+        conn.execute(delete(audit_log).where(audit_log.c.seq <= 2))
+    assert not store.verify_audit().ok
