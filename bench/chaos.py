@@ -47,6 +47,10 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the stack's helpers are the tests' own
+
+from tests.pgcluster import PostgresCluster, free_port  # noqa: E402
+
 BIN = Path(sys.executable).parent
 BUCKET = "agentforge-chaos"
 SETTLE_AFTER_LAST_FAULT_S = 15 * 60
@@ -54,14 +58,6 @@ SETTLE_AFTER_LAST_FAULT_S = 15 * 60
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclass(frozen=True)
@@ -97,58 +93,6 @@ def kill(pids: list[int], sig: signal.Signals = signal.SIGKILL) -> int:
 
 
 # -- the stack --------------------------------------------------------------------------------------
-
-
-class Postgres:
-    """A PostgreSQL cluster of the campaign's own, owned by the postgres user when run as root."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.dir = Path(tempfile.mkdtemp(prefix="agentforge-chaos-pg-"))
-        self.data = self.dir / "data"
-        self.as_postgres = os.geteuid() == 0
-        if self.as_postgres:
-            shutil.chown(self.dir, "postgres", "postgres")
-        self.bin = Path(
-            os.path.realpath(shutil.which("initdb") or "/usr/lib/postgresql/15/bin/initdb")
-        ).parent
-
-    def _run(self, tool: str, *args: str, check: bool = True) -> None:
-        command = [str(self.bin / tool), *args]
-        if self.as_postgres:
-            command = ["runuser", "-u", "postgres", "--", *command]
-        subprocess.run(command, check=check, capture_output=True, timeout=120)
-
-    def init(self) -> None:
-        self._run("initdb", "-D", str(self.data), "-U", "postgres", "-A", "trust", "--no-sync")
-        options = (
-            f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} -c max_connections=300"
-        )
-        (self.data / "chaos.options").write_text(options)
-        self.start()
-        for name in ("dagster", "business"):
-            self._run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres", name)
-
-    def url(self, database: str) -> str:
-        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
-
-    def start(self) -> None:
-        options = (self.data / "chaos.options").read_text()
-        self._run(
-            "pg_ctl", "-D", str(self.data), "-o", options, "-l", str(self.dir / "pg.log"), "-w",
-            "start",
-        )  # fmt: skip
-
-    def stop(self) -> None:
-        self._run("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop", check=False)
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-
-    def remove(self) -> None:
-        self.stop()
-        shutil.rmtree(self.dir, ignore_errors=True)
 
 
 class S3Server:
@@ -259,7 +203,7 @@ class Submitted:
 
 @dataclass
 class Stack:
-    postgres: Postgres
+    postgres: PostgresCluster
     s3: S3Server
     daemon: Daemon
     store: Any
@@ -505,11 +449,11 @@ def runs_per_order(stack: Stack) -> Counter[str]:
 
 @contextlib.contextmanager
 def production_stack(work: Path, env_extra: dict[str, str]) -> Iterator[Stack]:
-    postgres = Postgres(free_port())
+    postgres = PostgresCluster(prefix="agentforge-chaos-pg-")
     s3 = S3Server(free_port(), work / "s3.log")
     daemon = None
     try:
-        postgres.init()
+        postgres.init("dagster", "business")
         s3.start()
         home = work / "dagster_home"
         home.mkdir()

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, inspect, literal, select, text
+from sqlalchemy import Connection, Engine, Table, func, inspect, select, text
 from sqlalchemy import table as table_named
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
@@ -58,8 +58,10 @@ def insert_once(conn: Connection, table: Table, values: dict[str, Any], key: str
 def integrity_problem(engine: Engine) -> str | None:
     """What is wrong with the database file or tables, or None when it reads back whole.
 
-    SQLite runs ``PRAGMA integrity_check`` over every page; PostgreSQL, which checks its pages
-    itself, reads a row of each table. A database that cannot even be opened is a problem too.
+    SQLite runs ``PRAGMA integrity_check`` over every page. PostgreSQL checks each page it reads
+    (its header, and its checksum where the cluster has them), so every table is read whole; where
+    the ``amcheck`` extension is installed, every B-tree index is checked against its rules too.
+    A database that cannot even be opened is a problem too.
     """
     try:
         with engine.connect() as conn:
@@ -67,7 +69,19 @@ def integrity_problem(engine: Engine) -> str | None:
                 found = [str(row[0]) for row in conn.execute(text("PRAGMA integrity_check"))]
                 return None if found == ["ok"] else "; ".join(found[:5])[:500]
             for name in inspect(conn).get_table_names():
-                conn.execute(select(literal(1)).select_from(table_named(name)).limit(1))
+                conn.execute(select(func.count()).select_from(table_named(name))).scalar_one()
+            has_amcheck = conn.execute(
+                text("SELECT count(*) FROM pg_extension WHERE extname = 'amcheck'")
+            ).scalar_one()
+            if has_amcheck:
+                conn.execute(
+                    text(
+                        "SELECT bt_index_check(c.oid) FROM pg_index i "
+                        "JOIN pg_class c ON c.oid = i.indexrelid "
+                        "JOIN pg_am a ON a.oid = c.relam "
+                        "WHERE a.amname = 'btree' AND c.relnamespace = current_schema()::regnamespace"
+                    )
+                ).all()
     except SQLAlchemyError as exc:
         cause = getattr(exc, "orig", None) or exc
         return (str(cause).strip().splitlines() or [type(cause).__name__])[0][:500]
