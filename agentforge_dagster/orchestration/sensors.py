@@ -133,13 +133,22 @@ def replay_requests(
 MAX_DROP_FILE_BYTES = 50 * 1024 * 1024
 
 
+class DropFileUnreadable(OSError):
+    """A dropped file that cannot be read as what its name says it is."""
+
+
+class DropFolderReadOnly(OSError):
+    """The drop folder cannot be written: taken files could not be moved out of it."""
+
+
 def read_drop_file(path: Path) -> list[tuple[str, Any]]:
     """The orders in a dropped JSON (object or list) or CSV file, each with a stable id.
 
     The id is ``drop-<digest>-<index>``, from the file's name and content and the item's place
     in it, whatever the item is: the same file seen again yields the same ids. An item is
-    returned as read (a mapping, or anything else for ``parse_order`` to refuse); a file that
-    does not parse is one item, its bytes. Raises ``OSError`` when the file cannot be read.
+    returned as read (a mapping, or anything else for ``parse_order`` to refuse); a JSON file
+    that does not parse is one item, its bytes. Raises ``OSError`` when the file cannot be read,
+    :class:`DropFileUnreadable` when a CSV file cannot be read as one.
     """
     if not path.is_file():
         raise IsADirectoryError(f"{path.name} is not a regular file")
@@ -154,8 +163,10 @@ def read_drop_file(path: Path) -> list[tuple[str, Any]]:
                 {("extra_columns" if key is None else key): value for key, value in row.items()}
                 for row in csv.DictReader(io.StringIO(raw.decode("utf-8-sig")))
             ]
-        except (UnicodeDecodeError, csv.Error):
-            return [(f"drop-{digest}-0", raw)]  # parse_order names the problem
+        except UnicodeDecodeError as exc:
+            raise DropFileUnreadable(f"not UTF-8 text (bad byte at offset {exc.start})") from exc
+        except csv.Error as exc:  # a field over the csv module's limit (128 KiB), a stray NUL
+            raise DropFileUnreadable(f"not a CSV file this can read: {exc}") from exc
     else:
         try:
             parsed = load_order_json(raw)
@@ -163,10 +174,6 @@ def read_drop_file(path: Path) -> list[tuple[str, Any]]:
             return [(f"drop-{digest}-0", raw)]  # parse_order names the problem
         rows = parsed if isinstance(parsed, list) else [parsed]
     return [(f"drop-{digest}-{index}", row) for index, row in enumerate(rows)]
-
-
-class DropFolderReadOnly(OSError):
-    """The drop folder cannot be written: taken files could not be moved out of it."""
 
 
 def _drop_payload_text(payload: Any, path: Path) -> str | bytes:

@@ -204,3 +204,18 @@ def test_a_read_only_drop_folder_is_named_in_the_tick_and_nothing_is_taken_twice
     taken = evaluate(defs, instance, "order_drop_folder", settings.resolved_database_url())
     assert "'queued': 1" in (taken.skip_message or "")
     assert [p.name for p in (drop / "done").iterdir()] == ["one.json"]
+
+
+def test_a_csv_that_cannot_be_read_as_one_is_set_aside_with_the_reason(
+    store: BusinessStore, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    header = "customer,service,brief,price\n"
+    (drop / "huge-field.csv").write_text(header + "Acme,blog_post," + "x" * 200_000 + ",9\n")
+    (drop / "latin1.csv").write_bytes(header.encode() + b"Caf\xe9,blog_post,Write,9\n")
+    assert take_drop_folder(store, instance, drop)["rejected"] == 2
+    reasons = {p.name: p.read_text() for p in (drop / "rejected").glob("*.reason.txt")}
+    assert "field larger than field limit" in reasons["huge-field.csv.reason.txt"]
+    assert "not UTF-8 text (bad byte at offset 32)" in reasons["latin1.csv.reason.txt"]
+    assert store.order_ids() == []
