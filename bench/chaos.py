@@ -255,6 +255,10 @@ def wait_for(pids: Callable[[], list[int]], what: str, timeout: float = 90) -> l
 
 
 def kill_run_workers(stack: Stack) -> str:
+    """Every run worker alive once two are (or, after a minute, once one is)."""
+    deadline = time.monotonic() + 60
+    while len(run_workers()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
     killed = kill(wait_for(run_workers, "run worker"))
     return f"SIGKILL of {killed} run worker(s) mid-run"
 
