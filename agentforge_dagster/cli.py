@@ -39,9 +39,7 @@ QUIET_LOGGING = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
 
 def _store(settings: AgentForgeSettings) -> BusinessStore:
-    store = BusinessStore.from_url(settings.resolved_database_url())
-    store.upgrade()
-    return store
+    return BusinessStore.opened(settings.resolved_database_url())
 
 
 def _instance(settings: AgentForgeSettings) -> DagsterInstance:
@@ -154,9 +152,19 @@ def _safe_url(url: str) -> str:
 )
 @click.option("--brief")
 @click.option("--price", help="Price in the ledger currency, e.g. 120.00")
+@click.option(
+    "--require-approval",
+    is_flag=True,
+    help="Hold the reviewed deliverable until a person approves it (agentforge review).",
+)
 @click.pass_obj
 @_user_errors
-def submit(settings: AgentForgeSettings, file_: Path | None, **fields: str | None) -> None:
+def submit(
+    settings: AgentForgeSettings,
+    file_: Path | None,
+    require_approval: bool,
+    **fields: str | None,
+) -> None:
     """Queue one order, from flags or a JSON file. Invalid orders are refused and recorded."""
     store = _store(settings)
     raw: bytes | dict[str, Any]
@@ -175,6 +183,8 @@ def submit(settings: AgentForgeSettings, file_: Path | None, **fields: str | Non
 
     try:
         order = parse_order(raw)
+        if require_approval and not order.require_approval:
+            order = order.model_copy(update={"require_approval": True})
         with _instance(settings) as instance:
             submit_order(store, instance, order, source=source)
     except AlreadySubmitted as exc:  # the same order again: done already
@@ -328,6 +338,13 @@ def status(settings: AgentForgeSettings) -> None:
     counts = store.counts_by_status()
     for state in OrderStatus:
         click.echo(f"{state.value:<14} {counts.get(state.value, 0)}")
+    waiting = store.holds(waiting=True)
+    if waiting:
+        overdue = sum(1 for hold in waiting if hold.escalated_at is not None)
+        click.echo(
+            f"waiting for a person: {len(waiting)} ({overdue} escalated: waited over "
+            f"{settings.review_escalate_after_hours:g} h); see agentforge review list"
+        )
     letters = store.dead_letters()
     if letters:
         not_launched = sum(1 for letter in letters if letter["error_type"] == "NotLaunchable")
@@ -590,7 +607,9 @@ from agentforge_dagster.cli_deploy import (  # noqa: E402  (registered last: no 
     deploys_command,
     rollback_command,
 )
+from agentforge_dagster.cli_review import review  # noqa: E402
 
+main.add_command(review)
 main.add_command(deploy_command)
 main.add_command(rollback_command)
 main.add_command(deploys_command)

@@ -30,6 +30,10 @@ from agentforge_dagster.orchestration.backups import (
     nightly_backup,
 )
 from agentforge_dagster.orchestration.jobs import order_pipeline_job
+from agentforge_dagster.orchestration.review_gate import (
+    build_escalation_sensor,
+    review_decision_job,
+)
 from agentforge_dagster.orchestration.sensors import build_sensors
 from agentforge_dagster.persistence.io_managers import LocalArtifactIOManager, S3ArtifactIOManager
 from agentforge_dagster.persistence.resources import BackupTargetResource, BusinessStoreResource
@@ -126,7 +130,13 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
             *build_order_assets(primary_provider(settings), drills=drills),
             daily_business_figures,
         ],
-        jobs=[order_pipeline_job(settings), backup_job, audit_anchor_job, figures_job],
+        jobs=[
+            order_pipeline_job(settings),
+            review_decision_job,
+            backup_job,
+            audit_anchor_job,
+            figures_job,
+        ],
         schedules=[
             nightly_backup,
             audit_anchor,
@@ -137,7 +147,7 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
                 default_status=DefaultScheduleStatus.RUNNING,
             ),
         ],
-        sensors=build_sensors(settings),
+        sensors=[*build_sensors(settings), build_escalation_sensor(settings)],
         resources=build_resources(settings, drills=drills),
     )
 

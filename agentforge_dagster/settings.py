@@ -77,6 +77,17 @@ class AgentForgeSettings(BaseSettings):
     fault_seed: int = 0
     fault_model_latency_seconds: float = Field(default=0.0, ge=0)
     max_revisions: int = Field(default=1, ge=0, le=5)
+    approval_services: str = Field(
+        default="",
+        description="Comma-separated services whose orders wait for a person's approval.",
+    )
+    approval_customers: str = Field(
+        default="",
+        description="Comma-separated customers whose orders wait for a person's approval.",
+    )
+    review_escalate_after_hours: float = Field(
+        default=24.0, gt=0, description="A hold waiting longer than this is escalated."
+    )
     model_timeout_seconds: float = Field(default=120.0, gt=0)
     # Orchestration under the daemon.
     sensor_interval_seconds: int = Field(default=15, ge=1)

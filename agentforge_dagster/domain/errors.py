@@ -40,6 +40,10 @@ class InjectedFault(TransientError):
     """A transient failure raised on purpose by fault injection, to exercise and measure retries."""
 
 
+class InjectedPermanentFault(PermanentError):
+    """A permanent failure raised on purpose by a drill: the path of errors no retry can fix."""
+
+
 class InvalidOrder(PermanentError):
     """An order that does not pass intake validation; ``errors`` names each offending field."""
 
@@ -90,8 +94,9 @@ class OrderIdTaken(InvalidOrder):
         )
 
 
-class RevisionsExhausted(PermanentError):
-    """The review kept rejecting the draft after the bounded number of revisions."""
+class ContentRefusal(PermanentError):
+    """A model or its provider refused the request on content grounds: the order is held for a
+    person (quarantined), not failed — another model or an instruction may do it."""
 
 
 class BudgetExhausted(AgentForgeError):

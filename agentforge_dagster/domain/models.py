@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -177,6 +177,10 @@ class Order(Artifact):
         BeforeValidator(_price_notation),
     ]
 
+    require_approval: bool = Field(
+        default=False, description="Hold the reviewed deliverable for a person's approval."
+    )
+
     @property
     def price_cents(self) -> int:
         return int(self.price * 100)
@@ -227,11 +231,21 @@ class Draft(Artifact):
 
 
 class Review(Artifact):
+    """The review's verdict on the final draft, and whether the order is held for a person.
+
+    ``approved`` is the review's own verdict; ``hold`` says the order waits for a decision
+    (``quarantined``: the review or a policy rule objects; ``awaiting_approval``: the business
+    wants a person to approve it), with the hold's id in the store. A held review is delivered
+    only once a person approves or edits it.
+    """
+
     order_id: str
     approved: bool
     issues: list[str]
     revisions: int = Field(ge=0)
     final_draft: Draft
+    hold: Literal["quarantined", "awaiting_approval"] | None = None
+    hold_id: int | None = None
 
 
 class Delivery(Artifact):

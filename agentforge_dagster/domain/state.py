@@ -2,6 +2,8 @@
 
 queued → processing → completed | failed → dead_lettered → replayed → processing …
 processing → waiting_budget → replayed → processing … (paused for the model budget)
+processing → quarantined | awaiting_approval → replayed → processing … (a person approved, edited
+or re-drove it) | rejected (a person closed it: nothing delivered or billed)
 """
 
 from __future__ import annotations
@@ -19,12 +21,21 @@ class OrderStatus(StrEnum):
     DEAD_LETTERED = "dead_lettered"
     REPLAYED = "replayed"
     WAITING_BUDGET = "waiting_budget"
+    QUARANTINED = "quarantined"
+    AWAITING_APPROVAL = "awaiting_approval"
+    REJECTED = "rejected"
 
 
 LEGAL_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.QUEUED: frozenset({OrderStatus.PROCESSING}),
     OrderStatus.PROCESSING: frozenset(
-        {OrderStatus.COMPLETED, OrderStatus.FAILED, OrderStatus.WAITING_BUDGET}
+        {
+            OrderStatus.COMPLETED,
+            OrderStatus.FAILED,
+            OrderStatus.WAITING_BUDGET,
+            OrderStatus.QUARANTINED,
+            OrderStatus.AWAITING_APPROVAL,
+        }
     ),
     OrderStatus.COMPLETED: frozenset(),
     OrderStatus.FAILED: frozenset({OrderStatus.DEAD_LETTERED}),
@@ -32,9 +43,15 @@ LEGAL_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
     OrderStatus.REPLAYED: frozenset({OrderStatus.PROCESSING}),
     # Paused, not failed: the month's model budget would be exceeded; resumes from the same step.
     OrderStatus.WAITING_BUDGET: frozenset({OrderStatus.REPLAYED}),
+    # Held for a person: a decision replays it (approve, edit, re-drive) or closes it (reject).
+    OrderStatus.QUARANTINED: frozenset({OrderStatus.REPLAYED, OrderStatus.REJECTED}),
+    OrderStatus.AWAITING_APPROVAL: frozenset({OrderStatus.REPLAYED, OrderStatus.REJECTED}),
+    OrderStatus.REJECTED: frozenset(),
 }
 
-TERMINAL_STATUSES = frozenset({OrderStatus.COMPLETED, OrderStatus.FAILED})
+HELD_STATUSES = frozenset({OrderStatus.QUARANTINED, OrderStatus.AWAITING_APPROVAL})
+
+TERMINAL_STATUSES = frozenset({OrderStatus.COMPLETED, OrderStatus.FAILED, OrderStatus.REJECTED})
 
 
 def check_transition(current: OrderStatus | str, target: OrderStatus | str) -> None:

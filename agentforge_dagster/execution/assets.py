@@ -8,7 +8,7 @@ anything else is left to the job's retry policy.
 # No "from __future__ import annotations" here: Dagster reads these annotations at definition time.
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +27,12 @@ from dagster import (
 from agentforge_dagster.domain.errors import (
     AgentForgeError,
     BudgetExhausted,
+    ContentRefusal,
     PermanentError,
     TransientError,
 )
-from agentforge_dagster.domain.models import Artifact
+from agentforge_dagster.domain.models import Artifact, Review
+from agentforge_dagster.domain.policy import Finding
 from agentforge_dagster.domain.runs import ORDERS_PARTITIONS_NAME
 from agentforge_dagster.execution.faults import NO_DRILLS, FaultInjector
 from agentforge_dagster.execution.resources import ModelResource, StepOptions
@@ -56,10 +58,14 @@ def run_step(
     model: ModelResource,
     faults: FaultInjector,
     options: StepOptions,
-) -> Output[Artifact]:
+) -> Output[Artifact] | None:
     order_id = context.partition_key
     attempt = context.retry_number + 1
     business = store.get_store()
+    # A person's decision on an earlier hold shapes this run: a re-drive's model and instruction,
+    # or what the delivery delivers.
+    hold = business.latest_hold(order_id) if spec.may_hold else None
+    redrive = hold is not None and hold.decision == "redrive"
     gateway = model.gateway(
         business,
         order_id=order_id,
@@ -67,6 +73,7 @@ def run_step(
         run_id=context.run_id,
         attempt=attempt,
         wrap=lambda provider: faults.wrap_model(provider, step=spec.name, attempt=attempt),
+        models=hold.redrive_model if hold is not None and redrive else None,
     )
     env = StepEnv(
         order_id=order_id,
@@ -76,6 +83,8 @@ def run_step(
         gateway=gateway,
         deliveries_dir=Path(options.deliveries_dir),
         max_revisions=options.max_revisions,
+        requires_approval=options.requires_approval,
+        hold=hold,
     )
     audit_common: dict[str, Any] = {
         "order_id": order_id,
@@ -96,6 +105,22 @@ def run_step(
         output = spec.run(env, inputs)
         del ballast
         faults.check(order_id=order_id, step=spec.name, attempt=attempt, phase="after")
+    except ContentRefusal as exc:  # not a failure: a person decides what to do instead
+        refusal = Finding("content_refused", "quarantine", f"{spec.name}: {exc}"[:1000])
+        hold_id = business.hold_for_review(
+            order_id,
+            run_id=context.run_id,
+            kind="quarantined",
+            step=spec.name,
+            findings=[refusal],
+            draft=None,
+            model=gateway.providers[0].model,
+        )
+        business.record_event(
+            "step_held", **audit_common, detail={"hold_id": hold_id, "reason": refusal.reason}
+        )
+        context.log.warning(f"order {order_id} quarantined: {refusal.reason}")
+        return None
     except Exception as exc:
         error_class = exc.error_class if isinstance(exc, AgentForgeError) else "unexpected"
         business.record_event(
@@ -129,6 +154,12 @@ def run_step(
             max_retries=backoff.max_retries,
             seconds_to_wait=backoff.wait(attempt, at_least=retry_after),
         ) from exc
+    if output is None:  # held for a person's decision: nothing to deliver yet
+        business.record_event(
+            "step_held", **audit_common, detail={"reason": "waiting for a person's decision"}
+        )
+        context.log.info(f"order {order_id}: {spec.name} waits for a person's decision")
+        return None
     digest = hashlib.sha256(dump_artifact(output)).hexdigest()
     usage = _usage(env)
     business.record_event(
@@ -136,11 +167,13 @@ def run_step(
         **audit_common,
         detail={"output_sha256": digest, "fault_rate": faults.rate, **usage},
     )
+    held = {"hold": output.hold} if isinstance(output, Review) and output.hold else {}
     return Output(
         output,
         metadata={
             "attempt": attempt,
             "output_sha256": digest,
+            **held,
             **image,
             **{k: _meta(v) for k, v in usage.items()},
         },
@@ -183,10 +216,15 @@ def build_step_asset(spec: StepSpec, pool: str, *, drills: bool = False) -> Asse
         io_manager_key="artifact_io_manager",
         metadata={"step": spec.name, "output_type": spec.output_type.__name__},
         required_resource_keys=STEP_RESOURCES | ({"faults"} if drills else set()),
+        # A step that may hold the order for a person ends without an output; the steps after it
+        # are skipped and the run succeeds.
+        output_required=not spec.may_hold,
     )
-    def _step_asset(context: AssetExecutionContext, **inputs: Artifact) -> Output[Artifact]:
+    def _step_asset(
+        context: AssetExecutionContext, **inputs: Artifact
+    ) -> Iterator[Output[Artifact]]:
         resources = context.resources
-        return run_step(
+        output = run_step(
             context,
             spec,
             inputs,
@@ -195,6 +233,8 @@ def build_step_asset(spec: StepSpec, pool: str, *, drills: bool = False) -> Asse
             faults=getattr(resources, "faults", NO_DRILLS),
             options=resources.options,
         )
+        if output is not None:
+            yield output
 
     return _step_asset
 

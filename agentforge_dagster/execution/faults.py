@@ -21,7 +21,7 @@ from typing import TypedDict, Unpack
 from dagster import ConfigurableResource
 from pydantic import Field
 
-from agentforge_dagster.domain.errors import InjectedFault
+from agentforge_dagster.domain.errors import InjectedFault, InjectedPermanentFault
 from agentforge_dagster.execution.providers import ModelProvider, ModelRequest, ModelResponse
 
 PHASES = ("before", "after")
@@ -97,6 +97,10 @@ class FaultInjector(ConfigurableResource):
     rate: float = Field(default=0.0, ge=0.0, lt=1.0)
     seed: int = 0
     fail_first: dict[str, int] = Field(default_factory=dict)
+    fail_permanently: list[str] = Field(
+        default_factory=list,
+        description="Steps whose every attempt fails with a permanent error (the dead-letter path).",
+    )
     hang_first: dict[str, int] = Field(
         default_factory=dict, description="Model calls of the first N attempts of a step hang."
     )
@@ -128,6 +132,10 @@ class FaultInjector(ConfigurableResource):
 
     def check(self, **point: Unpack[FaultPoint]) -> None:
         """Raise the fault this drill injects at ``point``, if it injects one there."""
+        if point["step"] in self.fail_permanently and point["phase"] == "before":
+            raise InjectedPermanentFault(
+                f"injected permanent fault: {point['step']} cannot succeed"
+            )
         fault = injected_fault(
             rate=self.rate,
             seed=self.seed,

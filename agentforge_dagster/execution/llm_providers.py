@@ -51,7 +51,12 @@ import openai
 from anthropic.types import Message, ToolUseBlock
 from openai.types.chat import ChatCompletion
 
-from agentforge_dagster.domain.errors import AgentForgeError, PermanentError, TransientError
+from agentforge_dagster.domain.errors import (
+    AgentForgeError,
+    ContentRefusal,
+    PermanentError,
+    TransientError,
+)
 from agentforge_dagster.execution.providers import (  # DEFAULT_PRICES is re-exported
     DEFAULT_PRICES,
     ModelRequest,
@@ -125,7 +130,7 @@ class BadRequest(_ProviderFailure, PermanentError):
     """Any other 4xx (400/404/422...) or 501: the request itself is wrong for this server."""
 
 
-class ContentRefused(_ProviderFailure, PermanentError):
+class ContentRefused(_ProviderFailure, ContentRefusal):
     """The model or provider refused on content-policy grounds (filter, refusal, 400 wording)."""
 
 

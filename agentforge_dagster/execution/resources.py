@@ -11,6 +11,7 @@ from decimal import Decimal
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
+from agentforge_dagster.domain.models import Order
 from agentforge_dagster.execution.backoff import StepBackoff
 from agentforge_dagster.execution.gateway import ModelGateway
 from agentforge_dagster.execution.providers import DEFAULT_PRICES, ModelProvider, OfflineModel
@@ -48,6 +49,7 @@ class ModelResource(ConfigurableResource):
     )
 
     _providers: list[ModelProvider] | None = PrivateAttr(default=None)
+    _chosen: dict[str, list[ModelProvider]] = PrivateAttr(default_factory=dict)
     _closers: list[Callable[[], None]] = PrivateAttr(default_factory=list)
     _failures: dict[tuple[str, str], Counter[tuple[str, str]]] = PrivateAttr(default_factory=dict)
 
@@ -58,6 +60,7 @@ class ModelResource(ConfigurableResource):
     def teardown_after_execution(self, context: InitResourceContext) -> None:
         """Close the SDK clients' connection pools, whatever the run's outcome."""
         closers, self._closers, self._providers = self._closers, [], None
+        self._chosen.clear()
         self._failures.clear()
         for close in closers:
             close()
@@ -73,8 +76,15 @@ class ModelResource(ConfigurableResource):
             )
         return table
 
-    def get_providers(self) -> list[ModelProvider]:
-        """The run's providers in fallback order, built on first use and shared by every step."""
+    def get_providers(self, models: str | None = None) -> list[ModelProvider]:
+        """The run's providers in fallback order, built on first use and shared by every step.
+
+        ``models`` names another chain (a person's re-drive with another model), built once a run.
+        """
+        if models is not None:
+            if models not in self._chosen:
+                self._chosen[models] = [self._provider(s) for s in parse_model_specs(models)]
+            return self._chosen[models]
         if self._providers is None:
             self._providers = [self._provider(spec) for spec in self.specs()]
         return self._providers
@@ -88,12 +98,14 @@ class ModelResource(ConfigurableResource):
         run_id: str,
         attempt: int,
         wrap: Callable[[ModelProvider], ModelProvider] | None = None,
+        models: str | None = None,
     ) -> ModelGateway:
         """The model door for one attempt of one step, on the run's providers and failure counts.
 
-        ``wrap`` may stand in front of each provider (the fault drills slow or hang them).
+        ``wrap`` may stand in front of each provider (the fault drills slow or hang them);
+        ``models`` replaces the configured chain (see :meth:`get_providers`).
         """
-        providers = self.get_providers()
+        providers = self.get_providers(models)
         budget = self.monthly_budget_usd
         return ModelGateway(
             store=store,
@@ -182,8 +194,22 @@ class StepOptions(ConfigurableResource):
         default=1.0, gt=0, description="Wait before the first retry."
     )
     retry_max_delay_seconds: float = Field(default=30.0, gt=0, description="Longest single wait.")
+    approval_services: str = Field(default="", description="Services held for approval.")
+    approval_customers: str = Field(default="", description="Customers held for approval.")
     image: str | None = Field(default=None, description="Image tag the run executes in.")
     image_id: str | None = Field(default=None, description="Image id (digest) of that image.")
+
+    def requires_approval(self, order: Order) -> bool:
+        """Whether a person approves this order's deliverable before it goes out."""
+
+        def listed(text: str) -> set[str]:
+            return {item.strip().casefold() for item in text.split(",") if item.strip()}
+
+        return (
+            order.require_approval
+            or order.service.value.casefold() in listed(self.approval_services)
+            or order.customer.casefold() in listed(self.approval_customers)
+        )
 
     def backoff(self) -> StepBackoff:
         return StepBackoff(

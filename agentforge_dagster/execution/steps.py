@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from agentforge_dagster.domain.errors import PermanentError, RevisionsExhausted
+from agentforge_dagster.domain.errors import PermanentError
 from agentforge_dagster.domain.models import (
     Artifact,
     Delivery,
@@ -31,19 +31,25 @@ from agentforge_dagster.domain.models import (
     Review,
     utcnow,
 )
+from agentforge_dagster.domain.policy import Finding, review_findings
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.domain.steps import STEP_NAMES as STEP_NAMES  # re-exported
 from agentforge_dagster.execution.gateway import ModelGateway
 from agentforge_dagster.execution.providers import ModelRequest, ModelResponse
+from agentforge_dagster.persistence.review_holds import Hold, HoldKind
 from agentforge_dagster.persistence.store import BusinessStore
 
 P = TypeVar("P", bound=BaseModel)
-MIN_SECTION_WORDS = 15
 
 
 @dataclass
 class StepEnv:
-    """What a step may touch: its order, the business store, the models and where to deliver."""
+    """What a step may touch: its order, the business store, the models and where to deliver.
+
+    ``hold`` is the order's newest hold for a person, if it ever had one: its decision says what
+    a replay after it does (deliver the held draft, deliver a person's text, draft again with
+    another model or an added instruction).
+    """
 
     order_id: str
     run_id: str
@@ -52,6 +58,15 @@ class StepEnv:
     gateway: ModelGateway
     deliveries_dir: Path
     max_revisions: int = 1
+    requires_approval: Callable[[Order], bool] = lambda order: False
+    hold: Hold | None = None
+
+    @property
+    def redrive_note(self) -> str | None:
+        """A person's added instruction, when the newest decision on the order is a re-drive."""
+        if self.hold is not None and self.hold.decision == "redrive":
+            return self.hold.note or None
+        return None
 
     @property
     def model_calls(self) -> list[ModelResponse]:
@@ -100,6 +115,8 @@ def _write(env: StepEnv, order: Order, plan_: Plan, revision: int, feedback: lis
         if feedback
         else "Write the deliverable that follows this plan, as JSON."
     )
+    if env.redrive_note:
+        instruction += f"\n\nA person who reviewed an earlier draft asks: {env.redrive_note}"
     proposal = env.ask(
         ModelRequest(
             task=task,
@@ -119,36 +136,52 @@ def draft(env: StepEnv, inputs: Mapping[str, Artifact]) -> Draft:
     return _write(env, _get(inputs, "intake", Order), _get(inputs, "plan", Plan), 0, [])
 
 
-def review_issues(plan_: Plan, draft_: Draft) -> list[str]:
-    """What a reviewer objects to in a draft; empty means approved."""
-    issues = []
-    headings = [section.heading for section in draft_.sections]
-    issues += [f"missing section {name!r}" for name in plan_.sections if name not in headings]
-    for section in draft_.sections:
-        if len(section.body.split()) < MIN_SECTION_WORDS:
-            issues.append(f"section {section.heading!r} is shorter than {MIN_SECTION_WORDS} words")
-    text = draft_.as_markdown().lower()
-    if plan_.keywords and not any(keyword.lower() in text for keyword in plan_.keywords):
-        issues.append("none of the brief's keywords appear in the draft")
-    return issues
-
-
 def review(env: StepEnv, inputs: Mapping[str, Artifact]) -> Review:
-    """Check the draft against the plan; send it back for at most ``max_revisions`` revisions."""
+    """Check the draft against the rule set (:mod:`~agentforge_dagster.domain.policy`).
+
+    What a revision can fix is sent back at most ``max_revisions`` times. What is still found
+    then, and any finding no revision makes safe, holds the order for a person (quarantined);
+    a clean draft of an order that needs approval waits for one (awaiting_approval). Either way
+    the review is returned, held: the delivery step delivers it only after a person's decision.
+    """
     order, plan_ = _get(inputs, "intake", Order), _get(inputs, "plan", Plan)
     current = _get(inputs, "draft", Draft)
-    issues = review_issues(plan_, current)
+    findings = _findings(env, order, plan_, current)
     revisions = 0
-    while issues and revisions < env.max_revisions:
+    while (
+        findings and all(f.action == "revise" for f in findings) and revisions < env.max_revisions
+    ):
         revisions += 1
-        current = _write(env, order, plan_, current.revision + 1, issues)
-        issues = review_issues(plan_, current)
-    if issues:
-        raise RevisionsExhausted(
-            f"draft still rejected after {revisions} revision(s): " + "; ".join(issues)
-        )
-    return Review(
-        order_id=order.order_id, approved=True, issues=[], revisions=revisions, final_draft=current
+        feedback = [f.reason for f in findings]
+        current = _write(env, order, plan_, current.revision + 1, feedback)
+        findings = _findings(env, order, plan_, current)
+    verdict = {
+        "order_id": order.order_id,
+        "approved": not findings,
+        "issues": [f.reason for f in findings],
+        "revisions": revisions,
+        "final_draft": current,
+    }
+    if not findings and not env.requires_approval(order):
+        return Review(**verdict)
+    kind: HoldKind = "quarantined" if findings else "awaiting_approval"
+    hold_id = env.store.hold_for_review(
+        order.order_id,
+        run_id=env.run_id,
+        kind=kind,
+        step="review",
+        findings=findings,
+        draft=current.as_markdown(),
+        model=current.model,
+    )
+    return Review(**verdict, hold=kind, hold_id=hold_id)
+
+
+def _findings(env: StepEnv, order: Order, plan_: Plan, draft_: Draft) -> list[Finding]:
+    """The rule set over a draft, with the other customers and orders the draft could name."""
+    others = env.store.names_in(draft_.as_markdown(), besides=order.order_id)
+    return review_findings(
+        order, plan_, draft_, other_customers=others.customers, other_order_ids=others.order_ids
     )
 
 
@@ -160,10 +193,22 @@ def _atomic_write(path: Path, content: str) -> None:
     os.replace(tmp, path)
 
 
-def deliver(env: StepEnv, inputs: Mapping[str, Artifact]) -> Delivery:
-    """Hand the approved deliverable over; delivering the same order twice records one delivery."""
-    final = _get(inputs, "review", Review).final_draft
-    content = final.as_markdown()
+def deliver(env: StepEnv, inputs: Mapping[str, Artifact]) -> Delivery | None:
+    """Hand the approved deliverable over; delivering the same order twice records one delivery.
+
+    A held review goes out only once a person approved it (the held draft) or edited it (their
+    text); until then nothing is delivered (None: no delivery, so no invoice, and the run ends).
+    """
+    reviewed = _get(inputs, "review", Review)
+    content = reviewed.final_draft.as_markdown()
+    if reviewed.hold is not None:
+        hold = env.hold
+        if hold is None or hold.hold_id != reviewed.hold_id or hold.decision is None:
+            return None
+        if hold.decision == "edit" and hold.edited_text:
+            content = hold.edited_text
+        elif hold.decision != "approve":
+            return None
     location = env.deliveries_dir / f"{env.order_id}.md"
     _atomic_write(location, content)
     return env.store.record_delivery(
@@ -219,7 +264,13 @@ class StepSpec:
     inputs: tuple[str, ...]
     uses_model: bool
     description: str
-    run: Callable[[StepEnv, Mapping[str, Artifact]], Artifact]
+    run: Callable[[StepEnv, Mapping[str, Artifact]], Artifact | None]
+
+    @property
+    def may_hold(self) -> bool:
+        """Whether the step may end without an output, holding the order for a person: a model
+        step (the model may refuse) or the delivery (a held review waits for a decision)."""
+        return self.uses_model or self.name == "delivery"
 
     @property
     def asset_name(self) -> str:

@@ -32,7 +32,7 @@ def upsert_letter(conn: Connection, order_id: str, letter: dict[str, Any]) -> No
     )
 
 
-def _letter(
+def letter_columns(
     *, run_id: str, step: str, error_class: str, error_type: str, message: str, attempts: int
 ) -> dict[str, Any]:
     """A fresh letter's columns (all but the replay count); no replay requested yet."""
@@ -48,6 +48,40 @@ def _letter(
         "replay_run_key": None,
         "replay_from": None,
     }
+
+
+def mark_for_replay(
+    conn: Connection, order_id: str, *, from_step: str | None, detail: dict[str, Any]
+) -> str:
+    """Mark the order's letter for a replay from ``from_step`` (else its failed step), moving the
+    order to ``replayed`` in the caller's transaction (its row locked); returns the run key."""
+    letter = (
+        conn.execute(select(dead_letters).where(dead_letters.c.order_id == order_id))
+        .mappings()
+        .first()
+    )
+    if letter is None:
+        raise UnknownOrder(f"order {order_id!r} is not in the dead-letter queue")
+    replays = letter["replays"] + 1
+    run_key = f"replay-{order_id}-{replays}"
+    transition_in(
+        conn,
+        order_id,
+        OrderStatus.REPLAYED,
+        step=from_step or letter["failed_step"],
+        detail={**detail, "replay": replays, "run_key": run_key},
+    )
+    conn.execute(
+        dead_letters.update()
+        .where(dead_letters.c.order_id == order_id)
+        .values(
+            replays=replays,
+            replay_requested_at=utcnow(),
+            replay_run_key=run_key,
+            replay_from=from_step,
+        )
+    )
+    return run_key
 
 
 class DeadLetterStore(StoreConcern):
@@ -82,7 +116,7 @@ class DeadLetterStore(StoreConcern):
             upsert_letter(
                 conn,
                 order_id,
-                _letter(
+                letter_columns(
                     run_id=run_id,
                     step=failed_step,
                     error_class=error_class,
@@ -106,7 +140,7 @@ class DeadLetterStore(StoreConcern):
             upsert_letter(
                 conn,
                 order_id,
-                _letter(
+                letter_columns(
                     run_id=run_id,
                     step=step,
                     error_class="budget",
@@ -138,33 +172,7 @@ class DeadLetterStore(StoreConcern):
         """
         with self.begin() as conn:
             lock_order(conn, order_id)
-            letter = (
-                conn.execute(select(dead_letters).where(dead_letters.c.order_id == order_id))
-                .mappings()
-                .first()
-            )
-            if letter is None:
-                raise UnknownOrder(f"order {order_id!r} is not in the dead-letter queue")
-            replays = letter["replays"] + 1
-            run_key = f"replay-{order_id}-{replays}"
-            transition_in(
-                conn,
-                order_id,
-                OrderStatus.REPLAYED,
-                step=from_step or letter["failed_step"],
-                detail={"actor": actor, "replay": replays, "run_key": run_key},
-            )
-            conn.execute(
-                dead_letters.update()
-                .where(dead_letters.c.order_id == order_id)
-                .values(
-                    replays=replays,
-                    replay_requested_at=utcnow(),
-                    replay_run_key=run_key,
-                    replay_from=from_step,
-                )
-            )
-        return run_key
+            return mark_for_replay(conn, order_id, from_step=from_step, detail={"actor": actor})
 
     def move_replay_start(
         self, order_id: str, *, requested: str, start: str, missing: list[str]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -35,6 +36,10 @@ _MOVE_ATTEMPTS = 5
 # A refused payload is kept whole up to this size; beyond it a prefix and the SHA-256 of the whole.
 MAX_REJECTED_PAYLOAD_CHARS = 64 * 1024
 MAX_REJECTED_ERRORS = 50
+# What the leak rules check a draft against: tokens shaped like an order id, and customers.
+_ID_TOKEN = re.compile(r"(?<![\w-])[A-Za-z0-9][A-Za-z0-9_-]{2,63}(?![\w-])")
+MAX_ID_TOKENS = 5_000
+MAX_CUSTOMERS_CHECKED = 10_000
 
 
 def bounded_payload(payload: str | bytes) -> tuple[str, dict[str, Any]]:
@@ -50,6 +55,14 @@ def bounded_payload(payload: str | bytes) -> tuple[str, dict[str, Any]]:
     prefix = data[:MAX_REJECTED_PAYLOAD_CHARS].decode("utf-8", "backslashreplace")
     facts.update(payload_sha256=digest, payload_truncated=True)
     return f"{prefix}\n[truncated: {len(data)} bytes in all, sha256 {digest}]", facts
+
+
+@dataclass(frozen=True)
+class NamesInText:
+    """Names a text could leak: the business's other customers, other orders' ids it contains."""
+
+    customers: list[str]
+    order_ids: list[str]
 
 
 @dataclass(frozen=True)
@@ -147,6 +160,7 @@ class OrderStore(StoreConcern):
                     service=order.service.value,
                     brief=order.brief,
                     price_cents=order.price_cents,
+                    require_approval=order.require_approval,
                     status=OrderStatus.QUEUED.value,
                     created_at=now,
                     updated_at=now,
@@ -164,7 +178,14 @@ class OrderStore(StoreConcern):
                     existing["service"],
                     existing["brief"],
                     existing["price_cents"],
-                ) == (order.customer, order.service.value, order.brief, order.price_cents)
+                    existing["require_approval"],
+                ) == (
+                    order.customer,
+                    order.service.value,
+                    order.brief,
+                    order.price_cents,
+                    order.require_approval,
+                )
                 if same:
                     raise AlreadySubmitted(order.order_id, existing["status"])
                 raise OrderIdTaken(order.order_id)
@@ -177,6 +198,7 @@ class OrderStore(StoreConcern):
                     "source": source,
                     "service": order.service.value,
                     "price_cents": order.price_cents,
+                    **({"require_approval": True} if order.require_approval else {}),
                 },
             )
         return order
@@ -228,6 +250,7 @@ class OrderStore(StoreConcern):
             service=row["service"],
             brief=row["brief"],
             price=Decimal(row["price_cents"]) / 100,
+            require_approval=row["require_approval"],
         )
         return OrderRecord(
             order,
@@ -253,6 +276,37 @@ class OrderStore(StoreConcern):
             query = query.where(orders.c.status == status.value)
         with self.engine.connect() as conn:
             return list(conn.execute(query).scalars())
+
+    def names_in(self, text: str, *, besides: str) -> NamesInText:
+        """The other orders' ids that ``text`` contains, and the business's other customers.
+
+        The review's leak rules look for these in a draft (:mod:`agentforge_dagster.domain.policy`).
+        """
+        tokens = sorted(set(_ID_TOKEN.findall(text)))[:MAX_ID_TOKENS]
+        with self.engine.connect() as conn:
+            customer = conn.execute(
+                select(orders.c.customer).where(orders.c.order_id == besides)
+            ).scalar_one_or_none()
+            ids = (
+                list(
+                    conn.execute(
+                        select(orders.c.order_id).where(
+                            orders.c.order_id.in_(tokens), orders.c.order_id != besides
+                        )
+                    ).scalars()
+                )
+                if tokens
+                else []
+            )
+            customers = list(
+                conn.execute(
+                    select(orders.c.customer)
+                    .where(orders.c.customer != (customer or ""))
+                    .distinct()
+                    .limit(MAX_CUSTOMERS_CHECKED)
+                ).scalars()
+            )
+        return NamesInText(customers=customers, order_ids=ids)
 
     def counts_by_status(self) -> dict[str, int]:
         with self.engine.connect() as conn:

@@ -75,6 +75,7 @@ orders = Table(
     _moment("updated_at"),
     Column("failed_error_class", String(20)),
     _moment("launch_requested_at", nullable=True),  # first claimed by the queue sensor
+    Column("require_approval", Boolean, nullable=False, server_default=false()),
 )
 
 rejected_orders = Table(
@@ -177,4 +178,25 @@ budgets = Table(
     Column("month", String(7), primary_key=True),  # YYYY-MM, or "default"
     Column("cap_usd", Numeric(12, 2), nullable=False),
     _moment("set_at"),
+)
+
+review_holds = Table(
+    "review_holds",
+    metadata,
+    Column("hold_id", Integer, primary_key=True, autoincrement=True),
+    _order_id(nullable=False, index=True),
+    _run_id(nullable=False),
+    Column("kind", String(20), nullable=False),  # quarantined | awaiting_approval
+    _step("step", nullable=False),  # the step that held it
+    Column("findings", Text, nullable=False),  # JSON: [{rule, action, reason}]
+    Column("draft", Text),  # the held deliverable as Markdown (none when the model refused)
+    Column("model", String(120)),
+    _moment("held_at"),
+    Column("decision", String(20)),  # approve | edit | redrive | reject, once
+    Column("decided_by", String(200)),
+    _moment("decided_at", nullable=True),
+    Column("note", Text),
+    Column("edited_text", Text),
+    Column("redrive_model", String(300)),
+    _moment("escalated_at", nullable=True),
 )

@@ -23,6 +23,7 @@ from agentforge_dagster.persistence.dead_letters import DeadLetterStore
 from agentforge_dagster.persistence.deliveries import DeliveryStore
 from agentforge_dagster.persistence.model_calls import ModelCallStore
 from agentforge_dagster.persistence.orders import OrderRecord, OrderStore
+from agentforge_dagster.persistence.review_holds import ReviewHoldStore
 
 __all__ = ["MIGRATIONS", "BusinessStore", "OrderRecord", "make_engine"]
 
@@ -48,12 +49,21 @@ def make_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True)
 
 
-class BusinessStore(OrderStore, DeliveryStore, DeadLetterStore, ModelCallStore, AuditStore):
+class BusinessStore(
+    OrderStore, DeliveryStore, DeadLetterStore, ReviewHoldStore, ModelCallStore, AuditStore
+):
     """Every concern of the business store over one engine."""
 
     @classmethod
     def from_url(cls, url: str) -> BusinessStore:
         return cls(make_engine(url))
+
+    @classmethod
+    def opened(cls, url: str) -> BusinessStore:
+        """The store at ``url`` with its tables brought up to date: what a command works on."""
+        store = cls.from_url(url)
+        store.upgrade()
+        return store
 
     def upgrade(self) -> None:
         """Bring the business tables to the newest Alembic revision (the only way tables are made)."""

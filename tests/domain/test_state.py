@@ -19,6 +19,13 @@ EXPECTED_LEGAL = {
     (S.REPLAYED, S.PROCESSING),
     (S.PROCESSING, S.WAITING_BUDGET),
     (S.WAITING_BUDGET, S.REPLAYED),
+    # The review gate: held for a person, then replayed by a decision or rejected.
+    (S.PROCESSING, S.QUARANTINED),
+    (S.PROCESSING, S.AWAITING_APPROVAL),
+    (S.QUARANTINED, S.REPLAYED),
+    (S.QUARANTINED, S.REJECTED),
+    (S.AWAITING_APPROVAL, S.REPLAYED),
+    (S.AWAITING_APPROVAL, S.REJECTED),
 }
 ALL_PAIRS = list(itertools.product(OrderStatus, OrderStatus))
 

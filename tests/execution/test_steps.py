@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from agentforge_dagster.domain.errors import PermanentError, RevisionsExhausted
+from agentforge_dagster.domain.errors import PermanentError
 from agentforge_dagster.domain.models import Draft, DraftSection, Order, Plan
+from agentforge_dagster.domain.policy import quality_findings
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.execution import steps
 from agentforge_dagster.execution.providers import OFFLINE_MODEL_NAME, ModelRequest, OfflineModel
@@ -103,37 +104,31 @@ def test_review_approves_a_complete_draft_without_revising(store, tmp_path) -> N
 
 def test_review_sends_an_incomplete_draft_back_once(store, tmp_path) -> None:
     order, plan, lapsed = _lapsing_order(store, tmp_path)
-    assert steps.review_issues(plan, lapsed) == [f"missing section {plan.sections[-1]!r}"]
+    found = quality_findings(plan, lapsed)
+    assert [f.reason for f in found] == [f"missing section {plan.sections[-1]!r}"]
     env = env_for(store, order, tmp_path, max_revisions=1)
     review = steps.review(env, {"intake": order, "plan": plan, "draft": lapsed})
-    assert review.revisions == 1
+    assert review.revisions == 1 and review.hold is None
     assert review.final_draft.revision == 1
     assert [s.heading for s in review.final_draft.sections] == plan.sections
     assert len(env.model_calls) == 1  # one revision call
 
 
-def test_review_without_revisions_left_fails_permanently(store, tmp_path) -> None:
+def test_review_without_revisions_left_quarantines_the_order(store, tmp_path) -> None:
     order, plan, lapsed = _lapsing_order(store, tmp_path)
+    store.submit(order)
+    store.claim(order.order_id, run_id="r1", step="intake")
     env = env_for(store, order, tmp_path, max_revisions=0)
-    with pytest.raises(RevisionsExhausted, match="missing section"):
-        steps.review(env, {"intake": order, "plan": plan, "draft": lapsed})
-
-
-def test_review_issues_catch_thin_sections_and_missing_keywords() -> None:
-    plan = Plan(
-        order_id="o", title="t", sections=["A"], tone="x", word_target=100, keywords=["pipelines"]
-    )
-    draft = Draft(
-        order_id="o",
-        title="t",
-        revision=0,
-        model="m",
-        sections=[DraftSection(heading="A", body="too short")],
-    )
-    assert steps.review_issues(plan, draft) == [
-        "section 'A' is shorter than 15 words",
-        "none of the brief's keywords appear in the draft",
-    ]
+    review = steps.review(env, {"intake": order, "plan": plan, "draft": lapsed})
+    assert (review.approved, review.hold) == (False, "quarantined")
+    assert review.issues == [f"missing section {plan.sections[-1]!r}"]
+    assert store.status(order.order_id) is OrderStatus.QUARANTINED
+    hold = store.latest_hold(order.order_id)
+    assert hold is not None and hold.hold_id == review.hold_id
+    assert hold.reasons == review.issues and hold.draft == lapsed.as_markdown()
+    # The step retried after it held the order (a fault after its work) holds it once.
+    again = steps.review(env, {"intake": order, "plan": plan, "draft": lapsed})
+    assert again.hold_id == review.hold_id and len(store.holds()) == 1
 
 
 def _deliver_and_invoice(store: BusinessStore, tmp_path: Path) -> tuple[Order, steps.StepEnv]:

@@ -39,7 +39,6 @@ from agentforge_dagster.orchestration.runner import run_order
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings
 from tests.conftest import make_order
-from tests.execution.test_steps import _lapsing_order
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 
@@ -153,18 +152,11 @@ def test_seeded_random_faults_every_attempt_as_scheduled(
 
 
 def test_a_permanent_failure_is_one_failed_attempt_and_ends_the_order(
-    defs: Definitions, instance: DagsterInstance, store: BusinessStore, settings, tmp_path
+    defs: Definitions, instance: DagsterInstance, store: BusinessStore
 ) -> None:
-    order, _, _ = _lapsing_order(store, tmp_path)
-    store.submit(order)
-    options = {"max_revisions": 0, "deliveries_dir": str(settings.resolved_deliveries_dir())}
-    run_order(
-        defs,
-        instance,
-        store,
-        order.order_id,
-        run_config={"resources": {"options": {"config": options}}},
-    )
+    order = store.submit(make_order())
+    broken = {"resources": {"faults": {"config": {"fail_permanently": ["review"]}}}}
+    run_order(defs, instance, store, order.order_id, run_config=broken)
 
     report = build_report(instance, store.statuses(), fault_rate=0.1)
     review = report.steps.loc["review"]
@@ -177,8 +169,8 @@ def test_a_permanent_failure_is_one_failed_attempt_and_ends_the_order(
     [failed] = (
         attempts_frame(instance, order_runs(instance)).query("not succeeded").to_dict("records")
     )
-    assert failed["step"] == "review" and failed["error_type"] == "RevisionsExhausted"
-    assert failed["error"].startswith("draft still rejected after 0 revision(s)")
+    assert failed["step"] == "review" and failed["error_type"] == "InjectedPermanentFault"
+    assert failed["error"].startswith("injected permanent fault: review cannot succeed")
 
 
 # -- across runs: a replay continues the order's attempt count ------------------------------------

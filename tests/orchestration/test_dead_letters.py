@@ -145,7 +145,7 @@ def test_blips_are_replayed_without_a_person_after_a_doubling_back_off(store) ->
     """Transient and infrastructure letters come back by themselves; permanent ones do not."""
     for order_id, error_class, error_type in (
         ("blip", "infrastructure", "RunFailure"),
-        ("hard", "permanent", "RevisionsExhausted"),
+        ("hard", "permanent", "InjectedPermanentFault"),
         ("lost", "permanent", "MissingArtifact"),
     ):
         store.submit(make_order(order_id=order_id))

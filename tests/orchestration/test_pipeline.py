@@ -16,7 +16,6 @@ from agentforge_dagster.metrics.reliability import build_report
 from agentforge_dagster.orchestration.runner import fault_run_config, run_order, run_orders
 from agentforge_dagster.persistence.store import BusinessStore
 from tests.conftest import make_order
-from tests.execution.test_steps import _lapsing_order
 
 
 def step_events(instance: DagsterInstance, run_id: str) -> Counter[tuple[str, str]]:
@@ -60,19 +59,17 @@ def test_a_step_that_fails_twice_then_succeeds_books_one_ledger_row(
 
 
 def test_a_permanent_error_is_not_retried_and_dead_letters_the_order(
-    defs: Definitions, instance: DagsterInstance, store: BusinessStore, settings, tmp_path
+    defs: Definitions, instance: DagsterInstance, store: BusinessStore
 ) -> None:
-    order, _, _ = _lapsing_order(store, tmp_path)
-    store.submit(order)
-    options = {"max_revisions": 0, "deliveries_dir": str(settings.resolved_deliveries_dir())}
-    no_revisions = {"resources": {"options": {"config": options}}}
-    result = run_order(defs, instance, store, order.order_id, run_config=no_revisions)
+    order = store.submit(make_order())
+    broken = {"resources": {"faults": {"config": {"fail_permanently": ["review"]}}}}
+    result = run_order(defs, instance, store, order.order_id, run_config=broken)
     assert not result.success and result.status is OrderStatus.DEAD_LETTERED
     events = step_events(instance, result.run_id)
     assert events[("review", DagsterEventType.STEP_FAILURE.value)] == 1
     assert events[("review", DagsterEventType.STEP_UP_FOR_RETRY.value)] == 0
     record = store.get(order.order_id)
-    assert record.failed_step == "review" and "still rejected" in (record.last_error or "")
+    assert record.failed_step == "review" and "cannot succeed" in (record.last_error or "")
     [failed] = [
         r
         for r in store.audit_rows(order.order_id)
@@ -82,7 +79,7 @@ def test_a_permanent_error_is_not_retried_and_dead_letters_the_order(
     [letter] = store.dead_letters()
     assert (letter["error_class"], letter["error_type"], letter["attempts"]) == (
         "permanent",
-        "RevisionsExhausted",
+        "InjectedPermanentFault",
         1,
     )
     assert store.ledger_rows() == []
