@@ -132,23 +132,24 @@ def eligible_for_auto_replay(
     Transient and infrastructure failures are blips (an outage longer than a step's retries, a
     lost worker, a launch while the code server was away), and so are inputs lost from the
     artifact store (their replay starts at the earliest step whose input is missing); other
-    permanent ones wait for a human. The
-    cool-down doubles with each replay already made: ``cooldown × 2^replays``.
+    permanent ones wait for a human. The cool-down doubles with each replay already made:
+    ``cooldown × 2^replays``. Lost inputs are not an outage to wait out (the store answered that
+    they are gone): their first replay goes at once, later ones after the doubling cool-down.
     """
     now = utcnow()
-    return [
-        letter["order_id"]
-        for letter in store.dead_letters()
+    due = []
+    for letter in store.dead_letters():
+        lost_inputs = letter["error_type"] == "MissingArtifact"
+        if letter["error_class"] not in AUTO_REPLAYED_CLASSES and not lost_inputs:
+            continue
+        replays = letter["replays"]
+        wait = 0.0 if lost_inputs and replays == 0 else cooldown_seconds * 2**replays
         if (
-            letter["error_class"] in AUTO_REPLAYED_CLASSES
-            # Inputs lost from the artifact store: a replay starts where they still are.
-            or letter["error_type"] == "MissingArtifact"
-        )
-        and letter["replays"] < max_replays
-        and _aware(letter["dead_lettered_at"])
-        + timedelta(seconds=cooldown_seconds * 2 ** letter["replays"])
-        <= now
-    ]
+            replays < max_replays
+            and _aware(letter["dead_lettered_at"]) + timedelta(seconds=wait) <= now
+        ):
+            due.append(letter["order_id"])
+    return due
 
 
 def _aware(moment: datetime) -> datetime:

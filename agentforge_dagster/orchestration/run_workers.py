@@ -10,13 +10,15 @@ launcher has no run-worker health check: such a run would stay STARTED until its
 ``dagster/max_runtime``.
 
 So a sensor does that thread's job: a started order run whose worker (the pid Dagster recorded in
-"Started process for run") is no longer alive on this host is failed, with an engine event saying
+"Started process for run") is no longer alive on this host, on two looks a sensor tick apart (the
+first look leaves a live cleanup thread time to report it), is failed, with an engine event saying
 why. A failure with no failed step is one Dagster's run retry takes. Only the default launcher is
 checked: the Docker launcher has its own health check, and its workers are containers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from pathlib import Path
 
 from dagster import (
@@ -54,11 +56,19 @@ def process_alive(pid: int, proc: Path = Path("/proc")) -> bool:
     return stat.rsplit(") ", 1)[1][:1] not in ("Z", "X")
 
 
-def fail_runs_with_dead_workers(instance: DagsterInstance) -> list[str]:
-    """Fail the started order runs whose worker process is gone; returns their ids."""
+def fail_runs_with_dead_workers(
+    instance: DagsterInstance, suspects: Collection[str] = ()
+) -> tuple[list[str], list[str]]:
+    """Fail the started order runs whose worker was already found dead on the last look.
+
+    A run whose worker is gone is a suspect first: the code server, when its cleanup thread is
+    alive, reports it within a second, and one report is enough. A suspect still unfinished on
+    the next look (the next sensor tick) is failed here. Returns the runs failed and the suspects
+    to look at again.
+    """
     if not isinstance(instance.run_launcher, DefaultRunLauncher):
-        return []
-    failed = []
+        return [], []
+    failed, dead = [], []
     started = instance.get_runs(
         RunsFilter(job_name=ORDER_PIPELINE, statuses=[DagsterRunStatus.STARTED])
     )
@@ -66,7 +76,10 @@ def fail_runs_with_dead_workers(instance: DagsterInstance) -> list[str]:
         pid = worker_pid(instance, run.run_id)
         if pid is None or process_alive(pid):
             continue
-        # The worker is dead; read the run again: it may have ended it just before dying.
+        if run.run_id not in suspects:
+            dead.append(run.run_id)
+            continue
+        # Dead since the last look; read the run again: it may have ended just before dying.
         current = instance.get_run_by_id(run.run_id)
         if current is None or current.is_finished:
             continue
@@ -77,4 +90,4 @@ def fail_runs_with_dead_workers(instance: DagsterInstance) -> list[str]:
         instance.report_engine_event(message, current)
         instance.report_run_failed(current, message)
         failed.append(run.run_id)
-    return failed
+    return failed, dead

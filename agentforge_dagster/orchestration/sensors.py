@@ -324,7 +324,9 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
         "whose cleanup thread stopped on a storage error), so Dagster retries them.",
     )
     def lost_run_workers_sensor(context: SensorEvaluationContext) -> SkipReason:
-        failed = fail_runs_with_dead_workers(context.instance)
+        suspects = json.loads(context.cursor) if context.cursor else []
+        failed, suspects = fail_runs_with_dead_workers(context.instance, suspects)
+        context.update_cursor(json.dumps(suspects))
         for run_id in failed:
             context.log.warning(f"run {run_id}: its worker died unreported; failed it")
         return SkipReason(f"failed {len(failed)} runs whose worker was gone")

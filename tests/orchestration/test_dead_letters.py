@@ -169,8 +169,8 @@ def test_blips_are_replayed_without_a_person_after_a_doubling_back_off(store) ->
                 )
             )
 
-    age(minutes=0, replays=0)
-    assert request_due_replays(store, cooldown_seconds=60, max_replays=3) == []
+    age(minutes=0, replays=0)  # lost inputs are not an outage: their first replay goes at once
+    assert eligible_for_auto_replay(store, cooldown_seconds=60, max_replays=3) == ["lost"]
     age(minutes=2, replays=1)  # second try: the back-off is 120 s
     assert sorted(eligible_for_auto_replay(store, cooldown_seconds=60, max_replays=3)) == [
         "blip",
