@@ -357,9 +357,11 @@ def status(settings: AgentForgeSettings) -> None:
 def _report_text(settings: AgentForgeSettings, store: BusinessStore) -> str:
     """Attempts from the Dagster instance's event log; order statuses from the business store."""
     from agentforge_dagster.metrics.reliability import build_report, format_report
+    from agentforge_dagster.metrics.review_gate import format_review_gate, review_gate_figures
 
     with _instance(settings) as instance:
-        return format_report(build_report(instance, store.statuses()))
+        reliability = format_report(build_report(instance, store.statuses()))
+    return reliability + "\n\n" + format_review_gate(review_gate_figures(store))
 
 
 @main.command()

@@ -17,6 +17,7 @@ from dagster import (
 )
 
 from agentforge_dagster.metrics.business import daily_figures
+from agentforge_dagster.metrics.review_gate import review_gate_figures
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 
 DAILY = DailyPartitionsDefinition(start_date="2026-11-01", timezone="UTC")
@@ -39,8 +40,10 @@ class BusinessAssumptions(ConfigurableResource):
 def daily_business_figures(
     context: AssetExecutionContext, store: BusinessStoreResource, assumptions: BusinessAssumptions
 ) -> MaterializeResult:
+    business = store.get_store()
+    gate = review_gate_figures(business, date.fromisoformat(context.partition_key))
     figures = daily_figures(
-        store.get_store(),
+        business,
         date.fromisoformat(context.partition_key),
         cash_on_hand=assumptions.cash_on_hand,
         daily_fixed_costs=assumptions.daily_fixed_costs,
@@ -55,5 +58,10 @@ def daily_business_figures(
             "runway_days": MetadataValue.text(
                 "profitable day" if figures.runway_days is None else f"{figures.runway_days}"
             ),
+            # The review gate's day: holds made, still waiting, and what people decided.
+            "orders_held": gate.held,
+            "holds_waiting": gate.waiting,
+            **{f"decisions_{name}": count for name, count in gate.outcomes.items()},
+            "median_decision_wait_hours": MetadataValue.float(gate.median_wait_hours or 0.0),
         }
     )

@@ -22,6 +22,7 @@ from agentforge_dagster.definitions import build_definitions
 from agentforge_dagster.domain.models import Order
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.execution.providers import OfflineModel
+from agentforge_dagster.metrics.review_gate import format_review_gate, review_gate_figures
 from agentforge_dagster.orchestration.review_gate import decide
 from agentforge_dagster.orchestration.runner import run_order, run_replays
 from agentforge_dagster.persistence.review_holds import DecisionRefused
@@ -343,3 +344,40 @@ def test_a_hold_waiting_too_long_is_escalated_once_and_shown(
     assert [r["event"] for r in store.audit_rows(order.order_id)].count("review_escalated") == 1
     assert "ESCALATED" in cli(settings, monkeypatch, "review", "list").output
     assert "(1 escalated" in cli(settings, monkeypatch, "status").output
+
+
+def test_a_decision_from_the_ui_job_names_the_front_doors_user_or_says_unauthenticated(
+    defs: Definitions, instance: DagsterInstance, store: BusinessStore
+) -> None:
+    first, second = make_order(0, brief=INJECTED), make_order(1, require_approval=True)
+    held(defs, instance, store, first)
+    held(defs, instance, store, second)
+    job = defs.resolve_job_def("review_decision")
+
+    def launch(order_id: str, decision: str, tags: dict[str, str] | None = None, **more: str):
+        config = {"order_id": order_id, "decision": decision, **more}
+        return job.execute_in_process(
+            run_config={"ops": {"record_review_decision": {"config": config}}},
+            instance=instance,
+            tags=tags,
+            raise_on_error=False,
+        )
+
+    assert launch(first.order_id, "approve").success
+    refused = launch(first.order_id, "reject", note="too late")
+    assert not refused.success
+    [failure] = [e for e in refused.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "already decided: approve by ui (unauthenticated)" in str(failure.event_specific_data)
+    assert launch(second.order_id, "reject", {"agentforge/actor": "ivy"}, note="no").success
+    assert decisions(store, first.order_id) == [("approve", "ui (unauthenticated)")]
+    assert decisions(store, second.order_id) == [("reject", "ivy")]
+
+    [replay] = run_replays(defs, instance, store)
+    assert replay.status is OrderStatus.COMPLETED
+    figures = review_gate_figures(store)
+    assert (figures.held, figures.waiting) == (2, 0)
+    assert figures.outcomes == {"approve": 1, "edit": 0, "redrive": 0, "reject": 1}
+    [row] = figures.rates.to_dict("records")
+    assert (row["drafted"], row["quarantined"], row["quarantine_rate"]) == (2, 1, 0.5)
+    assert figures.median_wait_hours is not None and figures.median_wait_hours >= 0
+    assert format_review_gate(figures).startswith("review gate: 2 holds, 0 waiting")
