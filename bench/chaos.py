@@ -13,8 +13,9 @@ It brings up its own stack on this machine and tears it down at the end:
 Orders arrive at a steady rate, phase after phase. The first phase injects nothing (the fault-free
 reference), the second only step faults; every later phase keeps 30 % step faults and model latency
 and injects one fault half-way through its arrivals: SIGKILL of the run workers, of the code server,
-of the daemon; a PostgreSQL restart; PostgreSQL stopped for 25 s; the S3 server frozen for 30 s; the
-S3 server restarted empty (every artifact and log lost). After the last phase it waits up to 15
+of the daemon; a PostgreSQL restart; PostgreSQL stopped for 25 s, then again with the run workers
+SIGKILLed during the outage; the S3 server frozen for 30 s; the S3 server restarted empty (every
+artifact and log lost). After the last phase it waits up to 15
 minutes for every order to settle, then writes a table per phase to ``bench/CHAOS.md``:
 
     .venv/bin/python bench/chaos.py --write bench/CHAOS.md       # make chaos
@@ -287,6 +288,18 @@ def stop_postgres(stack: Stack) -> str:
     return "PostgreSQL stopped for 25 s"
 
 
+def stop_postgres_and_kill_workers(stack: Stack) -> str:
+    """The worst of both: run workers die while the database is away, so nobody can record it
+    (their code server's cleanup thread fails on the storage error and stops for good)."""
+    workers = run_workers() or wait_for(run_workers, "run worker", timeout=30)
+    stack.postgres.stop()
+    time.sleep(5)
+    killed = kill(workers + run_workers())
+    time.sleep(20)
+    stack.postgres.start()
+    return f"PostgreSQL stopped for 25 s, {killed} run worker(s) SIGKILLed 5 s into the outage"
+
+
 def freeze_s3(stack: Stack) -> str:
     stack.s3.signal(signal.SIGSTOP)
     time.sleep(30)
@@ -315,6 +328,7 @@ PHASES = [
     Phase("kill-daemon", kill_daemon),
     Phase("restart-postgres", restart_postgres),
     Phase("stop-postgres", stop_postgres),
+    Phase("stop-postgres-kill-workers", stop_postgres_and_kill_workers),
     Phase("freeze-s3", freeze_s3),
     Phase("restart-s3-empty", restart_s3_empty),
 ]
@@ -440,6 +454,21 @@ def phase_row(
         "audit": "intact" if chain.ok else f"BROKEN: {chain.problem}",
         "daemon_restarts": 0,
     }
+
+
+def rescued_runs(stack: Stack) -> int:
+    """Runs the ``lost_run_workers`` sensor failed: their worker died and nothing reported it."""
+    from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
+
+    failed = stack.instance.get_runs(RunsFilter(statuses=[DagsterRunStatus.FAILURE]))
+    return sum(
+        1
+        for run in failed
+        if any(
+            "nothing reported it" in (event.message or "")
+            for event in stack.instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_FAILURE)
+        )
+    )
 
 
 def runs_per_order(stack: Stack) -> Counter[str]:
@@ -607,6 +636,7 @@ def main() -> int:
             orders, what = per_phase[phase.name]
             rows.append({**phase_row(stack, phase.name, orders, final, runs), "what": what})
         restarts = stack.daemon.restarts
+        rescued = rescued_runs(stack)
         assert stack.daemon.process is not None
         hung = [
             p.pid
@@ -614,7 +644,7 @@ def main() -> int:
             if p.pid in code_servers() and p.ppid != stack.daemon.process.pid
         ]
     wall = time.monotonic() - started
-    report = render(rows, args, wall, restarts, len(hung))
+    report = render(rows, args, wall, restarts, len(hung), rescued)
     print(report)
     if args.write:
         args.write.write_text(report)
@@ -627,7 +657,12 @@ def main() -> int:
 
 
 def render(
-    rows: list[dict[str, Any]], args: argparse.Namespace, wall: float, restarts: int, hung: int
+    rows: list[dict[str, Any]],
+    args: argparse.Namespace,
+    wall: float,
+    restarts: int,
+    hung: int,
+    rescued: int = 0,
 ) -> str:
     reference = next((r for r in rows if r["phase"] == "fault-free"), None)
     faulted = [x for r in rows if r["phase"] != "fault-free" for x in r["latencies"]]
@@ -667,7 +702,9 @@ def render(
             )
         lines.append(sentence + ".")
     lines.append(
-        f"\n\nDaemon restarts by the supervisor beyond the injected kill: {restarts}. Code servers "
+        f"\n\nRuns whose worker died unreported, failed (and so retried) by the `lost_run_workers` "
+        f"sensor: {rescued}. "
+        f"Daemon restarts by the supervisor beyond the injected kill: {restarts}. Code servers "
         f"left behind by an earlier daemon and still alive at the end: {hung}. Wall time {wall / 60:.1f} min. "
         f"Measured {time.strftime('%Y-%m-%d')} on this machine (2 cores) with "
         "`make chaos`.\n"
