@@ -360,7 +360,8 @@ def _report_text(settings: AgentForgeSettings, store: BusinessStore) -> str:
     from agentforge_dagster.metrics.review_gate import format_review_gate, review_gate_figures
 
     with _instance(settings) as instance:
-        reliability = format_report(build_report(instance, store.statuses()))
+        report = build_report(instance, store.statuses(), refused=store.refused_count())
+        reliability = format_report(report)
     return reliability + "\n\n" + format_review_gate(review_gate_figures(store))
 
 
