@@ -345,6 +345,12 @@ def status(settings: AgentForgeSettings) -> None:
             f"waiting for a person: {len(waiting)} ({overdue} escalated: waited over "
             f"{settings.review_escalate_after_hours:g} h); see agentforge review list"
         )
+    failed_checks = store.event_count("check_failed")
+    if failed_checks:
+        click.echo(
+            f"checks failed: {failed_checks} (a delivery or an invoice that does not match its "
+            "record: see the check_failed events in the audit trail and the assets' Checks tab)"
+        )
     letters = store.dead_letters()
     if letters:
         not_launched = sum(1 for letter in letters if letter["error_type"] == "NotLaunchable")
