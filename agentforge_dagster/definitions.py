@@ -6,10 +6,8 @@ from typing import Any
 
 from dagster import (
     ConfigurableIOManager,
-    DefaultScheduleStatus,
     Definitions,
     EnvVar,
-    build_schedule_from_partitioned_job,
     define_asset_job,
     definitions,
 )
@@ -22,7 +20,12 @@ from agentforge_dagster.execution.resources import (
     StepOptions,
     parse_model_specs,
 )
-from agentforge_dagster.metrics.assets import BusinessAssumptions, daily_business_figures
+from agentforge_dagster.metrics.assets import (
+    FIGURES_JOB,
+    BusinessAssumptions,
+    build_figures_schedule,
+    daily_business_figures,
+)
 from agentforge_dagster.orchestration.backups import (
     audit_anchor,
     audit_anchor_job,
@@ -124,7 +127,7 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
     """The code location for ``settings``; ``drills`` (default: as the settings say) adds fault
     injection, which the demo, the benchmarks, the tests and fault campaigns switch on."""
     drills = settings.drills_enabled() if drills is None else drills
-    figures_job = define_asset_job("daily_business_figures_job", selection=[daily_business_figures])
+    figures_job = define_asset_job(FIGURES_JOB, selection=[daily_business_figures])
     return Definitions(
         assets=[
             *build_order_assets(primary_provider(settings), drills=drills),
@@ -140,12 +143,7 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
         schedules=[
             nightly_backup,
             audit_anchor,
-            build_schedule_from_partitioned_job(
-                figures_job,
-                hour_of_day=0,
-                minute_of_hour=30,
-                default_status=DefaultScheduleStatus.RUNNING,
-            ),
+            build_figures_schedule(),
         ],
         sensors=[*build_sensors(settings), build_escalation_sensor(settings)],
         resources=build_resources(settings, drills=drills),

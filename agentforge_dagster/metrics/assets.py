@@ -5,14 +5,19 @@ and the figures about them stay in one-way layers (metrics reads persistence and
 """
 # No "from __future__ import annotations" here: Dagster reads these annotations at definition time.
 
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 
 from dagster import (
     AssetExecutionContext,
     ConfigurableResource,
     DailyPartitionsDefinition,
+    DefaultScheduleStatus,
+    FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
+    RunRequest,
+    ScheduleDefinition,
+    ScheduleEvaluationContext,
     asset,
 )
 
@@ -20,7 +25,9 @@ from agentforge_dagster.metrics.business import daily_figures
 from agentforge_dagster.metrics.review_gate import review_gate_figures
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 
-DAILY = DailyPartitionsDefinition(start_date="2026-11-01", timezone="UTC")
+# end_offset=1: today is a partition too, so the day's figures can be seen during the day.
+DAILY = DailyPartitionsDefinition(start_date="2026-11-01", timezone="UTC", end_offset=1)
+FIGURES_JOB = "daily_business_figures_job"
 
 
 class BusinessAssumptions(ConfigurableResource):
@@ -35,7 +42,13 @@ class BusinessAssumptions(ConfigurableResource):
     group_name="figures",
     kinds={"python", "pandas"},
     owners=["team:agentforge"],
-    description="Revenue, model spend, orders delivered and failed, net burn and runway, per day.",
+    description="Revenue, model spend, orders delivered and failed, net burn and runway, per day; "
+    "today's partition is refreshed every hour.",
+    # Stale after two hours without a refresh (the hourly schedule refreshes it): a dashboard
+    # that stopped updating shows as stale. Evaluated where freshness is enabled (dagster.yaml).
+    freshness_policy=FreshnessPolicy.time_window(
+        fail_window=timedelta(hours=2), warn_window=timedelta(minutes=90)
+    ),
 )
 def daily_business_figures(
     context: AssetExecutionContext, store: BusinessStoreResource, assumptions: BusinessAssumptions
@@ -55,13 +68,40 @@ def daily_business_figures(
             "orders_delivered": figures.orders_delivered,
             "orders_failed": figures.orders_failed,
             "net_burn": MetadataValue.float(figures.net_burn),
-            "runway_days": MetadataValue.text(
-                "profitable day" if figures.runway_days is None else f"{figures.runway_days}"
-            ),
+            # A number the UI plots; a profitable day has no runway to count down (0 here).
+            "runway_days": MetadataValue.float(figures.runway_days or 0.0),
+            "profitable_day": figures.runway_days is None,
             # The review gate's day: holds made, still waiting, and what people decided.
             "orders_held": gate.held,
             "holds_waiting": gate.waiting,
             **{f"decisions_{name}": count for name, count in gate.outcomes.items()},
             "median_decision_wait_hours": MetadataValue.float(gate.median_wait_hours or 0.0),
         }
+    )
+
+
+def todays_figures_requests(now: datetime) -> list[RunRequest]:
+    """Today's figures every hour; in the day's first hour also yesterday's, now complete."""
+    today = now.astimezone(UTC).date()
+    days = [today, today - timedelta(days=1)] if now.astimezone(UTC).hour == 0 else [today]
+    return [
+        RunRequest(run_key=f"figures-{day}-{now:%Y%m%dT%H}", partition_key=day.isoformat())
+        for day in days
+    ]
+
+
+def build_figures_schedule() -> ScheduleDefinition:
+    """Hourly at :20 UTC: the day's figures so far (and, just after midnight, the day before)."""
+
+    def evaluate(context: ScheduleEvaluationContext) -> list[RunRequest]:
+        return todays_figures_requests(context.scheduled_execution_time or datetime.now(UTC))
+
+    return ScheduleDefinition(
+        name="daily_business_figures_hourly",
+        job_name=FIGURES_JOB,
+        cron_schedule="20 * * * *",
+        execution_timezone="UTC",
+        execution_fn=evaluate,
+        default_status=DefaultScheduleStatus.RUNNING,
+        description="Refresh today's business figures every hour; yesterday's once after midnight.",
     )
