@@ -32,6 +32,12 @@ from agentforge_dagster.orchestration.backups import (
     backup_job,
     nightly_backup,
 )
+from agentforge_dagster.orchestration.dead_letter_ui import (
+    dead_letter_queue_asset,
+    dead_letters_job,
+    dead_letters_schedule,
+    replay_dead_letters_job,
+)
 from agentforge_dagster.orchestration.jobs import order_pipeline_job
 from agentforge_dagster.orchestration.review_gate import (
     build_escalation_sensor,
@@ -132,10 +138,13 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
         assets=[
             *build_order_assets(primary_provider(settings), drills=drills),
             daily_business_figures,
+            dead_letter_queue_asset,
         ],
         jobs=[
             order_pipeline_job(settings),
             review_decision_job,
+            replay_dead_letters_job,
+            dead_letters_job,
             backup_job,
             audit_anchor_job,
             figures_job,
@@ -144,6 +153,7 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
             nightly_backup,
             audit_anchor,
             build_figures_schedule(),
+            dead_letters_schedule,
         ],
         sensors=[*build_sensors(settings), build_escalation_sensor(settings)],
         resources=build_resources(settings, drills=drills),

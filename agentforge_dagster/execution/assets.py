@@ -246,7 +246,8 @@ def build_step_asset(spec: StepSpec, pool: str, *, drills: bool = False) -> Asse
         partitions_def=ORDERS_PARTITIONS,
         group_name=ORDER_GROUP,
         ins={name: AssetIn(f"order_{name}") for name in spec.inputs},
-        description=spec.description,
+        description=spec.description
+        + " Orders that failed for good are listed in the dead_letter_queue asset.",
         kinds={"python", "llm"} if spec.uses_model else {"python"},
         owners=["team:agentforge"],
         pool=pool if spec.uses_model else None,
