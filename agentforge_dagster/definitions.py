@@ -25,6 +25,7 @@ from agentforge_dagster.metrics.assets import (
     BusinessAssumptions,
     build_figures_schedule,
     daily_business_figures,
+    daily_reliability,
 )
 from agentforge_dagster.orchestration.backups import (
     audit_anchor,
@@ -94,7 +95,10 @@ def build_resources(settings: AgentForgeSettings, *, drills: bool = False) -> di
         "artifact_io_manager": artifact_io_manager(settings),
         "backup_target": backup_target(settings),
         "assumptions": BusinessAssumptions(
-            cash_on_hand=settings.cash_on_hand, daily_fixed_costs=settings.daily_fixed_costs
+            cash_on_hand=settings.cash_on_hand,
+            daily_fixed_costs=settings.daily_fixed_costs,
+            plan_start=settings.plan_start.isoformat() if settings.plan_start else None,
+            plan_days=settings.plan_days,
         ),
     }
 
@@ -133,11 +137,14 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
     """The code location for ``settings``; ``drills`` (default: as the settings say) adds fault
     injection, which the demo, the benchmarks, the tests and fault campaigns switch on."""
     drills = settings.drills_enabled() if drills is None else drills
-    figures_job = define_asset_job(FIGURES_JOB, selection=[daily_business_figures])
+    figures_job = define_asset_job(
+        FIGURES_JOB, selection=[daily_business_figures, daily_reliability]
+    )
     return Definitions(
         assets=[
             *build_order_assets(primary_provider(settings), drills=drills),
             daily_business_figures,
+            daily_reliability,
             dead_letter_queue_asset,
         ],
         jobs=[

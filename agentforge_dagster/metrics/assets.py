@@ -6,6 +6,7 @@ and the figures about them stay in one-way layers (metrics reads persistence and
 # No "from __future__ import annotations" here: Dagster reads these annotations at definition time.
 
 from datetime import UTC, date, datetime, timedelta
+from typing import Any
 
 from dagster import (
     AssetExecutionContext,
@@ -16,12 +17,15 @@ from dagster import (
     MaterializeResult,
     MetadataValue,
     RunRequest,
+    RunsFilter,
     ScheduleDefinition,
     ScheduleEvaluationContext,
     asset,
 )
 
-from agentforge_dagster.metrics.business import daily_figures
+from agentforge_dagster.domain.runs import ORDER_PIPELINE, order_of_run
+from agentforge_dagster.metrics.business import daily_figures, first_order_date, plan_day
+from agentforge_dagster.metrics.reliability import build_report
 from agentforge_dagster.metrics.review_gate import review_gate_figures
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 
@@ -31,10 +35,12 @@ FIGURES_JOB = "daily_business_figures_job"
 
 
 class BusinessAssumptions(ConfigurableResource):
-    """Figures the books do not hold: cash at hand and the daily costs besides models."""
+    """Figures the books do not hold: cash at hand, the daily costs besides models, the plan."""
 
     cash_on_hand: float = 10_000.0
     daily_fixed_costs: float = 50.0
+    plan_start: str | None = None  # YYYY-MM-DD; default: the first order's date
+    plan_days: int = 90
 
 
 @asset(
@@ -54,7 +60,10 @@ def daily_business_figures(
     context: AssetExecutionContext, store: BusinessStoreResource, assumptions: BusinessAssumptions
 ) -> MaterializeResult:
     business = store.get_store()
-    gate = review_gate_figures(business, date.fromisoformat(context.partition_key))
+    day = date.fromisoformat(context.partition_key)
+    gate = review_gate_figures(business, day)
+    start = date.fromisoformat(assumptions.plan_start) if assumptions.plan_start else None
+    day_n = plan_day(day, start, first_order_date(business))
     figures = daily_figures(
         business,
         date.fromisoformat(context.partition_key),
@@ -76,8 +85,73 @@ def daily_business_figures(
             "holds_waiting": gate.waiting,
             **{f"decisions_{name}": count for name, count in gate.outcomes.items()},
             "median_decision_wait_hours": MetadataValue.float(gate.median_wait_hours or 0.0),
+            # Orders and models: how fast, and how much the response store saved.
+            "latency_p50_seconds": MetadataValue.float(figures.latency_p50_s or 0.0),
+            "latency_p95_seconds": MetadataValue.float(figures.latency_p95_s or 0.0),
+            "cache_hit_rate": MetadataValue.float(figures.cache_hit_rate or 0.0),
+            # Where the day is in the business plan (0: no order yet, no plan start set).
+            "plan_day": day_n or 0,
+            "plan_days_left": max(assumptions.plan_days - (day_n or 0), 0),
         }
     )
+
+
+@asset(
+    partitions_def=DAILY,
+    group_name="figures",
+    kinds={"python", "pandas"},
+    owners=["team:agentforge"],
+    description="Reliability of the day's order runs, from Dagster's event log: first-try success "
+    "per step, retries per order, end-to-end success measured and predicted without retries; "
+    "today's partition is refreshed every hour.",
+    freshness_policy=FreshnessPolicy.time_window(
+        fail_window=timedelta(hours=2), warn_window=timedelta(minutes=90)
+    ),
+)
+def daily_reliability(
+    context: AssetExecutionContext, store: BusinessStoreResource
+) -> MaterializeResult:
+    day = date.fromisoformat(context.partition_key)
+    start = datetime.combine(day, datetime.min.time(), tzinfo=UTC)
+    records = context.instance.get_run_records(
+        RunsFilter(
+            job_name=ORDER_PIPELINE,
+            created_after=start,
+            created_before=start + timedelta(days=1),
+        ),
+        ascending=True,
+    )
+    runs = [record.dagster_run for record in records]
+    statuses = store.get_store().statuses()
+    run_orders = {order for run in runs if (order := order_of_run(run.tags)) is not None}
+    report = build_report(
+        context.instance, {o: statuses.get(o, "unknown") for o in run_orders}, runs=runs
+    )
+    steps = report.steps
+    failed_attempts = int(steps["failed_attempts"].sum())
+    metadata: dict[str, Any] = {
+        "orders_run": report.orders_run,
+        **{f"orders_{name}": count for name, count in report.outcomes.items()},
+        "retries_per_order": MetadataValue.float(
+            round(failed_attempts / report.orders_run, 3) if report.orders_run else 0.0
+        ),
+        "end_to_end_success": MetadataValue.float(_number(report.end_to_end_success)),
+        "first_try_chain_measured": MetadataValue.float(_number(report.measured_first_try_chain)),
+        **{
+            f"first_try_success_{step}": MetadataValue.float(_number(value))
+            for step, value in steps["first_try_success"].items()
+        },
+    }
+    if report.predicted_without_retries is not None:
+        metadata["predicted_without_retries"] = MetadataValue.float(
+            report.predicted_without_retries
+        )
+    return MaterializeResult(metadata=metadata)
+
+
+def _number(value: float) -> float:
+    """A figure the UI can plot: no orders that day gives 0, not NaN."""
+    return 0.0 if value != value else round(float(value), 4)
 
 
 def todays_figures_requests(now: datetime) -> list[RunRequest]:
