@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: venv services demo test lint format bench soak chaos ui dagster-home clean images up down deploy rollback
+.PHONY: venv services demo test lint format bench soak chaos notebook report ui dagster-home clean images up down deploy rollback
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,16 @@ soak: venv services
 ## one fault a phase; figures to bench/CHAOS.md (about 30 minutes; not part of make test)
 chaos: venv
 	$(BIN)/python bench/chaos.py --write bench/CHAOS.md
+
+## notebook: the reliability notebook in Jupyter, over the instance the demo wrote to
+notebook: venv
+	$(BIN)/pip install --quiet -e '.[notebook]'
+	$(BIN)/jupyter notebook notebooks/reliability.ipynb
+
+## report: the notebook executed to HTML (build/reliability.html), figures included
+report: venv
+	mkdir -p build
+	MPLBACKEND=Agg $(BIN)/jupyter nbconvert --to html --execute notebooks/reliability.ipynb --output-dir build
 
 ## ui: the Dagster UI over the same instance the demo wrote to (created empty if there is none yet)
 ui: venv dagster-home

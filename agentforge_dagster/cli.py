@@ -23,6 +23,7 @@ from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.domain.steps import STEP_NAMES
 from agentforge_dagster.persistence.anchors import write_anchor
 from agentforge_dagster.persistence.store import BusinessStore
+from agentforge_dagster.progress import counted, working
 from agentforge_dagster.settings import AgentForgeSettings, load_settings
 
 if TYPE_CHECKING:  # Dagster is imported by the commands that use it: the others start fast
@@ -202,19 +203,14 @@ def submit(
     click.echo(f"queued {order.order_id}")
 
 
-def _print_progress(total: int) -> Callable[[OrderRunResult], None]:
+def _order_line(total: int) -> Callable[[int, str], str]:
+    """One line per order off a terminal: [done/total], the order, its state, its run, the time."""
     started = time.monotonic()
-    done = 0
 
-    def show(result: OrderRunResult) -> None:
-        nonlocal done
-        done += 1
-        click.echo(
-            f"[{done:>{len(str(total))}}/{total}] {result.order_id} {result.state:<10} "
-            f"run {result.run_id[:8]}  {time.monotonic() - started:6.1f} s"
-        )
+    def line(done: int, label: str) -> str:
+        return f"[{done:>{len(str(total))}}/{total}] {label}  {time.monotonic() - started:6.1f} s"
 
-    return show
+    return line
 
 
 def _run(
@@ -232,14 +228,17 @@ def _run(
     if fault_rate is not None:
         run_config.update(fault_run_config(fault_rate, seed))
     defs = build_definitions(settings, drills=True if fault_rate is not None else None)
-    with _instance(settings) as instance:
+    with (
+        _instance(settings) as instance,
+        counted(len(order_ids), "orders", _order_line(len(order_ids))) as advance,
+    ):
         results = run_orders(
             defs,
             instance,
             store,
             order_ids,
             run_config=run_config,
-            progress=_print_progress(len(order_ids)),
+            progress=lambda r: advance(f"{r.order_id} {r.state:<10} run {r.run_id[:8]}"),
         )
         replayed = run_replays(defs, instance, store, run_config=dict(QUIET_LOGGING))
     for result in replayed:
@@ -345,6 +344,12 @@ def status(settings: AgentForgeSettings) -> None:
             f"waiting for a person: {len(waiting)} ({overdue} escalated: waited over "
             f"{settings.review_escalate_after_hours:g} h); see agentforge review list"
         )
+    failed_checks = store.event_count("check_failed")
+    if failed_checks:
+        click.echo(
+            f"checks failed: {failed_checks} (a delivery or an invoice that does not match its "
+            "record: see the check_failed events in the audit trail and the assets' Checks tab)"
+        )
     letters = store.dead_letters()
     if letters:
         not_launched = sum(1 for letter in letters if letter["error_type"] == "NotLaunchable")
@@ -360,7 +365,8 @@ def _report_text(settings: AgentForgeSettings, store: BusinessStore) -> str:
     from agentforge_dagster.metrics.review_gate import format_review_gate, review_gate_figures
 
     with _instance(settings) as instance:
-        reliability = format_report(build_report(instance, store.statuses()))
+        report = build_report(instance, store.statuses(), refused=store.refused_count())
+        reliability = format_report(report)
     return reliability + "\n\n" + format_review_gate(review_gate_figures(store))
 
 
@@ -449,12 +455,13 @@ def backup(settings: AgentForgeSettings, keep: int | None) -> None:
 
     target = _backup_target(settings)
     location = target.location()
-    manifest = create_backup(
-        _store(settings),
-        location,
-        keep=keep or target.keep,
-        anchor_key=settings.resolved_audit_anchor_key(),
-    )
+    with working(f"backing up to {location.describe()}"):
+        manifest = create_backup(
+            _store(settings),
+            location,
+            keep=keep or target.keep,
+            anchor_key=settings.resolved_audit_anchor_key(),
+        )
     click.echo(
         f"backup {manifest.backup_id}: {manifest.size_bytes} bytes, sha256 "
         f"{manifest.sha256[:16]}…, in {location.describe()}"
@@ -490,7 +497,8 @@ def restore(settings: AgentForgeSettings, backup_id: str, target_url: str | None
     from agentforge_dagster.persistence.backup import restore_backup
 
     target = target_url or settings.resolved_database_url()
-    report = restore_backup(_backup_location(settings), backup_id, target)
+    with working(f"restoring {backup_id} and verifying it"):
+        report = restore_backup(_backup_location(settings), backup_id, target)
     click.echo(
         f"restored {backup_id} into {_safe_url(target)}: "
         + ", ".join(f"{table} {count}" for table, count in report.row_counts.items())

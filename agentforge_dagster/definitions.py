@@ -6,10 +6,8 @@ from typing import Any
 
 from dagster import (
     ConfigurableIOManager,
-    DefaultScheduleStatus,
     Definitions,
     EnvVar,
-    build_schedule_from_partitioned_job,
     define_asset_job,
     definitions,
 )
@@ -22,12 +20,24 @@ from agentforge_dagster.execution.resources import (
     StepOptions,
     parse_model_specs,
 )
-from agentforge_dagster.metrics.assets import BusinessAssumptions, daily_business_figures
+from agentforge_dagster.metrics.assets import (
+    FIGURES_JOB,
+    BusinessAssumptions,
+    build_figures_schedule,
+    daily_business_figures,
+    daily_reliability,
+)
 from agentforge_dagster.orchestration.backups import (
     audit_anchor,
     audit_anchor_job,
     backup_job,
     nightly_backup,
+)
+from agentforge_dagster.orchestration.dead_letter_ui import (
+    dead_letter_queue_asset,
+    dead_letters_job,
+    dead_letters_schedule,
+    replay_dead_letters_job,
 )
 from agentforge_dagster.orchestration.jobs import order_pipeline_job
 from agentforge_dagster.orchestration.review_gate import (
@@ -85,7 +95,10 @@ def build_resources(settings: AgentForgeSettings, *, drills: bool = False) -> di
         "artifact_io_manager": artifact_io_manager(settings),
         "backup_target": backup_target(settings),
         "assumptions": BusinessAssumptions(
-            cash_on_hand=settings.cash_on_hand, daily_fixed_costs=settings.daily_fixed_costs
+            cash_on_hand=settings.cash_on_hand,
+            daily_fixed_costs=settings.daily_fixed_costs,
+            plan_start=settings.plan_start.isoformat() if settings.plan_start else None,
+            plan_days=settings.plan_days,
         ),
     }
 
@@ -124,15 +137,21 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
     """The code location for ``settings``; ``drills`` (default: as the settings say) adds fault
     injection, which the demo, the benchmarks, the tests and fault campaigns switch on."""
     drills = settings.drills_enabled() if drills is None else drills
-    figures_job = define_asset_job("daily_business_figures_job", selection=[daily_business_figures])
+    figures_job = define_asset_job(
+        FIGURES_JOB, selection=[daily_business_figures, daily_reliability]
+    )
     return Definitions(
         assets=[
             *build_order_assets(primary_provider(settings), drills=drills),
             daily_business_figures,
+            daily_reliability,
+            dead_letter_queue_asset,
         ],
         jobs=[
             order_pipeline_job(settings),
             review_decision_job,
+            replay_dead_letters_job,
+            dead_letters_job,
             backup_job,
             audit_anchor_job,
             figures_job,
@@ -140,12 +159,8 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
         schedules=[
             nightly_backup,
             audit_anchor,
-            build_schedule_from_partitioned_job(
-                figures_job,
-                hour_of_day=0,
-                minute_of_hour=30,
-                default_status=DefaultScheduleStatus.RUNNING,
-            ),
+            build_figures_schedule(),
+            dead_letters_schedule,
         ],
         sensors=[*build_sensors(settings), build_escalation_sensor(settings)],
         resources=build_resources(settings, drills=drills),

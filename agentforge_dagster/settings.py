@@ -6,6 +6,7 @@ offline model, no injected faults.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 
 from pydantic import Field, SecretStr, model_validator
@@ -98,6 +99,10 @@ class AgentForgeSettings(BaseSettings):
     drop_dir: Path | None = Field(default=None, description="Folder watched for JSON/CSV orders.")
     # Business figures.
     cash_on_hand: float = Field(default=10_000.0, description="Cash at hand, for the runway.")
+    plan_start: date | None = Field(
+        default=None, description="Day 1 of the business plan (default: the first order's date)."
+    )
+    plan_days: int = Field(default=90, ge=1, description="How many days the business plan runs.")
     daily_fixed_costs: float = Field(default=50.0, ge=0, description="Daily costs besides models.")
 
     @model_validator(mode="after")

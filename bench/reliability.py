@@ -23,6 +23,7 @@ from agentforge_dagster.domain.models import parse_order
 from agentforge_dagster.metrics.reliability import build_report
 from agentforge_dagster.orchestration.runner import fault_run_config, run_orders
 from agentforge_dagster.persistence.store import BusinessStore
+from agentforge_dagster.progress import counted
 from agentforge_dagster.settings import AgentForgeSettings
 
 QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
@@ -82,15 +83,15 @@ def main() -> None:
     args = parser.parse_args()
 
     rows = []
-    for rate in args.rates:
-        for seed in args.seeds:
+    cases = [(rate, seed) for rate in args.rates for seed in args.seeds]
+    with counted(len(cases), "cases", lambda done, label: label) as advance:
+        for rate, seed in cases:
             row = one_case(args.orders, rate, seed)
             rows.append(row)
-            print(
+            advance(
                 f"f={rate:.2f} seed={seed}: {row['completed']:.0f}/{row['orders']:.0f} completed "
                 f"({row['end_to_end']:.1%}; no-retry prediction {row['predicted']:.1%}), "
-                f"{row['seconds_per_order']:.2f} s/order",
-                flush=True,
+                f"{row['seconds_per_order']:.2f} s/order"
             )
 
     lines = [

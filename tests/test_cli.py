@@ -355,3 +355,36 @@ def test_audit_verify_reports_a_damaged_database_in_one_line(cli, tmp_path: Path
     assert verified.returncode == 1
     assert "database DAMAGED" in verified.stderr and "Traceback" not in verified.stderr
     assert "audit chain intact" not in verified.stdout
+
+
+def test_demo_shows_a_progress_bar_with_rate_and_eta_on_a_terminal(tmp_path: Path) -> None:
+    """Under a pseudo-terminal the demo draws a bar; the other tests read its plain lines."""
+    import pty
+
+    primary, replica = pty.openpty()
+    env = {
+        **os.environ,
+        "AGENTFORGE_HOME": str(tmp_path / "af"),
+        "DAGSTER_HOME": str(tmp_path / "dh"),
+        "COLUMNS": "160",
+        "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    }
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "agentforge"), "demo", "--orders", "2"],
+        stdin=replica, stdout=replica, stderr=replica, env=env, timeout=300, check=False,
+    )  # fmt: skip
+    os.close(replica)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(primary, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(primary)
+    screen = b"".join(chunks).decode(errors="replace")
+    assert done.returncode == 0, screen[-2000:]
+    assert "2/2" in screen and "/s" in screen and "ETA" in screen
+    assert "[1/2]" not in screen, "no plain per-order lines on a terminal"

@@ -43,7 +43,14 @@ def test_six_order_assets_with_retry_policy_and_pools(defs: Definitions) -> None
     assert policy.backoff is Backoff.LINEAR and policy.jitter is Jitter.PLUS_MINUS
     graph = defs.resolve_asset_graph()
     keys = sorted(key.to_user_string() for key in graph.get_all_asset_keys())
-    assert keys == sorted([*(spec.asset_name for spec in STEPS), "daily_business_figures"])
+    assert keys == sorted(
+        [
+            *(spec.asset_name for spec in STEPS),
+            "daily_business_figures",
+            "daily_reliability",
+            "dead_letter_queue",
+        ]
+    )
     for spec in STEPS:
         node_def = job.graph.node_named(spec.asset_name).definition
         assert getattr(node_def, "retry_policy", None) is None, "one policy, on the job"

@@ -151,6 +151,14 @@ class ServiceKind(StrEnum):
     PRESS_RELEASE = "press_release"
 
 
+# The sections every deliverable of a service covers: a plan leaves none out (the plan's check).
+SERVICE_OUTLINES: dict[str, tuple[str, ...]] = {
+    "blog_post": ("Introduction", "Why it matters", "How to do it", "Conclusion"),
+    "product_description": ("Overview", "Features", "Who it is for"),
+    "email_campaign": ("Subject line", "Opening", "Offer", "Call to action"),
+    "press_release": ("Headline", "Summary", "Details", "Quote", "About"),
+}
+
 ORDER_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 

@@ -13,6 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from dagster import (
+    AssetCheckResult,
+    AssetCheckSeverity,
+    AssetCheckSpec,
     AssetExecutionContext,
     AssetIn,
     AssetsDefinition,
@@ -34,11 +37,13 @@ from agentforge_dagster.domain.errors import (
 from agentforge_dagster.domain.models import Artifact, Review
 from agentforge_dagster.domain.policy import Finding
 from agentforge_dagster.domain.runs import ORDERS_PARTITIONS_NAME
+from agentforge_dagster.execution.checks import STEP_CHECKS, StepCheck
 from agentforge_dagster.execution.faults import NO_DRILLS, FaultInjector
 from agentforge_dagster.execution.resources import ModelResource, StepOptions
 from agentforge_dagster.execution.steps import STEPS, StepEnv, StepSpec
 from agentforge_dagster.persistence.io_managers import dump_artifact
 from agentforge_dagster.persistence.resources import BusinessStoreResource
+from agentforge_dagster.persistence.store import BusinessStore
 
 ORDERS_PARTITIONS = DynamicPartitionsDefinition(name=ORDERS_PARTITIONS_NAME)
 ORDER_GROUP = "orders"
@@ -201,6 +206,38 @@ def _meta(value: Any) -> Any:
 STEP_RESOURCES = frozenset({"store", "model", "options"})
 
 
+def check_result(
+    context: AssetExecutionContext,
+    check: StepCheck,
+    business: BusinessStore,
+    output: Output[Artifact] | None,
+) -> AssetCheckResult:
+    """One check of a step's output; a failure is also an audited operator flag (check_failed)."""
+    if output is None:
+        return AssetCheckResult(
+            check_name=check.name,
+            passed=True,
+            metadata={"outcome": "nothing to check: the order is held for a person"},
+        )
+    order_id = context.partition_key
+    outcome = check.evaluate(business, order_id, output.value)
+    if not outcome.passed:
+        business.record_event(
+            "check_failed",
+            order_id=order_id,
+            step=check.step,
+            run_id=context.run_id,
+            detail={"check": check.name, "blocking": check.blocking, **outcome.metadata},
+        )
+        context.log.error(f"order {order_id}: check {check.name} failed: {outcome.metadata}")
+    return AssetCheckResult(
+        check_name=check.name,
+        passed=outcome.passed,
+        severity=AssetCheckSeverity.ERROR,
+        metadata=outcome.metadata,
+    )
+
+
 def build_step_asset(spec: StepSpec, pool: str, *, drills: bool = False) -> AssetsDefinition:
     """One asset for one step of the table; it requires the ``faults`` resource only for drills."""
 
@@ -209,7 +246,8 @@ def build_step_asset(spec: StepSpec, pool: str, *, drills: bool = False) -> Asse
         partitions_def=ORDERS_PARTITIONS,
         group_name=ORDER_GROUP,
         ins={name: AssetIn(f"order_{name}") for name in spec.inputs},
-        description=spec.description,
+        description=spec.description
+        + " Orders that failed for good are listed in the dead_letter_queue asset.",
         kinds={"python", "llm"} if spec.uses_model else {"python"},
         owners=["team:agentforge"],
         pool=pool if spec.uses_model else None,
@@ -219,10 +257,19 @@ def build_step_asset(spec: StepSpec, pool: str, *, drills: bool = False) -> Asse
         # A step that may hold the order for a person ends without an output; the steps after it
         # are skipped and the run succeeds.
         output_required=not spec.may_hold,
+        check_specs=[
+            AssetCheckSpec(
+                check.name,
+                asset=spec.asset_name,
+                blocking=check.blocking,
+                description=check.description,
+            )
+            for check in STEP_CHECKS.get(spec.name, ())
+        ],
     )
     def _step_asset(
         context: AssetExecutionContext, **inputs: Artifact
-    ) -> Iterator[Output[Artifact]]:
+    ) -> Iterator[Output[Artifact] | AssetCheckResult]:
         resources = context.resources
         output = run_step(
             context,
@@ -235,6 +282,8 @@ def build_step_asset(spec: StepSpec, pool: str, *, drills: bool = False) -> Asse
         )
         if output is not None:
             yield output
+        for check in STEP_CHECKS.get(spec.name, ()):
+            yield check_result(context, check, resources.store.get_store(), output)
 
     return _step_asset
 

@@ -17,6 +17,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from agentforge_dagster.domain.models import SERVICE_OUTLINES
+
 OFFLINE_MODEL_NAME = "agentforge-offline-template-v1"
 
 # EXAMPLE prices only, in USD per million (input, output) tokens, copied from public price lists
@@ -32,15 +34,12 @@ DEFAULT_PRICES: dict[str, tuple[float, float]] = {
 }
 
 
-_OUTLINES: dict[str, tuple[list[str], str, int]] = {
-    "blog_post": (
-        ["Introduction", "Why it matters", "How to do it", "Conclusion"],
-        "friendly",
-        600,
-    ),
-    "product_description": (["Overview", "Features", "Who it is for"], "persuasive", 250),
-    "email_campaign": (["Subject line", "Opening", "Offer", "Call to action"], "direct", 200),
-    "press_release": (["Headline", "Summary", "Details", "Quote", "About"], "formal", 450),
+# Tone and length per service; the sections are the service's outline (SERVICE_OUTLINES).
+_STYLES: dict[str, tuple[str, int]] = {
+    "blog_post": ("friendly", 600),
+    "product_description": ("persuasive", 250),
+    "email_campaign": ("direct", 200),
+    "press_release": ("formal", 450),
 }
 _STOPWORDS = frozenset(
     "about after also been before being from have into just like make more most much only "
@@ -122,7 +121,8 @@ class OfflineModel:
     @staticmethod
     def _plan(request: ModelRequest) -> dict[str, Any]:
         order = request.context["order"]
-        sections, tone, words = _OUTLINES[order["service"]]
+        sections = list(SERVICE_OUTLINES[order["service"]])
+        tone, words = _STYLES[order["service"]]
         brief_words = order["brief"].split()
         title = " ".join(brief_words[:8]).rstrip(".,;:") or "Untitled"
         return {

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from agentforge_dagster.persistence.schema import (
     audit_log,
@@ -28,6 +28,9 @@ class DailyFigures:
     orders_failed: int
     net_burn: float
     runway_days: float | None  # None: the day made money, no runway to count down
+    cache_hit_rate: float | None = None  # model calls answered from the response store
+    latency_p50_s: float | None = None  # submit to delivered, orders completed that day
+    latency_p95_s: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -53,7 +56,28 @@ def daily_figures(
         _frame(store, select(ledger.c.amount_cents, ledger.c.created_at)), "created_at", day
     )
     calls = _on_day(
-        _frame(store, select(model_calls.c.cost_usd, model_calls.c.started_at)), "started_at", day
+        _frame(
+            store,
+            select(model_calls.c.cost_usd, model_calls.c.cache_hit, model_calls.c.started_at),
+        ),
+        "started_at",
+        day,
+    )
+    done = _on_day(
+        _frame(
+            store,
+            select(orders.c.created_at, orders.c.updated_at).where(orders.c.status == "completed"),
+        ),
+        "updated_at",
+        day,
+    )
+    waits = (
+        (
+            pd.to_datetime(done["updated_at"], utc=True)
+            - pd.to_datetime(done["created_at"], utc=True)
+        ).dt.total_seconds()
+        if len(done)
+        else pd.Series(dtype=float)
     )
     delivered = _on_day(_frame(store, select(deliveries.c.delivered_at)), "delivered_at", day)
     transitions = _on_day(
@@ -78,6 +102,11 @@ def daily_figures(
         orders_failed=failed,
         net_burn=round(net_burn, 2),
         runway_days=round(cash_on_hand / net_burn, 1) if net_burn > 0 else None,
+        cache_hit_rate=round(float(calls["cache_hit"].astype(bool).mean()), 3)
+        if len(calls)
+        else None,
+        latency_p50_s=round(float(waits.quantile(0.5)), 1) if len(waits) else None,
+        latency_p95_s=round(float(waits.quantile(0.95)), 1) if len(waits) else None,
     )
 
 
@@ -107,3 +136,15 @@ def model_costs(store: BusinessStore, by: str) -> pd.DataFrame:
         )
         .sort_values("cost_usd", ascending=False)
     )
+
+
+def plan_day(day: date, plan_start: date | None, first_order: date | None) -> int | None:
+    """Day N of the business plan (day 1 is its start; default start: the first order's date)."""
+    start = plan_start or first_order
+    return (day - start).days + 1 if start is not None else None
+
+
+def first_order_date(store: BusinessStore) -> date | None:
+    with store.engine.connect() as conn:
+        first = conn.execute(select(func.min(orders.c.created_at))).scalar_one_or_none()
+    return pd.Timestamp(first).date() if first is not None else None

@@ -7,8 +7,9 @@ did, not a second record of it; the audit trail stays a trail. Order statuses co
 store, which owns them.
 
 Per step: how many orders tried it, how many attempts that took, how often the first try succeeded,
-how often the step succeeded in the end (after retries). End to end: the share of finished orders
-that completed, next to what the same fault rate would give with no retries, (1 - f)^6.
+how often the step succeeded in the end (after retries). End to end: the share of every accepted
+order that completed (queued, held and dead-lettered ones count against it), next to what the same
+fault rate would give with no retries, (1 - f)^6.
 """
 
 from __future__ import annotations
@@ -143,19 +144,54 @@ def injected_fault_rate(run: DagsterRun) -> float | None:
     return float(rate) if isinstance(rate, int | float) else None
 
 
+# Where each order status counts in the report: every accepted order is in exactly one.
+OUTCOMES: dict[str, tuple[str, ...]] = {
+    "completed": ("completed",),
+    "dead_lettered": ("dead_lettered", "failed"),
+    "quarantined": ("quarantined",),
+    "awaiting_approval": ("awaiting_approval",),
+    "rejected": ("rejected",),
+    "unfinished": ("queued", "processing", "replayed", "waiting_budget"),
+}
+
+
 @dataclass(frozen=True)
 class ReliabilityReport:
+    """Step attempts from Dagster, and where every accepted order stands.
+
+    ``outcomes`` counts every order the business store accepted — run or not yet — by where it
+    stands (:data:`OUTCOMES`); end-to-end success is completed over all of them, so an order
+    still queued or held for a person counts against it until it is delivered. ``refused`` are
+    submissions refused at intake: never accepted, shown on their own line.
+    """
+
     steps: pd.DataFrame
     orders_run: int
-    completed: int
-    failed: int
-    unfinished: int
+    outcomes: dict[str, int]
     fault_rate: float | None
+    refused: int = 0
+
+    @property
+    def accepted(self) -> int:
+        return sum(self.outcomes.values())
+
+    @property
+    def completed(self) -> int:
+        return self.outcomes["completed"]
+
+    @property
+    def failed(self) -> int:
+        """Dead-lettered or failed: ended without delivery, waiting for a replay or a person."""
+        return self.outcomes["dead_lettered"]
+
+    @property
+    def unfinished(self) -> int:
+        return self.outcomes["unfinished"]
 
     @property
     def end_to_end_success(self) -> float:
-        finished = self.completed + self.failed
-        return self.completed / finished if finished else float("nan")
+        """Completed over every accepted order, finished or not."""
+        return self.completed / self.accepted if self.accepted else float("nan")
 
     @property
     def predicted_without_retries(self) -> float | None:
@@ -176,26 +212,28 @@ def build_report(
     *,
     fault_rate: float | None = None,
     runs: Sequence[DagsterRun] | None = None,
+    refused: int = 0,
 ) -> ReliabilityReport:
     """The report over ``runs`` (default: every order pipeline run in the instance).
 
-    ``statuses`` maps order ids to their current status in the business store. ``fault_rate`` is the
-    injected rate for the no-retry prediction; by default the one most runs were configured with.
+    ``statuses`` maps every accepted order's id to its status in the business store: all of them
+    are counted, run or not. ``fault_rate`` is the injected rate for the no-retry prediction; by
+    default the one most runs were configured with. ``refused``: submissions refused at intake.
     """
     runs = order_runs(instance) if runs is None else runs
     attempts = attempts_frame(instance, runs)
     run_orders = {order for run in runs if (order := order_of_run(run.tags)) is not None}
-    run_statuses = [statuses.get(order_id, "unknown") for order_id in run_orders]
     if fault_rate is None:
         rates = Counter(rate for run in runs if (rate := injected_fault_rate(run)) is not None)
         fault_rate = rates.most_common(1)[0][0] if rates else None
+    where = {status: outcome for outcome, members in OUTCOMES.items() for status in members}
+    counted = Counter(where.get(status, "unfinished") for status in statuses.values())
     return ReliabilityReport(
         steps=step_table(attempts),
         orders_run=len(run_orders),
-        completed=run_statuses.count("completed"),
-        failed=sum(status in ("failed", "dead_lettered") for status in run_statuses),
-        unfinished=sum(status in ("processing", "queued", "replayed") for status in run_statuses),
+        outcomes={outcome: counted[outcome] for outcome in OUTCOMES},
         fault_rate=fault_rate,
+        refused=refused,
     )
 
 
@@ -203,22 +241,37 @@ def format_report(report: ReliabilityReport) -> str:
     table = report.steps.copy()
     for column in ("first_try_success", "success_after_retries"):
         table[column] = table[column].map(lambda v: "-" if pd.isna(v) else f"{v:6.1%}")
+    outcomes = ", ".join(f"{name.replace('_', ' ')} {n}" for name, n in report.outcomes.items())
+
+    def line(label: str, text: str) -> str:
+        return f"{label:<23}{text}"
+
     lines = [
         "Reliability report",
         "==================",
         table.to_string(),
         "",
-        f"orders run:            {report.orders_run}"
-        f"  (completed {report.completed}, failed {report.failed}, unfinished {report.unfinished})",
-        f"end-to-end success:    {report.end_to_end_success:.1%}  (measured, with retries)",
+        line("orders accepted:", f"{report.accepted}  ({outcomes})"),
+        line("orders run:", f"{report.orders_run}  (with at least one Dagster run)"),
+        line("refused at intake:", f"{report.refused}  (never accepted: not in the figures)"),
+        line(
+            "end-to-end success:",
+            f"{report.end_to_end_success:6.1%}  measured, with retries: completed over every "
+            "accepted order",
+        ),
     ]
     if report.predicted_without_retries is not None:
         lines.append(
-            f"without retries:       {report.predicted_without_retries:.1%}  predicted, (1 - f)^6 "
-            f"at injected fault rate f = {report.fault_rate:.2f}"
+            line(
+                "without retries:",
+                f"{report.predicted_without_retries:6.1%}  predicted, (1 - f)^6 at injected "
+                f"fault rate f = {report.fault_rate:.2f}",
+            )
         )
     lines.append(
-        f"                       {report.measured_first_try_chain:.1%}  measured, product of "
-        "first-try success rates"
+        line(
+            "" if report.predicted_without_retries is not None else "first-try chain:",
+            f"{report.measured_first_try_chain:6.1%}  measured, product of first-try success rates",
+        )
     )
     return "\n".join(lines)

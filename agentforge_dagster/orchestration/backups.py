@@ -6,9 +6,10 @@ from typing import Any
 import dagster as dg
 
 from agentforge_dagster.orchestration.retry import backup_retry_policy
-from agentforge_dagster.persistence.anchors import write_anchor
+from agentforge_dagster.persistence.anchors import verify_against_anchors, write_anchor
 from agentforge_dagster.persistence.backup import create_backup
 from agentforge_dagster.persistence.resources import BackupTargetResource, BusinessStoreResource
+from agentforge_dagster.persistence.sql import integrity_problem
 
 
 @dg.op(
@@ -68,15 +69,34 @@ nightly_backup = utc_schedule(
 
 @dg.op(
     retry_policy=backup_retry_policy(),
-    description="Write the audit chain's head (seq, hash, rows) beside the backups, signed if keyed.",
+    description="Verify the audit chain, then write its head (seq, hash, rows) beside the backups, "
+    "signed if keyed.",
 )
 def anchor_audit_chain(
     store: BusinessStoreResource, backup_target: BackupTargetResource
 ) -> dg.Output[str]:
-    """The anchor's name is the op's output; where it went is in the metadata."""
+    """The anchor's name is the op's output; where it went is in the metadata.
+
+    The chain is verified first — the database's integrity, every link, the newest anchors — so
+    this hourly job is also the audit trail's scheduled check: a broken chain fails the run (red
+    in the UI, with the reason) and is never witnessed as if it were whole.
+    """
+    business = store.get_store()
     location = backup_target.location()
     key = backup_target.anchor_signing_key()
-    anchor, name = write_anchor(store.get_store(), location, key)
+    reason = integrity_problem(business.engine)
+    if reason is None:
+        chain = business.verify_audit()
+        if not chain.ok:
+            reason = f"the chain breaks at row {chain.first_broken_seq}: {chain.reason}"
+    if reason is None:
+        reason = "; ".join(verify_against_anchors(business, location, key).problems) or None
+    if reason is not None:
+        raise dg.Failure(
+            description=f"audit trail check failed, no anchor written: {reason}",
+            allow_retries=False,
+        )
+    anchor, name = write_anchor(business, location, key)
     return dg.Output(
         name,
         metadata={
@@ -101,5 +121,6 @@ audit_anchor = utc_schedule(
     "audit_anchor",
     audit_anchor_job,
     "0 * * * *",
-    "Every hour: write the audit chain's head as an anchor beside the backups.",
+    "Every hour: verify the audit chain (a broken one fails the run), then write its head as an "
+    "anchor beside the backups.",
 )

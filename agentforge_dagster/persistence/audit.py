@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypedDict, Unpack
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 from sqlalchemy.exc import IntegrityError
 
 from agentforge_dagster.persistence.schema import audit_log
@@ -119,6 +119,14 @@ class AuditStore(StoreConcern):
                 {**row, "detail": json.loads(row["detail"])}
                 for row in conn.execute(query).mappings()
             ]
+
+    def event_count(self, event_name: str) -> int:
+        """How many times ``event_name`` was recorded (an indexed count, not a scan)."""
+        with self.engine.connect() as conn:
+            query = (
+                select(func.count()).select_from(audit_log).where(audit_log.c.event == event_name)
+            )
+            return int(conn.execute(query).scalar_one())
 
     def verify_audit(self) -> ChainReport:
         with self.engine.connect() as conn:

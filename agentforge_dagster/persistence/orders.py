@@ -308,6 +308,11 @@ class OrderStore(StoreConcern):
             )
         return NamesInText(customers=customers, order_ids=ids)
 
+    def refused_count(self) -> int:
+        """Submissions refused at intake (never accepted as orders)."""
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(rejected_orders)).scalar_one())
+
     def counts_by_status(self) -> dict[str, int]:
         with self.engine.connect() as conn:
             rows = conn.execute(select(orders.c.status, func.count()).group_by(orders.c.status))

@@ -233,3 +233,34 @@ def test_an_instance_without_runs_gives_an_empty_report(instance: DagsterInstanc
     assert (report.steps["attempts"] == 0).all()
     text = format_report(report)
     assert "orders run:            0" in text and "without retries" not in text
+
+
+def test_every_accepted_order_is_in_the_denominator_and_refusals_on_their_own_line(
+    instance: DagsterInstance,
+) -> None:
+    statuses = {
+        "done-1": "completed",
+        "done-2": "completed",
+        "letter": "dead_lettered",
+        "waiting": "queued",
+        "running": "processing",
+        "held": "quarantined",
+        "approve-me": "awaiting_approval",
+        "closed": "rejected",
+    }
+    report = build_report(instance, statuses, refused=3)
+    assert report.outcomes == {
+        "completed": 2,
+        "dead_lettered": 1,
+        "quarantined": 1,
+        "awaiting_approval": 1,
+        "rejected": 1,
+        "unfinished": 2,
+    }
+    assert report.accepted == 8 and report.end_to_end_success == pytest.approx(2 / 8)
+    text = format_report(report)
+    assert "end-to-end success:     25.0%" in text
+    assert "orders accepted:       8  (completed 2, dead lettered 1, quarantined 1" in text
+    assert "refused at intake:     3" in text
+    labels = [line[:23] for line in text.splitlines()[-5:]]
+    assert all(label.endswith(" ") for label in labels), "one column of values"

@@ -155,3 +155,26 @@ def test_only_a_week_of_anchors_is_kept_and_the_newest_still_witnesses_every_row
     with store.begin() as conn:  # cut the first rows: the newest anchor's row goes with the chain
         conn.execute(delete(audit_log).where(audit_log.c.seq <= 2))
     assert not store.verify_audit().ok
+
+
+def test_the_hourly_anchor_job_is_the_scheduled_check_and_fails_on_a_broken_chain(
+    store: BusinessStore, settings, tmp_path: Path
+) -> None:
+    record(store, 4)
+    with store.begin() as conn:  # a middle row edited in place
+        conn.execute(update(audit_log).where(audit_log.c.seq == 2).values(detail='{"n": 99}'))
+    with DagsterInstance.ephemeral() as instance:
+        result = audit_anchor_job.execute_in_process(
+            instance=instance,
+            resources={
+                "store": BusinessStoreResource(database_url=settings.resolved_database_url()),
+                "backup_target": BackupTargetResource(local_dir=str(tmp_path / "backups")),
+            },
+            raise_on_error=False,
+        )
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert "audit trail check failed, no anchor written: the chain breaks at row 2" in str(
+        failure.event_specific_data
+    )
+    assert LocalBackupLocation(tmp_path / "backups").names(ANCHOR_FOLDER) == []
