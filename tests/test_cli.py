@@ -130,7 +130,8 @@ def test_submit_run_status_report_and_audit(cli, tmp_path: Path) -> None:
     assert "[1/1] cli-1 completed" in ran.stdout
     assert "completed      1" in cli("status").stdout
     report = cli("report").stdout
-    assert "orders run:            1  (completed 1, failed 0, unfinished 0)" in report
+    assert "orders accepted:       1  (completed 1, dead lettered 0, quarantined 0" in report
+    assert "orders run:            1" in report and "refused at intake:     1" in report
     assert "at injected fault rate f = 0.30" in report
     verified = cli("audit", "verify")
     assert verified.returncode == 0 and "audit chain intact" in verified.stdout
