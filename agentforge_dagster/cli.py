@@ -335,8 +335,9 @@ def status(settings: AgentForgeSettings) -> None:
     """Orders by state, and the dead letters that wait for a human."""
     store = _store(settings)
     counts = store.counts_by_status()
+    width = max(len(state.value) for state in OrderStatus) + 1
     for state in OrderStatus:
-        click.echo(f"{state.value:<14} {counts.get(state.value, 0)}")
+        click.echo(f"{state.value:<{width}} {counts.get(state.value, 0)}")
     waiting = store.holds(waiting=True)
     if waiting:
         overdue = sum(1 for hold in waiting if hold.escalated_at is not None)

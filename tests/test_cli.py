@@ -89,7 +89,7 @@ def test_bad_order_files_are_refused_clearly_and_recorded(
     assert expected in done.stderr and "Traceback" not in done.stderr
     [(source, errors)] = rejections(tmp_path)
     assert source == f"file:{order_file}" and expected.split(":")[0] in errors
-    assert "queued         0" in cli("status").stdout
+    assert "queued             0" in cli("status").stdout
 
 
 def test_missing_flags_and_files_are_explained(cli, tmp_path: Path) -> None:
@@ -128,7 +128,7 @@ def test_submit_run_status_report_and_audit(cli, tmp_path: Path) -> None:
     ran = cli("run", "--fault-rate", "0.3", "--seed", "3")
     assert ran.returncode == 0, ran.stderr
     assert "[1/1] cli-1 completed" in ran.stdout
-    assert "completed      1" in cli("status").stdout
+    assert "completed          1" in cli("status").stdout
     report = cli("report").stdout
     assert "orders accepted:       1  (completed 1, dead lettered 0, quarantined 0" in report
     assert "orders run:            1" in report and "refused at intake:     1" in report
@@ -202,11 +202,11 @@ def test_dagster_job_execute_runs_a_submitted_order_and_refuses_an_unknown_one(
 
     done = execute("by-dagster-1")
     assert done.returncode == 0, done.stderr[-2000:]
-    assert "completed      1" in cli("status").stdout
+    assert "completed          1" in cli("status").stdout
     refused = execute("never-submitted")
     assert refused.returncode != 0
     assert "'never-submitted' was never submitted" in refused.stdout + refused.stderr
-    assert "queued         0" in cli("status").stdout, "the refused run changed nothing"
+    assert "queued             0" in cli("status").stdout, "the refused run changed nothing"
 
 
 def test_order_from_standard_input(cli) -> None:
