@@ -43,18 +43,24 @@ class BusinessAssumptions(ConfigurableResource):
     plan_days: int = 90
 
 
-@asset(
-    partitions_def=DAILY,
-    group_name="figures",
-    kinds={"python", "pandas"},
-    owners=["team:agentforge"],
-    description="Revenue, model spend, orders delivered and failed, net burn and runway, per day; "
-    "today's partition is refreshed every hour.",
-    # Stale after two hours without a refresh (the hourly schedule refreshes it): a dashboard
-    # that stopped updating shows as stale. Evaluated where freshness is enabled (dagster.yaml).
-    freshness_policy=FreshnessPolicy.time_window(
+# What the figures assets share: one partition a day, the figures group, and freshness — stale
+# after two hours without a refresh (the hourly schedule refreshes them), so a dashboard that
+# stopped updating shows as stale. Evaluated where freshness is enabled (dagster.yaml).
+FIGURES_ASSET: dict[str, Any] = {
+    "partitions_def": DAILY,
+    "group_name": "figures",
+    "kinds": {"python", "pandas"},
+    "owners": ["team:agentforge"],
+    "freshness_policy": FreshnessPolicy.time_window(
         fail_window=timedelta(hours=2), warn_window=timedelta(minutes=90)
     ),
+}
+
+
+@asset(
+    **FIGURES_ASSET,
+    description="Revenue, model spend, orders delivered and failed, net burn and runway, per day; "
+    "today's partition is refreshed every hour.",
 )
 def daily_business_figures(
     context: AssetExecutionContext, store: BusinessStoreResource, assumptions: BusinessAssumptions
@@ -97,16 +103,10 @@ def daily_business_figures(
 
 
 @asset(
-    partitions_def=DAILY,
-    group_name="figures",
-    kinds={"python", "pandas"},
-    owners=["team:agentforge"],
+    **FIGURES_ASSET,
     description="Reliability of the day's order runs, from Dagster's event log: first-try success "
     "per step, retries per order, end-to-end success measured and predicted without retries; "
     "today's partition is refreshed every hour.",
-    freshness_policy=FreshnessPolicy.time_window(
-        fail_window=timedelta(hours=2), warn_window=timedelta(minutes=90)
-    ),
 )
 def daily_reliability(
     context: AssetExecutionContext, store: BusinessStoreResource

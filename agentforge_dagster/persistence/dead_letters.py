@@ -50,6 +50,32 @@ def letter_columns(
     }
 
 
+def park_letter(
+    conn: Connection,
+    order_id: str,
+    *,
+    run_id: str,
+    step: str,
+    error_class: str,
+    error_type: str,
+    message: str,
+) -> None:
+    """The letter of an order parked rather than failed (budget, review): one attempt, from
+    ``step``, replayed later through the one replay mechanism."""
+    upsert_letter(
+        conn,
+        order_id,
+        letter_columns(
+            run_id=run_id,
+            step=step,
+            error_class=error_class,
+            error_type=error_type,
+            message=message,
+            attempts=1,
+        ),
+    )
+
+
 def mark_for_replay(
     conn: Connection, order_id: str, *, from_step: str | None, detail: dict[str, Any]
 ) -> str:
@@ -137,17 +163,14 @@ class DeadLetterStore(StoreConcern):
                 step=step,
                 detail={"reason": message[:_MESSAGE_CHARS]},
             )
-            upsert_letter(
+            park_letter(
                 conn,
                 order_id,
-                letter_columns(
-                    run_id=run_id,
-                    step=step,
-                    error_class="budget",
-                    error_type="BudgetExhausted",
-                    message=message,
-                    attempts=1,
-                ),
+                run_id=run_id,
+                step=step,
+                error_class="budget",
+                error_type="BudgetExhausted",
+                message=message,
             )
 
     def dead_letters(self, error_class: str | None = None) -> list[dict[str, Any]]:

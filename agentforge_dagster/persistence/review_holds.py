@@ -22,11 +22,7 @@ from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.domain.policy import Finding
 from agentforge_dagster.domain.state import HELD_STATUSES, OrderStatus
 from agentforge_dagster.persistence import audit
-from agentforge_dagster.persistence.dead_letters import (
-    letter_columns,
-    mark_for_replay,
-    upsert_letter,
-)
+from agentforge_dagster.persistence.dead_letters import mark_for_replay, park_letter
 from agentforge_dagster.persistence.orders import lock_order, transition_in
 from agentforge_dagster.persistence.schema import review_holds
 from agentforge_dagster.persistence.sql import StoreConcern
@@ -140,17 +136,14 @@ class ReviewHoldStore(StoreConcern):
                 )
             ).inserted_primary_key
             assert inserted is not None
-            upsert_letter(
+            park_letter(
                 conn,
                 order_id,
-                letter_columns(
-                    run_id=run_id,
-                    step=step,
-                    error_class="review",
-                    error_type=kind,
-                    message="; ".join(reasons) or "approval required",
-                    attempts=1,
-                ),
+                run_id=run_id,
+                step=step,
+                error_class="review",
+                error_type=kind,
+                message="; ".join(reasons) or "approval required",
             )
         return int(inserted[0])
 
