@@ -51,8 +51,6 @@ LEGAL_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 
 HELD_STATUSES = frozenset({OrderStatus.QUARANTINED, OrderStatus.AWAITING_APPROVAL})
 
-TERMINAL_STATUSES = frozenset({OrderStatus.COMPLETED, OrderStatus.FAILED, OrderStatus.REJECTED})
-
 
 def check_transition(current: OrderStatus | str, target: OrderStatus | str) -> None:
     """Raise :class:`IllegalTransition` unless ``current → target`` is an edge of the machine."""
