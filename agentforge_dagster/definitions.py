@@ -33,6 +33,7 @@ from agentforge_dagster.orchestration.backups import (
     backup_job,
     nightly_backup,
 )
+from agentforge_dagster.orchestration.broker_sensors import BROKER_ASSET_SPECS, build_broker_sensors
 from agentforge_dagster.orchestration.dead_letter_ui import (
     dead_letter_queue_asset,
     dead_letters_job,
@@ -146,6 +147,7 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
             daily_business_figures,
             daily_reliability,
             dead_letter_queue_asset,
+            *BROKER_ASSET_SPECS,
         ],
         jobs=[
             order_pipeline_job(settings),
@@ -162,7 +164,11 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
             build_figures_schedule(),
             dead_letters_schedule,
         ],
-        sensors=[*build_sensors(settings), build_escalation_sensor(settings)],
+        sensors=[
+            *build_sensors(settings),
+            build_escalation_sensor(settings),
+            *build_broker_sensors(settings),
+        ],
         resources=build_resources(settings, drills=drills),
     )
 

@@ -97,6 +97,39 @@ class AgentForgeSettings(BaseSettings):
     dlq_cooldown_seconds: float = Field(default=60.0, ge=0)
     dlq_max_replays: int = Field(default=3, ge=0)
     drop_dir: Path | None = Field(default=None, description="Folder watched for JSON/CSV orders.")
+    # Message brokers: orders in, order events out. Each is off until its URL is set (the URL, or
+    # a file holding it: *_URL_FILE, the way the deployment mounts secrets).
+    rabbitmq_url: SecretStr | None = Field(
+        default=None, description="amqp://user:password@host:5672/vhost; off when unset."
+    )
+    rabbitmq_url_file: Path | None = None
+    rabbitmq_queue: str = Field(default="agentforge.orders", min_length=1, max_length=255)
+    rabbitmq_dead_letter_exchange: str = Field(default="agentforge.orders.dlx", max_length=255)
+    rabbitmq_dlx_by_policy: bool = Field(
+        default=False,
+        description="The intake queue's dead-letter exchange is set by an operator policy "
+        "(declare the queue passively, without arguments).",
+    )
+    rabbitmq_events_exchange: str = Field(default="agentforge.events", max_length=255)
+    redis_url: SecretStr | None = Field(
+        default=None, description="redis://[:password@]host:6379/db; off when unset."
+    )
+    redis_url_file: Path | None = None
+    redis_stream: str = Field(default="agentforge:orders", min_length=1)
+    redis_group: str = Field(default="agentforge", min_length=1)
+    redis_consumer: str = Field(default="agentforge-intake", min_length=1)
+    redis_claim_idle_seconds: float = Field(
+        default=60.0, ge=0, description="Claim entries another consumer left pending this long."
+    )
+    redis_events_stream: str = Field(default="agentforge:events", min_length=1)
+    redis_events_maxlen: int = Field(default=100_000, ge=1000)
+    broker_batch: int = Field(default=100, ge=1, le=10_000)
+    broker_timeout_seconds: float = Field(default=5.0, gt=0)
+    fault_broker_crash_after: int | None = Field(
+        default=None,
+        ge=1,
+        description="Drill: the intake process dies after its Nth commit, before acknowledging.",
+    )
     # Business figures.
     cash_on_hand: float = Field(default=10_000.0, description="Cash at hand, for the runway.")
     plan_start: date | None = Field(
@@ -136,11 +169,26 @@ class AgentForgeSettings(BaseSettings):
         key = self.audit_anchor_key.get_secret_value() if self.audit_anchor_key else None
         return load_anchor_key(key, self.audit_anchor_key_file)
 
+    def resolved_rabbitmq_url(self) -> str | None:
+        return _secret(self.rabbitmq_url, self.rabbitmq_url_file)
+
+    def resolved_redis_url(self) -> str | None:
+        return _secret(self.redis_url, self.redis_url_file)
+
     def resolved_backup_dir(self) -> Path:
         return (self.backup_dir or self.home / "backups").resolve()
 
     def resolved_deliveries_dir(self) -> Path:
         return (self.deliveries_dir or self.home / "deliveries").resolve()
+
+
+def _secret(value: SecretStr | None, path: Path | None) -> str | None:
+    """A secret given as a value, or read from a file (its whitespace-trimmed content)."""
+    if value is not None:
+        return value.get_secret_value()
+    if path is not None:
+        return path.read_text().strip()
+    return None
 
 
 def load_settings() -> AgentForgeSettings:

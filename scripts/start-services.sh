@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Start what the test suite needs and is not started by the machine: idempotent, quick when all runs.
 #   PostgreSQL on 127.0.0.1:5432 (trust auth for the postgres user), with pg_dump/pg_restore.
+#   Redis on 127.0.0.1:6379 and RabbitMQ on 127.0.0.1:5672 (its guest user), with rabbitmqctl.
 #   A Docker engine (docker/install-engine.sh: installs docker.io, debootstrap and docker-compose
 #   if missing, starts dockerd --bridge=none --iptables=false --ip-masq=false) and the local base
 #   image agentforge-base:bookworm (built once per machine, ~60 s; then it exists and is reused).
@@ -20,6 +21,22 @@ if ! pg_isready -q -h 127.0.0.1 -p 5432; then
   for _ in $(seq 1 30); do pg_isready -q -h 127.0.0.1 -p 5432 && break; sleep 1; done
 fi
 pg_isready -h 127.0.0.1 -p 5432
+
+# Redis (127.0.0.1:6379) and RabbitMQ (127.0.0.1:5672, guest/guest) for the broker tests. The
+# tests make their own vhosts, databases and (to restart one) redis-servers inside them.
+listening() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+if ! listening 6379; then
+  command -v redis-server >/dev/null || { echo "redis-server missing: apt-get install redis-server" >&2; exit 1; }
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379
+  for _ in $(seq 1 30); do listening 6379 && break; sleep 0.5; done
+fi
+listening 6379 || { echo "Redis did not start on 127.0.0.1:6379" >&2; exit 1; }
+if ! listening 5672; then
+  command -v rabbitmq-server >/dev/null || { echo "rabbitmq-server missing: apt-get install rabbitmq-server" >&2; exit 1; }
+  RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 rabbitmq-server -detached
+  rabbitmqctl await_startup --timeout 120 >/dev/null
+fi
+listening 5672 || { echo "RabbitMQ did not start on 127.0.0.1:5672" >&2; exit 1; }
 
 cd "$(dirname "$0")/.."
 WITH_COMPOSE=1 bash docker/install-engine.sh

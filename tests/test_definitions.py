@@ -49,6 +49,9 @@ def test_six_order_assets_with_retry_policy_and_pools(defs: Definitions) -> None
             "daily_business_figures",
             "daily_reliability",
             "dead_letter_queue",
+            "broker/rabbitmq_intake",
+            "broker/redis_intake",
+            "broker/order_events",
         ]
     )
     for spec in STEPS:

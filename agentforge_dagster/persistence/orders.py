@@ -26,7 +26,7 @@ from agentforge_dagster.domain.errors import (
 )
 from agentforge_dagster.domain.models import Order, utcnow
 from agentforge_dagster.domain.state import OrderStatus, check_transition
-from agentforge_dagster.persistence import audit
+from agentforge_dagster.persistence import audit, outbox
 from agentforge_dagster.persistence.schema import orders, rejected_orders
 from agentforge_dagster.persistence.sql import StoreConcern, dialect_insert
 
@@ -134,6 +134,9 @@ def transition_in(
                     **detail,
                 },
             )
+            outbox.record_event(
+                conn, order_id, target, previous=current, error_class=detail.get("error_class")
+            )
             return current
     raise IllegalTransition(
         f"order {order_id!r} kept changing status concurrently; → {target.value!r} was not applied"
@@ -201,29 +204,59 @@ class OrderStore(StoreConcern):
                     **({"require_approval": True} if order.require_approval else {}),
                 },
             )
+            outbox.record_event(conn, order.order_id, OrderStatus.QUEUED, previous=None)
         return order
 
-    def reject(self, payload: str | bytes, errors: list[str], *, source: str) -> int:
+    def reject(
+        self,
+        payload: str | bytes,
+        errors: list[str],
+        *,
+        source: str,
+        message_key: str | None = None,
+    ) -> int:
         """Keep a refused order with the reasons, and audit the refusal.
 
         The payload is kept whole up to :data:`MAX_REJECTED_PAYLOAD_CHARS` bytes; a larger one
         keeps its prefix and the SHA-256 of the whole (in the row and the audit event).
+        ``message_key`` names the broker message it came from: a message refused before is not
+        recorded again (its redelivery after a crash), and the first record's id is returned.
         """
         text, facts = bounded_payload(payload)
         if len(errors) > MAX_REJECTED_ERRORS:
             more = len(errors) - MAX_REJECTED_ERRORS
             errors = [*errors[:MAX_REJECTED_ERRORS], f"... and {more} more"]
+        values = {
+            "received_at": utcnow(),
+            "source": source[:500],
+            "payload": text,
+            "errors": json.dumps(errors),
+            "message_key": message_key[:300] if message_key is not None else None,
+        }
         with self.begin() as conn:
+            if values["message_key"] is not None:
+                before = conn.execute(
+                    select(rejected_orders.c.rejection_id).where(
+                        rejected_orders.c.message_key == values["message_key"]
+                    )
+                ).scalar_one_or_none()
+                if before is not None:
+                    return int(before)
             inserted = conn.execute(
-                rejected_orders.insert().values(
-                    received_at=utcnow(),
-                    source=source[:500],
-                    payload=text,
-                    errors=json.dumps(errors),
+                dialect_insert(conn, rejected_orders)
+                .values(**values)
+                .on_conflict_do_nothing(index_elements=[rejected_orders.c.message_key])
+                .returning(rejected_orders.c.rejection_id)
+            ).scalar_one_or_none()
+            if inserted is None:  # a racing taker of the same message recorded it first
+                return int(
+                    conn.execute(
+                        select(rejected_orders.c.rejection_id).where(
+                            rejected_orders.c.message_key == values["message_key"]
+                        )
+                    ).scalar_one()
                 )
-            ).inserted_primary_key
-            assert inserted is not None
-            rejection_id = inserted[0]
+            rejection_id = inserted
             audit.append(
                 conn,
                 "order_rejected",
@@ -231,10 +264,27 @@ class OrderStore(StoreConcern):
                     "rejection_id": rejection_id,
                     "source": source[:500],
                     "errors": errors,
+                    **({"message_key": values["message_key"]} if message_key else {}),
                     **facts,
                 },
             )
         return int(rejection_id)
+
+    def rejection_of(self, source: str, payload: str | bytes) -> int | None:
+        """The refusal recorded for this payload from this source without a message key, if any
+        (a broker message with no id of its own, delivered again after a crash)."""
+        text, _facts = bounded_payload(payload)
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                select(rejected_orders.c.rejection_id)
+                .where(
+                    rejected_orders.c.source == source[:500],
+                    rejected_orders.c.payload == text,
+                    rejected_orders.c.message_key.is_(None),
+                )
+                .limit(1)
+            ).scalar_one_or_none()
+        return int(found) if found is not None else None
 
     # -- reading --------------------------------------------------------------------------------
     def get(self, order_id: str) -> OrderRecord:

@@ -86,6 +86,9 @@ rejected_orders = Table(
     Column("source", String(500), nullable=False),
     Column("payload", Text, nullable=False),
     Column("errors", Text, nullable=False),
+    # The broker message it came from (rabbitmq:/redis: ...): a redelivery is not recorded twice.
+    Column("message_key", String(300)),
+    UniqueConstraint("message_key", name="uq_rejected_orders_message_key"),
 )
 
 deliveries = Table(
@@ -199,4 +202,29 @@ review_holds = Table(
     Column("edited_text", Text),
     Column("redrive_model", String(300)),
     _moment("escalated_at", nullable=True),
+)
+
+# The transactional outbox: one event per state change a client hears about, written in the
+# transaction of the change, sent to each configured broker and marked sent once it confirmed.
+order_events = Table(
+    "order_events",
+    metadata,
+    Column("seq", Integer, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    _order_id(nullable=False, index=True),
+    Column("state", String(20), nullable=False),
+    Column("payload", Text, nullable=False),  # the event as published (JSON, schema-versioned)
+    _moment("created_at"),
+    _moment("rabbitmq_sent_at", nullable=True),
+    _moment("redis_sent_at", nullable=True),
+)
+
+# The last success and the last error of each broker channel (intake or events, per broker).
+broker_health = Table(
+    "broker_health",
+    metadata,
+    Column("channel", String(40), primary_key=True),
+    _moment("last_ok_at", nullable=True),
+    Column("last_error", Text),
+    _moment("last_error_at", nullable=True),
 )

@@ -23,6 +23,7 @@ from agentforge_dagster.persistence.dead_letters import DeadLetterStore
 from agentforge_dagster.persistence.deliveries import DeliveryStore
 from agentforge_dagster.persistence.model_calls import ModelCallStore
 from agentforge_dagster.persistence.orders import OrderRecord, OrderStore
+from agentforge_dagster.persistence.outbox import OutboxStore
 from agentforge_dagster.persistence.review_holds import ReviewHoldStore
 
 __all__ = ["MIGRATIONS", "BusinessStore", "OrderRecord", "make_engine"]
@@ -50,7 +51,13 @@ def make_engine(url: str) -> Engine:
 
 
 class BusinessStore(
-    OrderStore, DeliveryStore, DeadLetterStore, ReviewHoldStore, ModelCallStore, AuditStore
+    OrderStore,
+    DeliveryStore,
+    DeadLetterStore,
+    ReviewHoldStore,
+    ModelCallStore,
+    AuditStore,
+    OutboxStore,
 ):
     """Every concern of the business store over one engine."""
 

@@ -1,0 +1,201 @@
+"""The broker sensors: ``rabbitmq_intake`` and ``redis_intake`` queue orders from the brokers (the
+``order_queue`` sensor launches their runs, as for every order), ``order_events_outbox`` publishes
+order events. Each is off until its broker's URL is set, and skips — never fails — with the reason
+when a broker is down; the next tick catches up. Their figures go on observations of the
+``broker/*`` assets (queue depth, pending entries, outbox backlog), shown in the asset catalog.
+"""
+# No "from __future__ import annotations" here: Dagster reads these annotations at definition time.
+
+from collections.abc import Callable
+from typing import Any
+
+from dagster import (
+    AssetKey,
+    AssetObservation,
+    AssetSpec,
+    DefaultSensorStatus,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    sensor,
+)
+
+from agentforge_dagster.orchestration.broker import (
+    RABBITMQ_EVENTS,
+    RABBITMQ_INTAKE,
+    REDIS_EVENTS,
+    REDIS_INTAKE,
+    STATUS_ERRORS,
+    IntakeCounts,
+    configured_brokers,
+    describe_error,
+    outbox_figures,
+    publish_rabbitmq,
+    publish_redis,
+    rabbitmq_figures,
+    redis_figures,
+    take_rabbitmq,
+    take_redis,
+)
+from agentforge_dagster.persistence.resources import BusinessStoreResource
+from agentforge_dagster.persistence.store import BusinessStore
+from agentforge_dagster.settings import AgentForgeSettings
+
+INTAKE_ASSETS = {
+    "rabbitmq": AssetKey(["broker", "rabbitmq_intake"]),
+    "redis": AssetKey(["broker", "redis_intake"]),
+}
+EVENTS_ASSET = AssetKey(["broker", "order_events"])
+BROKER_ASSET_SPECS = [
+    AssetSpec(
+        INTAKE_ASSETS["rabbitmq"],
+        group_name="broker",
+        description="Orders taken from the RabbitMQ intake queue (observed each intake tick).",
+    ),
+    AssetSpec(
+        INTAKE_ASSETS["redis"],
+        group_name="broker",
+        description="Orders taken from the Redis intake stream (observed each intake tick).",
+    ),
+    AssetSpec(
+        EVENTS_ASSET,
+        group_name="broker",
+        description="Order events published from the outbox (backlog observed each tick).",
+    ),
+]
+# Batches of events one outbox tick publishes at most (each batch is broker_batch events).
+OUTBOX_BATCHES_PER_TICK = 10
+
+_TAKE: dict[str, Callable[..., IntakeCounts]] = {"rabbitmq": take_rabbitmq, "redis": take_redis}
+_FIGURES: dict[str, Callable[[AgentForgeSettings], dict[str, Any]]] = {
+    "rabbitmq": rabbitmq_figures,
+    "redis": redis_figures,
+}
+_PUBLISH: dict[str, Callable[[BusinessStore, AgentForgeSettings], int]] = {
+    "rabbitmq": publish_rabbitmq,
+    "redis": publish_redis,
+}
+_URL_VARIABLE = {"rabbitmq": "AGENTFORGE_RABBITMQ_URL", "redis": "AGENTFORGE_REDIS_URL"}
+
+
+def _metadata(figures: dict[str, Any]) -> dict[str, Any]:
+    """Observation metadata: the figures that have a value (numbers and text)."""
+    return {
+        name: value if isinstance(value, int | float) else str(value)
+        for name, value in figures.items()
+        if value is not None
+    }
+
+
+def intake_tick(
+    context: SensorEvaluationContext,
+    business: BusinessStore,
+    settings: AgentForgeSettings,
+    broker: str,
+) -> SensorResult:
+    """One intake tick from ``broker``: take a batch, record the channel's health, observe."""
+    if not configured_brokers(settings)[broker]:
+        return SensorResult(skip_reason=f"{broker} intake off: {_URL_VARIABLE[broker]} is not set")
+    channel = RABBITMQ_INTAKE if broker == "rabbitmq" else REDIS_INTAKE
+    try:
+        counts = _TAKE[broker](business, context.instance, settings)
+        figures = _FIGURES[broker](settings)
+    except STATUS_ERRORS as exc:
+        reason = describe_error(exc)
+        business.broker_seen(channel, error=reason)
+        context.log.warning(f"{broker} intake: broker unavailable, nothing acknowledged: {reason}")
+        return SensorResult(
+            skip_reason=f"{broker} unavailable ({reason}); the next tick catches up",
+            asset_events=[AssetObservation(INTAKE_ASSETS[broker], metadata={"last_error": reason})],
+        )
+    business.broker_seen(channel)
+    if counts.refused:
+        context.log.warning(f"{broker} intake: {counts.refused} messages refused and dead-lettered")
+    return SensorResult(
+        skip_reason=f"{broker} intake: {counts.as_dict()}; the order_queue sensor launches the runs",
+        asset_events=[
+            AssetObservation(
+                INTAKE_ASSETS[broker], metadata=_metadata({**counts.as_dict(), **figures})
+            )
+        ],
+    )
+
+
+def outbox_tick(
+    context: SensorEvaluationContext, business: BusinessStore, settings: AgentForgeSettings
+) -> SensorResult:
+    """Publish pending events to every configured broker; one that is down keeps its backlog."""
+    configured = [broker for broker, on in configured_brokers(settings).items() if on]
+    if not configured:
+        return SensorResult(
+            skip_reason="no broker configured: order events wait in the outbox (order_events)"
+        )
+    said = []
+    metadata: dict[str, Any] = {}
+    for broker in configured:
+        channel = RABBITMQ_EVENTS if broker == "rabbitmq" else REDIS_EVENTS
+        sent = 0
+        try:
+            for _ in range(OUTBOX_BATCHES_PER_TICK):
+                published = _PUBLISH[broker](business, settings)
+                sent += published
+                if published < settings.broker_batch:
+                    break
+        except STATUS_ERRORS as exc:
+            reason = describe_error(exc)
+            business.broker_seen(channel, error=reason)
+            context.log.warning(f"{broker} events: {sent} sent, then unavailable: {reason}")
+            said.append(f"{broker}: {sent} sent, then unavailable ({reason})")
+            metadata[f"{broker}_last_error"] = reason
+        else:
+            business.broker_seen(channel)
+            said.append(f"{broker}: {sent} sent")
+        metadata[f"{broker}_sent"] = sent
+        for name, value in outbox_figures(business, broker).items():
+            metadata[f"{broker}_{name}"] = value
+    return SensorResult(
+        skip_reason="order events: " + "; ".join(said),
+        asset_events=[AssetObservation(EVENTS_ASSET, metadata=_metadata(metadata))],
+    )
+
+
+def build_broker_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
+    every_tick: dict[str, Any] = {
+        "minimum_interval_seconds": settings.sensor_interval_seconds,
+        "default_status": DefaultSensorStatus.RUNNING,
+    }
+
+    @sensor(
+        name="rabbitmq_intake",
+        **every_tick,
+        description="Queue orders from the RabbitMQ intake queue (AGENTFORGE_RABBITMQ_URL); each "
+        "message acknowledged after its order or refusal is committed.",
+    )
+    def rabbitmq_intake(
+        context: SensorEvaluationContext, store: BusinessStoreResource
+    ) -> SensorResult:
+        return intake_tick(context, store.get_store(), settings, "rabbitmq")
+
+    @sensor(
+        name="redis_intake",
+        **every_tick,
+        description="Queue orders from the Redis intake stream's consumer group "
+        "(AGENTFORGE_REDIS_URL); each entry acknowledged after its order or refusal is committed.",
+    )
+    def redis_intake(
+        context: SensorEvaluationContext, store: BusinessStoreResource
+    ) -> SensorResult:
+        return intake_tick(context, store.get_store(), settings, "redis")
+
+    @sensor(
+        name="order_events_outbox",
+        **every_tick,
+        description="Publish order events from the outbox to the configured brokers; each marked "
+        "sent once the broker confirmed it.",
+    )
+    def order_events_outbox(
+        context: SensorEvaluationContext, store: BusinessStoreResource
+    ) -> SensorResult:
+        return outbox_tick(context, store.get_store(), settings)
+
+    return [rabbitmq_intake, redis_intake, order_events_outbox]
