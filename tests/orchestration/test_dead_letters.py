@@ -56,6 +56,12 @@ def test_a_failed_run_is_dead_lettered_with_its_failure(defs, instance, store) -
         if r["event"] == "transition"
     ]
     assert moves[-2:] == [("processing", "failed"), ("failed", "dead_lettered")]
+    events = [e.event for e in store.order_events_of(order_id)]
+    assert [(e["state"], e["error_class"]) for e in events] == [
+        ("queued", None),
+        ("failed", "transient"),
+        ("dead_lettered", "transient"),
+    ]
 
 
 def test_a_replay_starts_at_the_failed_step_and_makes_no_new_model_calls(

@@ -169,6 +169,9 @@ def test_reject_closes_the_order_without_delivery_or_invoice(
     assert run_replays(defs, instance, store) == []
     assert nothing_delivered(store, settings, order.order_id)
     assert decisions(store, order.order_id) == [("reject", "carol")]
+    # A client hears of the hold and of the person's decision (the outbox of order events).
+    events = [(e.state, e.event["previous_state"]) for e in store.order_events_of(order.order_id)]
+    assert events == [("queued", None), ("quarantined", "processing"), ("rejected", "quarantined")]
     again = cli(settings, monkeypatch, "review", "approve", order.order_id)
     assert again.exit_code != 0 and "already decided: reject by carol" in again.output
 
