@@ -13,7 +13,6 @@ from dagster import (
     AssetKey,
     AssetObservation,
     AssetSpec,
-    DefaultSensorStatus,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -37,6 +36,7 @@ from agentforge_dagster.orchestration.broker import (
     take_rabbitmq,
     take_redis,
 )
+from agentforge_dagster.orchestration.sensors import every_tick
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings
@@ -160,14 +160,11 @@ def outbox_tick(
 
 
 def build_broker_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
-    every_tick: dict[str, Any] = {
-        "minimum_interval_seconds": settings.sensor_interval_seconds,
-        "default_status": DefaultSensorStatus.RUNNING,
-    }
+    every = every_tick(settings)
 
     @sensor(
         name="rabbitmq_intake",
-        **every_tick,
+        **every,
         description="Queue orders from the RabbitMQ intake queue (AGENTFORGE_RABBITMQ_URL); each "
         "message acknowledged after its order or refusal is committed.",
     )
@@ -178,7 +175,7 @@ def build_broker_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]
 
     @sensor(
         name="redis_intake",
-        **every_tick,
+        **every,
         description="Queue orders from the Redis intake stream's consumer group "
         "(AGENTFORGE_REDIS_URL); each entry acknowledged after its order or refusal is committed.",
     )
@@ -189,7 +186,7 @@ def build_broker_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]
 
     @sensor(
         name="order_events_outbox",
-        **every_tick,
+        **every,
         description="Publish order events from the outbox to the configured brokers; each marked "
         "sent once the broker confirmed it.",
     )

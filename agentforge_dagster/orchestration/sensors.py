@@ -245,16 +245,21 @@ def take_drop_folder(
     return counts
 
 
-def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
-    every_tick: dict[str, Any] = {
+def every_tick(settings: AgentForgeSettings) -> dict[str, Any]:
+    """The arguments of a sensor that runs from the start, every ``sensor_interval_seconds``."""
+    return {
         "minimum_interval_seconds": settings.sensor_interval_seconds,
         "default_status": DefaultSensorStatus.RUNNING,
     }
 
+
+def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
+    every = every_tick(settings)
+
     @sensor(
         name="order_queue",
         job_name=ORDER_PIPELINE,
-        **every_tick,
+        **every,
         description="Launch one order_pipeline run per queued order (run key order-<id>).",
     )
     def order_queue_sensor(
@@ -264,7 +269,7 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
 
     @sensor(
         name="order_drop_folder",
-        **every_tick,
+        **every,
         description="Queue orders from JSON/CSV files dropped in AGENTFORGE_DROP_DIR.",
     )
     def drop_folder_sensor(
@@ -281,7 +286,7 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
 
     @sensor(
         name="dead_letter_queue",
-        **every_tick,
+        **every,
         description="Settle every failed order run once Dagster has said whether it retries it: "
         "a run it retries is left to the retry, any other moves its order to the dead letters.",
     )
@@ -302,7 +307,7 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
     @sensor(
         name="dead_letter_replays",
         job_name=ORDER_PIPELINE,
-        **every_tick,
+        **every,
         description="Launch replays of dead letters, from the failed step on, or from the "
         "earliest step whose output is missing from the artifact store (run key replay-<id>-<n>).",
     )
@@ -319,7 +324,7 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
 
     @sensor(
         name="lost_run_workers",
-        **every_tick,
+        **every,
         description="Fail started order runs whose worker process died unreported (a code server "
         "whose cleanup thread stopped on a storage error), so Dagster retries them.",
     )
@@ -333,7 +338,7 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
 
     @sensor(
         name="budget_resume",
-        **{**every_tick, "minimum_interval_seconds": max(settings.sensor_interval_seconds, 60)},
+        **{**every, "minimum_interval_seconds": max(settings.sensor_interval_seconds, 60)},
         description="Resume orders paused for the model budget once it allows (cap raised or "
         "new month); dead_letter_replays then launches them.",
     )

@@ -32,6 +32,13 @@ from agentforge_dagster.persistence.sql import StoreConcern, as_utc, dialect_ins
 
 DESTINATIONS = ("rabbitmq", "redis")
 _SENT_COLUMN = {"rabbitmq": "rabbitmq_sent_at", "redis": "redis_sent_at"}
+_EVENTS = select(  # the columns of a PendingEvent
+    order_events.c.seq,
+    order_events.c.event_id,
+    order_events.c.order_id,
+    order_events.c.state,
+    order_events.c.payload,
+)
 
 
 def record_event(
@@ -120,16 +127,7 @@ class OutboxStore(StoreConcern):
         sent = order_events.c[_SENT_COLUMN[destination]]
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(
-                    order_events.c.seq,
-                    order_events.c.event_id,
-                    order_events.c.order_id,
-                    order_events.c.state,
-                    order_events.c.payload,
-                )
-                .where(sent.is_(None))
-                .order_by(order_events.c.seq)
-                .limit(limit)
+                _EVENTS.where(sent.is_(None)).order_by(order_events.c.seq).limit(limit)
             ).all()
         return [PendingEvent(*row) for row in rows]
 
@@ -162,15 +160,7 @@ class OutboxStore(StoreConcern):
     def order_events_of(self, order_id: str) -> list[PendingEvent]:
         with self.engine.connect() as conn:
             rows = conn.execute(
-                select(
-                    order_events.c.seq,
-                    order_events.c.event_id,
-                    order_events.c.order_id,
-                    order_events.c.state,
-                    order_events.c.payload,
-                )
-                .where(order_events.c.order_id == order_id)
-                .order_by(order_events.c.seq)
+                _EVENTS.where(order_events.c.order_id == order_id).order_by(order_events.c.seq)
             ).all()
         return [PendingEvent(*row) for row in rows]
 
