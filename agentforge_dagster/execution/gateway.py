@@ -8,8 +8,12 @@ Every model call of a step goes through :meth:`ModelGateway.ask`:
    missing answer is an error: the failed order's calls are reproduced exactly or not at all.
    The key is what the store is indexed by, so its recipe must not change (a test pins it): how
    the providers ask (structured output or not) is deliberately not part of it.
-2. **Budget guard**: before a paid call, the month's spend plus the call's estimated cost must fit
-   the cap; otherwise :class:`BudgetExhausted` pauses the order (``waiting_budget``).
+2. **Budget guard**: before a paid call, its worst-case cost (the prompt's tokens plus the most
+   it may answer, at the model's prices) is reserved against the month's cap, in one transaction
+   with the month's spend and the reservations of calls in flight (on every worker and host); a
+   call that does not fit raises :class:`BudgetExhausted`, which pauses the order
+   (``waiting_budget``). The real cost replaces the reservation when the call is recorded; a
+   failed call releases it. Concurrent runs cannot take the month past its cap together.
 3. **Fallback**: providers are tried in order; a provider that has failed transiently
    ``fallback_after`` times for this order and step is passed over for the next one. The count is
    kept in memory (``failures``), shared by the attempts of the step within the run (the model
@@ -33,7 +37,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
-from decimal import Decimal
+from decimal import ROUND_CEILING, Decimal
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -54,6 +58,8 @@ from agentforge_dagster.execution.providers import (
 from agentforge_dagster.persistence.store import BusinessStore
 
 P = TypeVar("P", bound=BaseModel)
+# The most a call may answer when its provider sets no max_tokens: the worst case a call reserves.
+DEFAULT_MAX_OUTPUT_TOKENS = 4096
 Prices = dict[str, tuple[float, float]]
 
 
@@ -158,11 +164,15 @@ class ModelGateway:
                     f"replay mode: no recorded answer of {provider.model} for this {request.task} "
                     "request"
                 )
-            self._check_budget(provider, request)
+            reservation = self._reserve_budget(provider, request)
             started = utcnow()
             try:
                 response = call_with_timeout(provider.complete, request, timeout_s=self.timeout_s)
-            except TransientError as exc:
+            except BaseException as exc:
+                if reservation is not None:
+                    self.store.release_budget(reservation)
+                if not isinstance(exc, TransientError):
+                    raise
                 self.failures[(provider.name, provider.model)] += 1
                 self.store.record_event(
                     "model_call_failed",
@@ -178,7 +188,9 @@ class ModelGateway:
                     continue  # the primary is down: the next provider answers
                 raise
             self.store.store_response(cache_key=key, **response.row(without="latency_s"))
-            return self._record(response, key=key, started=started, hit=False)
+            return self._record(
+                response, key=key, started=started, hit=False, reservation=reservation
+            )
         raise AssertionError("no model provider configured")
 
     def _where(self) -> dict[str, Any]:
@@ -193,22 +205,32 @@ class ModelGateway:
     def _failures(self, provider: ModelProvider) -> int:
         return self.failures[(provider.name, provider.model)]
 
-    def _check_budget(self, provider: ModelProvider, request: ModelRequest) -> None:
+    def _reserve_budget(self, provider: ModelProvider, request: ModelRequest) -> int | None:
+        """Reserve the call's worst-case cost against the month's cap; None: no cap."""
         month = month_of()
         cap = self.store.budget_cap(month)
         if cap is None:
             cap = self.default_budget_usd
         if cap is None:
-            return
+            return None
         price_in, price_out = self.prices.get(provider.model, (0.0, 0.0))
-        tokens = estimate_tokens(request.prompt)
-        estimate = Decimal(str((tokens * price_in + tokens * price_out) / 1_000_000))
-        spent = self.store.month_spend(month)
-        if spent + estimate > cap:
+        most_out = getattr(provider, "max_tokens", None) or DEFAULT_MAX_OUTPUT_TOKENS
+        worst = Decimal(str(estimate_tokens(request.prompt) * price_in + most_out * price_out))
+        worst = (worst / 1_000_000).quantize(Decimal("0.000001"), rounding=ROUND_CEILING)
+        reservation, committed = self.store.reserve_budget(
+            month,
+            worst,
+            cap,
+            order_id=self.order_id,
+            step=self.step,
+            ttl_seconds=self.timeout_s * 2 + 60,
+        )
+        if reservation is None:
             raise BudgetExhausted(
-                f"model budget for {month} is {cap} USD; {spent} spent, and the next "
-                f"{provider.model} call (~{estimate} USD) would exceed it"
+                f"model budget for {month} is {cap} USD; {committed} spent or held by calls in "
+                f"flight, and the next {provider.model} call may cost up to {worst} USD"
             )
+        return reservation
 
     @staticmethod
     def _from_store(row: dict[str, object]) -> ModelResponse:
@@ -223,10 +245,17 @@ class ModelGateway:
         )
 
     def _record(
-        self, response: ModelResponse, *, key: str, started: object, hit: bool
+        self,
+        response: ModelResponse,
+        *,
+        key: str,
+        started: object,
+        hit: bool,
+        reservation: int | None = None,
     ) -> ModelResponse:
         self.responses.append(response)
         self.store.record_model_call(
+            reservation_id=reservation,
             **self._where(),
             **response.row(without="text"),
             started_at=started,

@@ -165,6 +165,20 @@ model_calls = Table(
     Column("cache_key", String(64)),  # the model_responses row paid for or reused
 )
 
+# A paid model call in flight: its worst-case cost, held against the month's cap until the real cost
+# is recorded (same transaction) or the call fails. An expired row is a crashed caller's.
+budget_reservations = Table(
+    "budget_reservations",
+    metadata,
+    Column("reservation_id", Integer, primary_key=True, autoincrement=True),
+    Column("month", String(7), nullable=False, index=True),
+    Column("amount_usd", Numeric(12, 6), nullable=False),
+    _order_id(nullable=False),
+    _step("step", nullable=False),
+    _moment("created_at"),
+    _moment("expires_at"),
+)
+
 model_responses = Table(
     "model_responses",
     metadata,

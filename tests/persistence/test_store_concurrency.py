@@ -290,3 +290,53 @@ def letter(*, run_id: str) -> dict[str, Any]:
         "replay_requested_at": None,
         "replay_run_key": None,
     }
+
+
+def paid_call(store: BusinessStore, cost: str, *, reservation_id: int | None = None) -> None:
+    moment = datetime(2026, 11, 5, tzinfo=UTC)
+    store.record_model_call(
+        reservation_id=reservation_id,
+        order_id="o-paid",
+        step="draft",
+        run_id="run-1",
+        attempt=1,
+        provider="openai",
+        model="m",
+        input_tokens=10,
+        output_tokens=10,
+        cost_usd=Decimal(cost),
+        latency_s=0.1,
+        started_at=moment,
+        ended_at=moment,
+        cache_hit=False,
+    )
+
+
+def test_calls_reserving_at_once_never_take_the_month_past_its_cap(
+    racing_store: BusinessStore,
+) -> None:
+    paid_call(racing_store, "1.50")  # spent already this month
+    outcomes = at_once(
+        lambda index: racing_store.reserve_budget(
+            "2026-11",
+            Decimal("1.00"),
+            Decimal("5.00"),
+            order_id=f"o-{index}",
+            step="draft",
+            ttl_seconds=300,
+        )
+    )
+    assert refused(outcomes) == []
+    granted = [reservation for reservation, _committed in succeeded(outcomes) if reservation]
+    assert len(granted) == 3  # 1.50 + 3 × 1.00 fits 5.00; a fourth would not
+    assert racing_store.budget_in_flight("2026-11") == Decimal("3.00")
+
+    paid_call(racing_store, "0.40", reservation_id=granted[0])  # the real cost replaces it
+    racing_store.release_budget(granted[1])  # a call that failed: nothing paid
+    assert racing_store.month_spend("2026-11") == Decimal("1.90")
+    assert racing_store.budget_in_flight("2026-11") == Decimal("1.00")
+    # A crashed caller's reservation stops counting once it expires.
+    stale, _ = racing_store.reserve_budget(
+        "2026-11", Decimal("2.00"), Decimal("5.00"), order_id="o-x", step="draft", ttl_seconds=0
+    )
+    assert stale is not None and racing_store.budget_in_flight("2026-11") == Decimal("1.00")
