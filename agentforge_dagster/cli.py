@@ -539,6 +539,31 @@ def budget_set(settings: AgentForgeSettings, cap_usd: float, month: str) -> None
 
 
 @main.command()
+@click.pass_obj
+@_user_errors
+def providers(settings: AgentForgeSettings) -> None:
+    """The model chain and each provider's shared circuit breaker."""
+    store = _store(settings)
+    known = {breaker.provider: breaker for breaker in store.breakers()}
+    click.echo(f"chain: {settings.models}")
+    click.echo(
+        f"breaker: opens after {settings.model_breaker_failures} transient failures within "
+        f"{settings.model_breaker_window_seconds:g} s, for {settings.model_breaker_cooldown_seconds:g} s"
+    )
+    if not known:
+        click.echo("no provider has failed yet: every breaker is closed")
+    for name, breaker in known.items():
+        until = (
+            f" until {breaker.open_until.isoformat(timespec='seconds')}"
+            if breaker.open_until and breaker.state == "open"
+            else ""
+        )
+        click.echo(
+            f"{name}: {breaker.state}{until}, {breaker.failures} failures in the current window"
+        )
+
+
+@main.command()
 @click.option(
     "--by",
     "group",

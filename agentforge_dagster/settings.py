@@ -39,6 +39,9 @@ class AgentForgeSettings(BaseSettings):
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
     model_fallback_after: int = Field(default=2, ge=1)
+    model_breaker_failures: int = Field(default=5, ge=0)
+    model_breaker_window_seconds: float = Field(default=60.0, gt=0)
+    model_breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
     model_max_reprompts: int = Field(default=2, ge=0)
     model_replay_only: bool = False
     model_prices_json: str | None = None

@@ -52,6 +52,7 @@ def test_six_order_assets_with_retry_policy_and_pools(defs: Definitions) -> None
             "broker/rabbitmq_intake",
             "broker/redis_intake",
             "broker/order_events",
+            "model/providers",
         ]
     )
     for spec in STEPS:

@@ -18,7 +18,11 @@ Every model call of a step goes through :meth:`ModelGateway.ask`:
    ``fallback_after`` times for this order and step is passed over for the next one. The count is
    kept in memory (``failures``), shared by the attempts of the step within the run (the model
    resource hands the same counter to each attempt's gateway): the hot path reads no audit rows,
-   and a new run, say a replay, tries the primary again.
+   and a new run, say a replay, tries the primary again. Across orders, a provider's shared
+   circuit breaker (:mod:`~agentforge_dagster.persistence.breakers`) opens after ``breaker``'s
+   threshold of transient failures within its window, from any order on any worker: while it is
+   open, calls go straight to the next provider; when every provider's breaker is open, the step
+   fails transiently (:class:`CircuitOpen`) and retries after its back-off.
 4. **Deadline**: the call runs under the step's model timeout; a hang is a transient error.
 5. **Re-prompt**: an answer that does not validate against the step's schema is sent back with
    the validation error, at most ``max_reprompts`` times; then the step fails permanently.
@@ -55,6 +59,7 @@ from agentforge_dagster.execution.providers import (
     ModelResponse,
     estimate_tokens,
 )
+from agentforge_dagster.persistence.breakers import BreakerPolicy, BreakerState
 from agentforge_dagster.persistence.store import BusinessStore
 
 P = TypeVar("P", bound=BaseModel)
@@ -99,6 +104,15 @@ def cache_key(provider: ModelProvider, request: ModelRequest) -> str:
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+class CircuitOpen(TransientError):
+    """Every provider of the chain is open: no call is made; the step tries again later."""
+
+
+def breaker_name(provider: ModelProvider) -> str:
+    """What a provider's shared circuit breaker is called: ``name:model``."""
+    return f"{provider.name}:{provider.model}"[:200]
+
+
 def month_of() -> str:
     return utcnow().strftime("%Y-%m")
 
@@ -125,6 +139,7 @@ class ModelGateway:
     prices: Prices = field(default_factory=dict)
     responses: list[ModelResponse] = field(default_factory=list)
     failures: Counter[tuple[str, str]] = field(default_factory=Counter)
+    breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
 
     def ask(self, request: ModelRequest, schema: type[P]) -> P:
         """An answer to ``request`` that validates against ``schema``."""
@@ -159,6 +174,8 @@ class ModelGateway:
             stored = self.store.stored_response(key)
             if stored is not None:
                 return self._record(self._from_store(stored), key=key, started=utcnow(), hit=True)
+            if not self.store.breaker_allows(breaker_name(provider), self.breaker):
+                continue  # open: every order passes it over until its cool-down ends
             if self.replay_only:
                 raise PermanentError(
                     f"replay mode: no recorded answer of {provider.model} for this {request.task} "
@@ -174,6 +191,9 @@ class ModelGateway:
                 if not isinstance(exc, TransientError):
                     raise
                 self.failures[(provider.name, provider.model)] += 1
+                opened = self.store.breaker_failed(
+                    breaker_name(provider), self.breaker, error=f"{type(exc).__name__}: {exc}"
+                )
                 self.store.record_event(
                     "model_call_failed",
                     **self._where(),
@@ -184,14 +204,23 @@ class ModelGateway:
                         "message": str(exc)[:500],
                     },
                 )
-                if index + 1 < len(candidates) and self._failures(provider) >= self.fallback_after:
+                if index + 1 < len(candidates) and (
+                    self._failures(provider) >= self.fallback_after or opened is BreakerState.OPEN
+                ):
                     continue  # the primary is down: the next provider answers
                 raise
+            self.store.breaker_succeeded(breaker_name(provider), self.breaker)
             self.store.store_response(cache_key=key, **response.row(without="latency_s"))
             return self._record(
                 response, key=key, started=started, hit=False, reservation=reservation
             )
-        raise AssertionError("no model provider configured")
+        if not candidates:
+            raise AssertionError("no model provider configured")
+        raise CircuitOpen(
+            "every model provider's circuit breaker is open ("
+            + ", ".join(breaker_name(p) for p in candidates)
+            + "); the step retries after its back-off"
+        )
 
     def _where(self) -> dict[str, Any]:
         """Where a call happens, as the audit trail and the ``model_calls`` rows name it."""

@@ -15,6 +15,7 @@ from agentforge_dagster.domain.models import Order
 from agentforge_dagster.execution.backoff import StepBackoff
 from agentforge_dagster.execution.gateway import ModelGateway
 from agentforge_dagster.execution.providers import DEFAULT_PRICES, ModelProvider, OfflineModel
+from agentforge_dagster.persistence.breakers import BreakerPolicy
 from agentforge_dagster.persistence.store import BusinessStore
 
 
@@ -41,6 +42,14 @@ class ModelResource(ConfigurableResource):
         "step waits for an answer before the call is a transient error.",
     )
     fallback_after: int = Field(default=2, ge=1)
+    breaker_failures: int = Field(
+        default=5,
+        ge=0,
+        description="Transient failures of a provider within the window, across all orders, "
+        "that open its shared circuit breaker (0: no breaker).",
+    )
+    breaker_window_seconds: float = Field(default=60.0, gt=0)
+    breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
     max_reprompts: int = Field(default=2, ge=0)
     replay_only: bool = False
     monthly_budget_usd: float | None = None
@@ -121,6 +130,12 @@ class ModelResource(ConfigurableResource):
             default_budget_usd=Decimal(str(budget)) if budget is not None else None,
             prices=self.prices(),
             failures=self._failures.setdefault((order_id, step), Counter()),
+            breaker=BreakerPolicy(
+                threshold=self.breaker_failures,
+                window_s=self.breaker_window_seconds,
+                cooldown_s=self.breaker_cooldown_seconds,
+                probe_timeout_s=self.timeout_seconds + 60,
+            ),
         )
 
     def _provider(self, spec: ModelSpec) -> ModelProvider:

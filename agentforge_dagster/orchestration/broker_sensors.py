@@ -1,4 +1,6 @@
-"""The broker sensors: ``rabbitmq_intake`` and ``redis_intake`` queue orders from the brokers (the
+"""The broker sensors and ``model_providers`` (the providers' circuit breakers, observed).
+
+``rabbitmq_intake`` and ``redis_intake`` queue orders from the brokers (the
 ``order_queue`` sensor launches their runs, as for every order), ``order_events_outbox`` publishes
 order events. Each is off until its broker's URL is set, and skips — never fails — with the reason
 when a broker is down; the next tick catches up. Their figures go on observations of the
@@ -46,6 +48,7 @@ INTAKE_ASSETS = {
     "redis": AssetKey(["broker", "redis_intake"]),
 }
 EVENTS_ASSET = AssetKey(["broker", "order_events"])
+PROVIDERS_ASSET = AssetKey(["model", "providers"])
 BROKER_ASSET_SPECS = [
     AssetSpec(
         INTAKE_ASSETS["rabbitmq"],
@@ -61,6 +64,11 @@ BROKER_ASSET_SPECS = [
         EVENTS_ASSET,
         group_name="broker",
         description="Order events published from the outbox (backlog observed each tick).",
+    ),
+    AssetSpec(
+        PROVIDERS_ASSET,
+        group_name="model",
+        description="The model providers' shared circuit breakers (observed every minute).",
     ),
 ]
 # Batches of events one outbox tick publishes at most (each batch is broker_batch events).
@@ -195,4 +203,26 @@ def build_broker_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]
     ) -> SensorResult:
         return outbox_tick(context, store.get_store(), settings)
 
-    return [rabbitmq_intake, redis_intake, order_events_outbox]
+    @sensor(
+        name="model_providers",
+        **{**every, "minimum_interval_seconds": max(settings.sensor_interval_seconds, 60)},
+        description="Observe each model provider's shared circuit breaker (state, failures).",
+    )
+    def model_providers(
+        context: SensorEvaluationContext, store: BusinessStoreResource
+    ) -> SensorResult:
+        breakers = store.get_store().breakers()
+        metadata: dict[str, Any] = {"chain": settings.models}
+        for breaker in breakers:
+            metadata[breaker.provider] = f"{breaker.state.value}, {breaker.failures} failures" + (
+                f", open until {breaker.open_until.isoformat(timespec='seconds')}"
+                if breaker.open_until is not None and breaker.state.value == "open"
+                else ""
+            )
+        opened = [b.provider for b in breakers if b.state.value != "closed"]
+        return SensorResult(
+            skip_reason=f"open breakers: {opened or 'none'}",
+            asset_events=[AssetObservation(PROVIDERS_ASSET, metadata=metadata)],
+        )
+
+    return [rabbitmq_intake, redis_intake, order_events_outbox, model_providers]

@@ -242,3 +242,16 @@ broker_health = Table(
     Column("last_error", Text),
     _moment("last_error_at", nullable=True),
 )
+
+# A circuit breaker per model provider ("name:model"), shared by every run worker and host.
+provider_breakers = Table(
+    "provider_breakers",
+    metadata,
+    Column("provider", String(200), primary_key=True),
+    Column("state", String(10), nullable=False),  # closed | open | half_open
+    Column("failures", Integer, nullable=False),  # transient failures in the current window
+    _moment("window_started_at"),
+    _moment("open_until", nullable=True),
+    _moment("probe_at", nullable=True),  # when the one probe call of a half-open breaker began
+    _moment("updated_at"),
+)

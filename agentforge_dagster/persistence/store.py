@@ -19,6 +19,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, event, make_url
 
 from agentforge_dagster.persistence.audit import AuditStore
+from agentforge_dagster.persistence.breakers import BreakerStore
 from agentforge_dagster.persistence.dead_letters import DeadLetterStore
 from agentforge_dagster.persistence.deliveries import DeliveryStore
 from agentforge_dagster.persistence.model_calls import ModelCallStore
@@ -58,6 +59,7 @@ class BusinessStore(
     ModelCallStore,
     AuditStore,
     OutboxStore,
+    BreakerStore,
 ):
     """Every concern of the business store over one engine."""
 

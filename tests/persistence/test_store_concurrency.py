@@ -340,3 +340,19 @@ def test_calls_reserving_at_once_never_take_the_month_past_its_cap(
         "2026-11", Decimal("2.00"), Decimal("5.00"), order_id="o-x", step="draft", ttl_seconds=0
     )
     assert stale is not None and racing_store.budget_in_flight("2026-11") == Decimal("1.00")
+
+
+def test_workers_after_a_cool_down_take_one_probe_between_them(
+    racing_store: BusinessStore,
+) -> None:
+    from agentforge_dagster.persistence.breakers import BreakerPolicy, BreakerState
+
+    policy = BreakerPolicy(threshold=2, window_s=60, cooldown_s=0.0)
+    outcomes = at_once(lambda index: racing_store.breaker_failed("p:m", policy, error="503"))
+    assert refused(outcomes) == []
+    assert sum(1 for r in racing_store.audit_rows() if r["event"] == "breaker_opened") == 1
+    assert racing_store.breakers()[0].state is BreakerState.OPEN
+    allowed = at_once(lambda index: racing_store.breaker_allows("p:m", policy))
+    assert sorted(allowed) == [False] * (WRITERS - 1) + [True]  # one probe
+    assert racing_store.breakers()[0].state is BreakerState.HALF_OPEN
+    assert racing_store.verify_audit().ok
