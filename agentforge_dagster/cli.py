@@ -613,7 +613,8 @@ def dlq_replay(
         click.echo("nothing to replay")
 
 
-from agentforge_dagster.cli_deploy import (  # noqa: E402  (registered last: no import cycle)
+from agentforge_dagster.cli_delivery import delivery  # noqa: E402  (registered last: no cycle)
+from agentforge_dagster.cli_deploy import (  # noqa: E402
     deploy_command,
     deploys_command,
     rollback_command,
@@ -621,6 +622,7 @@ from agentforge_dagster.cli_deploy import (  # noqa: E402  (registered last: no 
 from agentforge_dagster.cli_review import review  # noqa: E402
 
 main.add_command(review)
+main.add_command(delivery)
 main.add_command(deploy_command)
 main.add_command(rollback_command)
 main.add_command(deploys_command)
