@@ -181,7 +181,10 @@ def deploy(
         security_opt=["no-new-privileges"],
         cap_drop=["ALL"],
         read_only=True,
-        tmpfs={"/tmp": "rw,nosuid,nodev,size=256m", "/opt/dagster/dagster_home": "rw,size=64m"},
+        tmpfs={
+            "/tmp": "rw,nosuid,nodev,size=256m",
+            "/opt/dagster/dagster_home": "rw,size=64m,uid=10001,gid=10001",
+        },
     )
     try:
         container.start()
