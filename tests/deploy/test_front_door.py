@@ -9,6 +9,7 @@ non-loopback address. Last, the canary secret is looked for everywhere the stack
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import re
@@ -17,8 +18,6 @@ import ssl
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -144,48 +143,33 @@ class FrontDoor:
         auth: tuple[str, str] | None = None,
         body: dict[str, Any] | None = None,
         source: str = "127.0.0.1",
+        headers: dict[str, str] | None = None,
     ) -> tuple[int, dict[str, str], bytes]:
-        """One HTTPS request to the front door (from ``source``, a loopback address)."""
-        headers = {"Content-Type": "application/json"} if body is not None else {}
+        """One HTTPS request to the front door, from ``source`` (any address of 127/8)."""
+        sent = {**(headers or {})}
+        if body is not None:
+            sent["Content-Type"] = "application/json"
         if auth is not None:
-            headers["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
-        request = urllib.request.Request(
-            f"https://localhost:{self.port}{path}",
-            data=json.dumps(body).encode() if body is not None else None,
-            headers=headers,
+            sent["Authorization"] = "Basic " + base64.b64encode(":".join(auth).encode()).decode()
+        connection = http.client.HTTPSConnection(
+            "localhost", self.port, context=self.tls, timeout=30, source_address=(source, 0)
         )
-        handler = urllib.request.HTTPSHandler(context=self.tls)
-        opener = urllib.request.build_opener(handler)
         try:
-            with _source_address(source), opener.open(request, timeout=30) as answer:
-                return answer.status, dict(answer.headers), answer.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, dict(exc.headers), exc.read()
+            connection.request(
+                "POST" if body is not None else "GET",
+                path,
+                body=json.dumps(body).encode() if body is not None else None,
+                headers=sent,
+            )
+            answer = connection.getresponse()
+            return answer.status, dict(answer.headers), answer.read()
+        finally:
+            connection.close()
 
     def graphql(self, query: str, auth: tuple[str, str]) -> dict[str, Any]:
         status, _, body = self.request("/graphql", auth, {"query": query})
         assert status == 200, body[:500]
         return dict(json.loads(body))
-
-
-class _source_address:
-    """Connections made inside this block leave from ``address`` (loopback has all of 127/8)."""
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.original = socket.create_connection
-
-    def __enter__(self) -> None:
-        original, address = self.original, self.address
-
-        def create_connection(*args: Any, **kwargs: Any) -> socket.socket:
-            kwargs["source_address"] = (address, 0)
-            return original(*args, **kwargs)
-
-        socket.create_connection = create_connection  # type: ignore[assignment]
-
-    def __exit__(self, *exc: object) -> None:
-        socket.create_connection = self.original  # type: ignore[assignment]
 
 
 @pytest.fixture(scope="module")
@@ -314,15 +298,7 @@ def test_the_user_name_goes_upstream_and_the_password_does_not(
         seen.clear()
         # A client cannot claim to be someone else: its header is replaced.
         for who in (OPERATOR, VIEWER):
-            request = urllib.request.Request(
-                f"https://localhost:{port}/x",
-                headers={
-                    "X-Forwarded-User": "mallory",
-                    "Authorization": "Basic " + base64.b64encode(":".join(who).encode()).decode(),
-                },
-            )
-            opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=door.tls))
-            assert opener.open(request, timeout=10).status == 204
+            assert door.request("/x", who, headers={"X-Forwarded-User": "mallory"})[0] == 204
     finally:
         container.remove(force=True)
         for server in servers:
