@@ -638,8 +638,9 @@ def dlq_replay(
         click.echo("nothing to replay")
 
 
-from agentforge_dagster.cli_broker import broker  # noqa: E402
-from agentforge_dagster.cli_deploy import (  # noqa: E402  (registered last: no import cycle)
+from agentforge_dagster.cli_broker import broker  # noqa: E402  (registered last: no cycle)
+from agentforge_dagster.cli_delivery import delivery  # noqa: E402
+from agentforge_dagster.cli_deploy import (  # noqa: E402
     deploy_command,
     deploys_command,
     rollback_command,
@@ -648,6 +649,7 @@ from agentforge_dagster.cli_review import review  # noqa: E402
 
 main.add_command(review)
 main.add_command(broker)
+main.add_command(delivery)
 main.add_command(deploy_command)
 main.add_command(rollback_command)
 main.add_command(deploys_command)

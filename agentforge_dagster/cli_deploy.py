@@ -57,6 +57,7 @@ def deploy_command(
 
     The server gets the AGENTFORGE_*, DAGSTER_PG_* and AWS_* variables of this shell (host paths
     excepted) and DAGSTER_CURRENT_IMAGE, so new runs use the same image. Running runs keep theirs.
+    With AGENTFORGE_SECRETS_DIR, its files are mounted and passed as NAME_FILE, never as values.
     """
     if to_previous == (image is not None):
         raise click.UsageError("give --image TAG or --rollback")
@@ -66,6 +67,7 @@ def deploy_command(
         "host": settings.code_server_host,
         "environment": environment_from_os(_env_pairs(env_pairs)),
         "timeout_seconds": settings.deploy_timeout_seconds,
+        "secrets_dir": settings.secrets_dir,
     }
     try:
         entry = rollback_image(**common) if image is None else deploy_image(image, **common)

@@ -47,7 +47,11 @@ from agentforge_dagster.orchestration.review_gate import (
 )
 from agentforge_dagster.orchestration.sensors import build_sensors
 from agentforge_dagster.persistence.io_managers import LocalArtifactIOManager, S3ArtifactIOManager
-from agentforge_dagster.persistence.resources import BackupTargetResource, BusinessStoreResource
+from agentforge_dagster.persistence.resources import (
+    BackupTargetResource,
+    BusinessStoreResource,
+    DeliverablesResource,
+)
 from agentforge_dagster.settings import AgentForgeSettings, load_settings
 
 
@@ -91,11 +95,9 @@ def build_resources(settings: AgentForgeSettings, *, drills: bool = False) -> di
             monthly_budget_usd=settings.monthly_budget_usd,
             prices_json=settings.model_prices_json,
         ),
-        "options": StepOptions(
-            deliveries_dir=str(settings.resolved_deliveries_dir()),
-            # The step options named as the settings are.
-            **settings.model_dump(include=set(StepOptions.model_fields) - {"deliveries_dir"}),
-        ),
+        # The step options named as the settings are.
+        "options": StepOptions(**settings.model_dump(include=set(StepOptions.model_fields))),
+        "deliverables": deliverables(settings),
         "artifact_io_manager": artifact_io_manager(settings),
         "backup_target": backup_target(settings),
         "assumptions": BusinessAssumptions(
@@ -119,6 +121,16 @@ def backup_target(settings: AgentForgeSettings) -> BackupTargetResource:
         if settings.audit_anchor_key_file
         else None,
         anchor_key=EnvVar("AGENTFORGE_AUDIT_ANCHOR_KEY") if settings.audit_anchor_key else None,
+    )
+
+
+def deliverables(settings: AgentForgeSettings) -> DeliverablesResource:
+    """Deliverables go to the S3 bucket when one is configured, else to a local folder."""
+    return DeliverablesResource(
+        local_dir=str(settings.resolved_deliveries_dir()),
+        bucket=settings.s3_bucket,
+        endpoint_url=settings.s3_endpoint_url,
+        region_name=settings.s3_region,
     )
 
 

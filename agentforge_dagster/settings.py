@@ -54,6 +54,11 @@ class AgentForgeSettings(BaseSettings):
         description="History of deploys, for roll-backs; $AGENTFORGE_HOME/deploys.json.",
     )
     deploy_timeout_seconds: float = Field(default=120.0, gt=0)
+    secrets_dir: Path | None = Field(
+        default=None,
+        description="Host folder of secret files (one per variable, lower-case name) that "
+        "deploy mounts read-only into the code server at /run/secrets.",
+    )
     # The container image a run executes in (set by the Docker run launcher).
     image: str | None = None
     image_id: str | None = None

@@ -29,7 +29,7 @@ log() { echo "[build-image] $*" >&2; }
 
 # Files of the build context (keep in step with docker/Dockerfile.dockerignore).
 CONTEXT_FILES=(pyproject.toml README.md workspace.yaml agentforge_dagster
-    docker/Dockerfile docker/workspace.docker.yaml docker/dagster.docker.yaml
+    docker/Dockerfile docker/workspace.docker.yaml docker/dagster.docker.yaml docker/entrypoint.sh
     docker/.build/ca-certificates.crt)
 
 VERSION=$(python3 -c "import tomllib; print(tomllib.load(open('pyproject.toml', 'rb'))['project']['version'])")

@@ -207,6 +207,7 @@ def step_env(
     from agentforge_dagster.execution.gateway import ModelGateway
     from agentforge_dagster.execution.providers import OfflineModel
     from agentforge_dagster.execution.steps import StepEnv
+    from agentforge_dagster.persistence.deliverables import LocalDeliverables
 
     gateway = ModelGateway(
         store=store,
@@ -222,7 +223,7 @@ def step_env(
         attempt=1,
         store=store,
         gateway=gateway,
-        deliveries_dir=deliveries,
+        deliverables=LocalDeliverables(deliveries),
         max_revisions=max_revisions,
     )
 

@@ -9,7 +9,6 @@ anything else is left to the job's retry policy.
 
 import hashlib
 from collections.abc import Iterator, Mapping
-from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -41,6 +40,7 @@ from agentforge_dagster.execution.checks import STEP_CHECKS, StepCheck
 from agentforge_dagster.execution.faults import NO_DRILLS, FaultInjector
 from agentforge_dagster.execution.resources import ModelResource, StepOptions
 from agentforge_dagster.execution.steps import STEPS, StepEnv, StepSpec
+from agentforge_dagster.persistence.deliverables import Deliverables
 from agentforge_dagster.persistence.io_managers import dump_artifact
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.store import BusinessStore
@@ -63,6 +63,7 @@ def run_step(
     model: ModelResource,
     faults: FaultInjector,
     options: StepOptions,
+    deliverables: Deliverables,
 ) -> Output[Artifact] | None:
     order_id = context.partition_key
     attempt = context.retry_number + 1
@@ -86,7 +87,7 @@ def run_step(
         attempt=attempt,
         store=business,
         gateway=gateway,
-        deliveries_dir=Path(options.deliveries_dir),
+        deliverables=deliverables,
         max_revisions=options.max_revisions,
         requires_approval=options.requires_approval,
         hold=hold,
@@ -203,13 +204,14 @@ def _meta(value: Any) -> Any:
     return MetadataValue.float(value) if isinstance(value, float) else value
 
 
-STEP_RESOURCES = frozenset({"store", "model", "options"})
+STEP_RESOURCES = frozenset({"store", "model", "options", "deliverables"})
 
 
 def check_result(
     context: AssetExecutionContext,
     check: StepCheck,
     business: BusinessStore,
+    deliverables: Deliverables,
     output: Output[Artifact] | None,
 ) -> AssetCheckResult:
     """One check of a step's output; a failure is also an audited operator flag (check_failed)."""
@@ -220,7 +222,7 @@ def check_result(
             metadata={"outcome": "nothing to check: the order is held for a person"},
         )
     order_id = context.partition_key
-    outcome = check.evaluate(business, order_id, output.value)
+    outcome = check.evaluate(business, deliverables, order_id, output.value)
     if not outcome.passed:
         business.record_event(
             "check_failed",
@@ -271,6 +273,7 @@ def build_step_asset(spec: StepSpec, pool: str, *, drills: bool = False) -> Asse
         context: AssetExecutionContext, **inputs: Artifact
     ) -> Iterator[Output[Artifact] | AssetCheckResult]:
         resources = context.resources
+        deliverables = resources.deliverables.target()
         output = run_step(
             context,
             spec,
@@ -279,11 +282,12 @@ def build_step_asset(spec: StepSpec, pool: str, *, drills: bool = False) -> Asse
             model=resources.model,
             faults=getattr(resources, "faults", NO_DRILLS),
             options=resources.options,
+            deliverables=deliverables,
         )
         if output is not None:
             yield output
         for check in STEP_CHECKS.get(spec.name, ()):
-            yield check_result(context, check, resources.store.get_store(), output)
+            yield check_result(context, check, resources.store.get_store(), deliverables, output)
 
     return _step_asset
 

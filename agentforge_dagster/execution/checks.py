@@ -23,7 +23,6 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, select
@@ -36,6 +35,7 @@ from agentforge_dagster.domain.models import (
     Plan,
     Review,
 )
+from agentforge_dagster.persistence.deliverables import Deliverables
 from agentforge_dagster.persistence.schema import deliveries, ledger
 from agentforge_dagster.persistence.store import BusinessStore
 
@@ -52,10 +52,12 @@ class StepCheck:
     step: str
     blocking: bool
     description: str
-    evaluate: Callable[[BusinessStore, str, Artifact], Outcome]
+    evaluate: Callable[[BusinessStore, Deliverables, str, Artifact], Outcome]
 
 
-def plan_covers_outline(store: BusinessStore, order_id: str, plan: Artifact) -> Outcome:
+def plan_covers_outline(
+    store: BusinessStore, files: Deliverables, order_id: str, plan: Artifact
+) -> Outcome:
     assert isinstance(plan, Plan)
     service = store.get(order_id).order.service.value
     planned = {section.casefold() for section in plan.sections}
@@ -63,7 +65,9 @@ def plan_covers_outline(store: BusinessStore, order_id: str, plan: Artifact) -> 
     return Outcome(not missing, {"service": service, "missing_sections": ", ".join(missing)})
 
 
-def draft_approved(store: BusinessStore, order_id: str, review: Artifact) -> Outcome:
+def draft_approved(
+    store: BusinessStore, files: Deliverables, order_id: str, review: Artifact
+) -> Outcome:
     assert isinstance(review, Review)
     return Outcome(
         review.approved or review.hold is not None,
@@ -71,21 +75,30 @@ def draft_approved(store: BusinessStore, order_id: str, review: Artifact) -> Out
     )
 
 
-def delivered_file_matches(store: BusinessStore, order_id: str, delivery: Artifact) -> Outcome:
+def delivered_file_matches(
+    store: BusinessStore, files: Deliverables, order_id: str, delivery: Artifact
+) -> Outcome:
+    """Read back from where it was delivered (local file, or the recorded S3 version)."""
     assert isinstance(delivery, Delivery)
     with store.engine.connect() as conn:
         recorded = conn.execute(
             select(deliveries.c.content_sha256).where(deliveries.c.order_id == order_id)
         ).scalar_one_or_none()
-    path = Path(delivery.location)
-    actual = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    content = files.read(delivery.location)
+    actual = hashlib.sha256(content).hexdigest() if content is not None else None
     return Outcome(
         actual is not None and actual == recorded == delivery.content_sha256,
-        {"location": str(path), "file_exists": actual is not None, "recorded": recorded or ""},
+        {
+            "location": delivery.location,
+            "file_exists": actual is not None,
+            "recorded": recorded or "",
+        },
     )
 
 
-def invoice_matches_price(store: BusinessStore, order_id: str, invoice: Artifact) -> Outcome:
+def invoice_matches_price(
+    store: BusinessStore, files: Deliverables, order_id: str, invoice: Artifact
+) -> Outcome:
     assert isinstance(invoice, Invoice)
     price = store.get(order_id).order.price_cents
     with store.engine.connect() as conn:

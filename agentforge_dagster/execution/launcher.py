@@ -9,6 +9,20 @@ a tag can get, and a request above them is clamped and reported as an engine eve
 Each run container also gets ``AGENTFORGE_IMAGE`` (the tag it runs) and ``AGENTFORGE_IMAGE_ID``
 (the local image id), which every step records in its audit row and metadata, so a roll-back can
 be traced to the runs it affected.
+
+The image is the one the code location serves *now*: asked of its gRPC server when the run is
+launched, not read from the daemon's copy of the workspace (refreshed only every 60 s), so runs
+launched right after ``agentforge deploy`` already use the new image.
+
+Secrets reach a run container as files, never as values in its environment (``docker inspect``
+shows the environment to anyone with the engine's API): the host folder ``secrets_dir`` is mounted
+read-only at ``/run/secrets``, and for each name in ``secrets`` the container gets ``NAME_FILE``,
+which the image's entrypoint turns into ``NAME`` inside the process. A secret named in ``env_vars``
+too is refused when the launcher is built.
+
+Run containers are hardened unless the operator's ``container_kwargs`` say otherwise: read-only
+root filesystem with a writable ``/tmp``, every capability dropped, ``no-new-privileges``; the
+image's own non-root user.
 """
 
 from __future__ import annotations
@@ -20,11 +34,15 @@ from dataclasses import dataclass
 from typing import Any, Self
 
 import docker.errors
-from dagster import Field, IntSource, StringSource
+from dagster import Array, Field, IntSource, StringSource
+from dagster._core.errors import DagsterInvariantViolationError, DagsterUserCodeUnreachableError
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
+from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
 from dagster._core.storage.dagster_run import DagsterRun
 from dagster._core.storage.tags import DOCKER_IMAGE_TAG
 from dagster._core.utils import parse_env_var
+from dagster._grpc.types import GetCurrentImageResult
+from dagster._serdes import deserialize_value
 from dagster._serdes.config_class import ConfigurableClassData
 from dagster._utils.merger import merge_dicts
 from dagster_docker import DockerRunLauncher
@@ -35,6 +53,14 @@ MEM_LIMIT_TAG = "agentforge/mem_limit"
 NANO_CPUS_TAG = "agentforge/nano_cpus"
 IMAGE_ID_TAG = "agentforge/image_id"
 ROLE_LABEL = "agentforge/role"
+SECRETS_MOUNT = "/run/secrets"
+# Defaults of every run container (container_kwargs may override each one).
+HARDENING: dict[str, Any] = {
+    "read_only": True,
+    "tmpfs": {"/tmp": "rw,nosuid,nodev,size=512m"},
+    "cap_drop": ["ALL"],
+    "security_opt": ["no-new-privileges"],
+}
 
 _UNITS = {"": 1, "b": 1, "k": 1024, "m": 1024**2, "g": 1024**3}
 _MEMORY = re.compile(r"^\s*(\d+)\s*([bkmg]?)b?\s*$", re.IGNORECASE)
@@ -101,6 +127,18 @@ CAPPED_DOCKER_CONFIG_SCHEMA = merge_dicts(
             description="Largest CPU share (1e9 = one CPU) a run may ask for with the "
             "agentforge/nano_cpus tag (default: container_kwargs.nano_cpus).",
         ),
+        "secrets_dir": Field(
+            StringSource,
+            is_required=False,
+            description="Host folder of secret files (one per variable, named in lower case), "
+            f"mounted read-only at {SECRETS_MOUNT} in every run container.",
+        ),
+        "secrets": Field(
+            Array(str),
+            is_required=False,
+            default_value=[],
+            description="Variables a run gets as NAME_FILE=/run/secrets/name, never as values.",
+        ),
     },
 )
 
@@ -113,11 +151,26 @@ class CappedDockerRunLauncher(DockerRunLauncher):
         inst_data: ConfigurableClassData | None = None,
         max_mem_limit: str | None = None,
         max_nano_cpus: int | None = None,
+        secrets_dir: str | None = None,
+        secrets: list[str] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(inst_data=inst_data, **kwargs)
         self.max_mem_limit = parse_memory(max_mem_limit) if max_mem_limit else None
         self.max_nano_cpus = max_nano_cpus
+        self.secrets_dir = secrets_dir
+        self.secrets = list(secrets or [])
+        as_values = {item.split("=", 1)[0] for item in self.env_vars or []} & set(self.secrets)
+        if as_values:
+            raise DagsterInvariantViolationError(
+                f"run_launcher: {', '.join(sorted(as_values))} listed both in env_vars and in "
+                "secrets: a secret goes to run containers as a file only; remove it from env_vars"
+            )
+        if self.secrets and not self.secrets_dir:
+            raise DagsterInvariantViolationError(
+                "run_launcher: secrets are named but secrets_dir (the host folder holding them) "
+                "is not set"
+            )
 
     @classmethod
     def config_type(cls) -> dict[str, Any]:
@@ -149,24 +202,71 @@ class CappedDockerRunLauncher(DockerRunLauncher):
             ),
         ]
 
+    def serving_image(self, run: DagsterRun) -> str | None:
+        """The image the run's code location serves now (its gRPC server's current image).
+
+        None when the location is not a gRPC server or does not answer: the caller keeps the
+        image the run was created with.
+        """
+        origin = run.remote_job_origin
+        location = origin.repository_origin.code_location_origin if origin else None
+        if not isinstance(location, GrpcServerCodeLocationOrigin):
+            return None
+        try:
+            answer = deserialize_value(
+                location.create_client().get_current_image(), GetCurrentImageResult
+            )
+        except DagsterUserCodeUnreachableError as exc:  # the known image is still a right one
+            self._instance.report_engine_event(
+                message=f"Could not ask the code server for its current image ({exc}); "
+                "launching in the image the run was created with",
+                dagster_run=run,
+                cls=self.__class__,
+            )
+            return None
+        return answer.current_image
+
+    def secret_mounts(self) -> tuple[dict[str, str], list[str]]:
+        """The NAME_FILE variables and the read-only volume of the secrets folder."""
+        if not self.secrets:
+            return {}, []
+        files = {f"{name}_FILE": f"{SECRETS_MOUNT}/{name.lower()}" for name in self.secrets}
+        return files, [f"{self.secrets_dir}:{SECRETS_MOUNT}:ro"]
+
     def _launch_container_with_command(
         self, run: DagsterRun, docker_image: str, command: list[str]
     ) -> None:
-        """As the base class does it, plus the caps, the image's tag and id, and a role label.
+        """As the base class does it, plus the serving image, caps, secret files, hardening,
+        the image's tag and id, and a role label.
 
         Replaces the base method (dagster-docker 0.29) rather than wrapping it: the container's
         environment and kwargs are built inside it, with no hook to add to them.
         """
+        serving = self.serving_image(run)
+        if serving and serving != docker_image:
+            self._instance.report_engine_event(
+                message=f"The code location now serves {serving}: the run is launched in it "
+                f"(it was created with {docker_image})",
+                dagster_run=run,
+                cls=self.__class__,
+            )
+            docker_image = serving
         container_context = self.get_container_context(run)
         client = self._get_client(container_context)
         image_id = self._image_id(client, docker_image)
 
+        secret_files, secret_volumes = self.secret_mounts()
         environment = dict(parse_env_var(env_var) for env_var in container_context.env_vars)
+        environment.update(secret_files)
         environment["DAGSTER_RUN_JOB_NAME"] = run.job_name
         environment["AGENTFORGE_IMAGE"] = docker_image
         environment["AGENTFORGE_IMAGE_ID"] = image_id
 
-        container_kwargs: dict[str, Any] = {**container_context.container_kwargs}
+        container_kwargs: dict[str, Any] = {**HARDENING, **container_context.container_kwargs}
+        if secret_volumes:
+            container_kwargs["volumes"] = _with_volumes(
+                container_kwargs.get("volumes"), secret_volumes
+            )
         container_kwargs.pop("stop_timeout", None)
         labels = container_kwargs.pop("labels", {})
         if isinstance(labels, list):
@@ -241,6 +341,17 @@ class CappedDockerRunLauncher(DockerRunLauncher):
             return result
         death = container_death(self._get_client(self.get_container_context(run)), container_id)
         return CheckRunHealthResult(result.status, msg=f"{result.msg} {death}".strip())
+
+
+def _with_volumes(configured: Any, extra: list[str]) -> Any:
+    """docker-py's ``volumes`` (a list of ``host:container[:mode]`` or a dict) plus ``extra``."""
+    if isinstance(configured, dict):
+        added = {}
+        for item in extra:
+            host, bind, mode = item.split(":")
+            added[host] = {"bind": bind, "mode": mode}
+        return {**configured, **added}
+    return [*(configured or []), *extra]
 
 
 def container_death(client: Any, container_id: str) -> str:

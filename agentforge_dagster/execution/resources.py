@@ -200,9 +200,8 @@ def parse_model_specs(text: str) -> list[ModelSpec]:
 
 
 class StepOptions(ConfigurableResource):
-    """Business settings of the steps: where deliverables go, how many revisions a review may ask."""
+    """Business settings of the steps: how many revisions a review may ask, who approves what."""
 
-    deliveries_dir: str
     max_revisions: int = Field(default=1, ge=0, le=5)
     retry_max_retries: int = Field(default=6, ge=0, le=20)
     retry_delay_seconds: float = Field(

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -36,6 +33,7 @@ from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.domain.steps import STEP_NAMES as STEP_NAMES  # re-exported
 from agentforge_dagster.execution.gateway import ModelGateway
 from agentforge_dagster.execution.providers import ModelRequest, ModelResponse
+from agentforge_dagster.persistence.deliverables import Deliverables
 from agentforge_dagster.persistence.review_holds import Hold, HoldKind
 from agentforge_dagster.persistence.store import BusinessStore
 
@@ -56,7 +54,7 @@ class StepEnv:
     attempt: int
     store: BusinessStore
     gateway: ModelGateway
-    deliveries_dir: Path
+    deliverables: Deliverables
     max_revisions: int = 1
     requires_approval: Callable[[Order], bool] = lambda order: False
     hold: Hold | None = None
@@ -185,14 +183,6 @@ def _findings(env: StepEnv, order: Order, plan_: Plan, draft_: Draft) -> list[Fi
     )
 
 
-def _atomic_write(path: Path, content: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(content)
-    os.replace(tmp, path)
-
-
 def deliver(env: StepEnv, inputs: Mapping[str, Artifact]) -> Delivery | None:
     """Hand the approved deliverable over; delivering the same order twice records one delivery.
 
@@ -209,14 +199,14 @@ def deliver(env: StepEnv, inputs: Mapping[str, Artifact]) -> Delivery | None:
             content = hold.edited_text
         elif hold.decision != "approve":
             return None
-    location = env.deliveries_dir / f"{env.order_id}.md"
-    _atomic_write(location, content)
+    data = content.encode("utf-8")
+    location = env.deliverables.put(env.order_id, data)
     return env.store.record_delivery(
         Delivery(
             order_id=env.order_id,
             delivery_id=f"dlv-{env.order_id}",
-            location=str(location),
-            content_sha256=hashlib.sha256(content.encode("utf-8")).hexdigest(),
+            location=location,
+            content_sha256=hashlib.sha256(data).hexdigest(),
             delivered_at=utcnow(),
         )
     )

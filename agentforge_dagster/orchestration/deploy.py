@@ -7,6 +7,11 @@ gRPC server binds with ``SO_REUSEPORT``. The new server carries ``DAGSTER_CURREN
 launched from it run in the same image; runs already running keep their own containers and image.
 
 Every switch is appended to a history file, so ``rollback`` knows the image to go back to.
+
+Secrets go in as files: with a secrets folder (``AGENTFORGE_SECRETS_DIR``, one file per variable,
+named in lower case), the folder is mounted read-only at ``/run/secrets``, the server gets
+``NAME_FILE`` for each file, and ``NAME`` itself is not passed, whatever the deployer's shell holds;
+the image's entrypoint reads the files. ``docker inspect`` of the server then shows no secret.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import docker.client
 import docker.errors
 
 from agentforge_dagster.domain.errors import AgentForgeError
-from agentforge_dagster.execution.launcher import ROLE_LABEL
+from agentforge_dagster.execution.launcher import ROLE_LABEL, SECRETS_MOUNT
 
 CODE_SERVER_ROLE = "code-server"
 PORT_LABEL = "agentforge/port"
@@ -49,6 +54,7 @@ NOT_PASSED = frozenset(
         "AGENTFORGE_DELIVERIES_DIR",
         "AGENTFORGE_BACKUP_DIR",
         "AGENTFORGE_DROP_DIR",
+        "AGENTFORGE_SECRETS_DIR",
     }
 )
 
@@ -81,6 +87,19 @@ def code_server_environment(
         if key.startswith(PASSED_PREFIXES) and key not in NOT_PASSED
     }
     return {**passed, **(extra or {})}
+
+
+def secret_files(secrets_dir: Path | None) -> dict[str, str]:
+    """``NAME_FILE`` → its path in the container, for each file of the host's secrets folder."""
+    if secrets_dir is None:
+        return {}
+    if not secrets_dir.is_dir():
+        raise DeployError(f"the secrets folder {secrets_dir} does not exist")
+    return {
+        f"{path.name.upper()}_FILE": f"{SECRETS_MOUNT}/{path.name}"
+        for path in sorted(secrets_dir.iterdir())
+        if path.is_file() and not path.name.startswith(".")
+    }
 
 
 def read_history(path: Path) -> list[Deployment]:
@@ -124,8 +143,15 @@ def deploy(
     timeout_seconds: float = 120.0,
     action: str = "deploy",
     client: Any = None,
+    secrets_dir: Path | None = None,
 ) -> Deployment:
     """Serve the location from ``image``; the previous code server stops once this one is up."""
+    files = secret_files(secrets_dir)
+    passed = {
+        key: value
+        for key, value in (environment or {}).items()
+        if f"{key}_FILE" not in files  # held in a file: never passed as a value
+    }
     client = client or docker.client.from_env()
     try:
         image_id = str(client.images.get(image).id)
@@ -141,7 +167,8 @@ def deploy(
         network_mode="host",
         extra_hosts=SERVICE_HOSTS,
         environment={
-            **(environment or {}),
+            **passed,
+            **files,
             "DAGSTER_CURRENT_IMAGE": image,
             "DAGSTER_RUN_IMAGE": image,
             "AGENTFORGE_IMAGE": image,
@@ -149,7 +176,15 @@ def deploy(
         },
         labels={ROLE_LABEL: CODE_SERVER_ROLE, PORT_LABEL: str(port), IMAGE_LABEL: image},
         restart_policy={"Name": "unless-stopped"},
+        volumes=[f"{secrets_dir.resolve()}:{SECRETS_MOUNT}:ro"] if files and secrets_dir else [],
+        # The image's non-root user, no capabilities, a read-only root with writable scratch.
         security_opt=["no-new-privileges"],
+        cap_drop=["ALL"],
+        read_only=True,
+        tmpfs={
+            "/tmp": "rw,nosuid,nodev,size=256m",
+            "/opt/dagster/dagster_home": "rw,size=64m,uid=10001,gid=10001",
+        },
     )
     try:
         container.start()

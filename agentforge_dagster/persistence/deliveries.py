@@ -25,6 +25,13 @@ class DeliveryStore(StoreConcern):
             row = insert_once(conn, deliveries, delivery.model_dump(), "order_id")
         return Delivery(**row)
 
+    def delivery(self, order_id: str) -> Delivery | None:
+        """The order's recorded delivery, if it was delivered."""
+        query = select(deliveries).where(deliveries.c.order_id == order_id)
+        with self.engine.connect() as conn:
+            row = conn.execute(query).mappings().one_or_none()
+        return Delivery(**row) if row is not None else None
+
     def record_ledger_entry(self, order: Order, invoice: Invoice) -> Invoice:
         """Book an invoice in the ledger once per order; a repeat returns the booked invoice."""
         values = {

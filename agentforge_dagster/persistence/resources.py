@@ -16,6 +16,11 @@ from agentforge_dagster.persistence.backup import (
     LocalBackupLocation,
     S3BackupLocation,
 )
+from agentforge_dagster.persistence.deliverables import (
+    Deliverables,
+    LocalDeliverables,
+    S3Deliverables,
+)
 from agentforge_dagster.persistence.io_managers import ensure_bucket
 from agentforge_dagster.persistence.store import BusinessStore
 
@@ -76,3 +81,36 @@ class BackupTargetResource(ConfigurableResource):
             ensure_bucket(s3, self.bucket)
             return S3BackupLocation(s3, self.bucket, self.prefix)
         return LocalBackupLocation(Path(self.local_dir))
+
+
+class DeliverablesResource(ConfigurableResource):
+    """Where deliverables go: a versioned S3 bucket when ``bucket`` is set, else ``local_dir``.
+
+    The S3 client is built once per run (set-up) and shared by the delivery step and its check.
+    """
+
+    local_dir: str
+    bucket: str | None = None
+    endpoint_url: str | None = None
+    region_name: str = "us-east-1"
+    prefix: str = "deliveries"
+
+    _target: Deliverables | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: InitResourceContext) -> None:
+        self._target = self._build()
+
+    def teardown_after_execution(self, context: InitResourceContext) -> None:
+        self._target = None
+
+    def _build(self) -> Deliverables:
+        if not self.bucket:
+            return LocalDeliverables(Path(self.local_dir))
+        s3 = S3Resource(endpoint_url=self.endpoint_url, region_name=self.region_name).get_client()
+        ensure_bucket(s3, self.bucket)
+        return S3Deliverables(s3, self.bucket, self.prefix)
+
+    def target(self) -> Deliverables:
+        if self._target is None:
+            self._target = self._build()
+        return self._target

@@ -3,6 +3,11 @@
 The daemon runs on the host with docker/dagster.docker.yaml (the deployment's own instance config,
 with faster monitoring), against a fresh PostgreSQL database and the moto S3 server; runs go to
 containers of the project image through CappedDockerRunLauncher. Docker missing is a failure.
+
+As in a deployment: the daemon reaches the engine only through the socket proxy (its allowlist,
+docker/proxy/docker-api.allowlist, so a call the launcher needs and the list lacks fails these
+tests), and every secret is a file of a secrets folder holding a canary value, which must show
+up nowhere but there (tests/deploy/test_front_door.py looks). One stack for the package's tests.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import yaml
 from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 from sqlalchemy import Engine, make_url, text
 
-from agentforge_dagster.orchestration.deploy import code_server_environment, deploy
+from agentforge_dagster.orchestration.deploy import code_server_environment, deploy, secret_files
 from agentforge_dagster.persistence.io_managers import ensure_bucket
 from agentforge_dagster.persistence.store import BusinessStore
 from tests.conftest import PG_ADMIN_URL, make_order
@@ -39,7 +44,11 @@ TIMINGS: dict[str, float] = {}
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 # Orders launched by hand (dagster job launch), put in processing before the daemon starts so the
 # queue sensor never launches them too.
-HAND_LAUNCHED = ("caps", "oom", "long", "on_b", "back_on_a")
+HAND_LAUNCHED = ("caps", "oom", "long", "back_on_a", "real_model", "canary")
+# A secret that must appear nowhere but in its file: database password, S3 secret, model key.
+CANARY = f"canary-{uuid.uuid4().hex}"
+PROXY_UID = 10002  # the proxy image's user
+IMAGE_UID = 10001  # the project image's user
 
 
 def _script(args: list[str], what: str, env: dict[str, str] | None = None) -> str:
@@ -75,6 +84,13 @@ def images(docker_engine: Any) -> dict[str, str]:
     image_b = _script(["bash", "docker/build-image.sh"], "build-image B", env).splitlines()[-1]
     assert docker_engine.images.get(image_a).id != docker_engine.images.get(image_b).id
     return {"A": image_a, "B": image_b}
+
+
+@pytest.fixture(scope="session")
+def proxy_image(docker_engine: Any) -> str:
+    """The nginx proxy image (front door, socket proxy), built once; a cache hit when unchanged."""
+    _script(["bash", "docker/build-base-image.sh"], "build-base-image")
+    return _script(["bash", "docker/build-proxy-image.sh"], "build-proxy-image").splitlines()[-1]
 
 
 def _free_port() -> int:
@@ -117,6 +133,32 @@ class DockerDeployment:
     client: Any
     log: Path
     orders: dict[str, str] = field(default_factory=dict)
+    secrets_dir: Path = Path("/nonexistent")
+    socket_dir: Path = Path("/nonexistent")
+    daemon: Any = None
+    bucket: str = ""
+    dagster_db: str = ""
+    # `docker inspect` of each run container seen: they are removed when their run ends.
+    inspected: list[dict[str, Any]] = field(default_factory=list)
+    # Presigned links made by the tests: they must not be stored anywhere either.
+    links: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """The label every container of this stack carries (cleaned up with it)."""
+        return f"agentforge/port={self.port}"
+
+    def secret_environment(self) -> dict[str, str]:
+        """What a Dagster container of this stack gets: settings, and secrets as NAME_FILE."""
+        files = secret_files(self.secrets_dir)
+        return {
+            **{
+                k: v
+                for k, v in code_server_environment(self.env).items()
+                if f"{k}_FILE" not in files
+            },
+            **files,
+        }
 
     def launch(self, order_id: str, tags: dict[str, str] | None = None, config: Any = None) -> str:
         """``dagster job launch`` of one order's partition; returns the run id."""
@@ -152,6 +194,7 @@ class DockerDeployment:
         while time.monotonic() < deadline:
             found = self.run_containers(run_id)
             if found:
+                self.inspected.append(found[0].attrs)
                 return found[0]
             time.sleep(0.3)
         raise AssertionError(f"no container for run {run_id} within {timeout:.0f} s")
@@ -167,6 +210,47 @@ class DockerDeployment:
         }
 
 
+def _secrets(folder: Path, values: dict[str, str]) -> Path:
+    """One file per secret, readable only by the image's user, as an operator would make them."""
+    folder.mkdir(mode=0o500)
+    for name, value in values.items():
+        path = folder / name
+        path.write_text(value + "\n")
+        path.chmod(0o400)
+        os.chown(path, IMAGE_UID, IMAGE_UID)
+    os.chown(folder, IMAGE_UID, IMAGE_UID)
+    return folder
+
+
+def start_socket_proxy(client: Any, proxy_image: str, folder: Path, label: str) -> Any:
+    """The Docker socket proxy: no network, the engine's socket, one socket per client in folder."""
+    folder.mkdir()
+    os.chown(folder, PROXY_UID, PROXY_UID)
+    container = client.containers.run(
+        proxy_image,
+        ["socket-proxy"],
+        detach=True,
+        name=f"agentforge-socket-proxy-{uuid.uuid4().hex[:8]}",
+        network_mode="none",
+        group_add=[str(os.stat("/var/run/docker.sock").st_gid)],
+        volumes=[
+            "/var/run/docker.sock:/var/run/docker.sock",
+            f"{folder}:/run/docker-proxy",
+        ],
+        labels={label.split("=")[0]: label.split("=")[1], "agentforge/role": "socket-proxy"},
+        read_only=True,
+        tmpfs={"/tmp": "rw,size=16m"},
+        cap_drop=["ALL"],
+        security_opt=["no-new-privileges"],
+    )
+    wait_until(
+        lambda: (folder / "daemon" / "docker.sock").exists(),
+        20,
+        "the socket proxy's sockets",
+    )
+    return container
+
+
 def _database(pg_admin: Engine) -> str:
     name = f"agentforge_test_{uuid.uuid4().hex[:12]}"
     with pg_admin.connect() as conn:
@@ -174,12 +258,13 @@ def _database(pg_admin: Engine) -> str:
     return name
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def docker_deployment(
     tmp_path_factory: pytest.TempPathFactory,
     pg_admin: Engine,
     s3_endpoint: str,
     images: dict[str, str],
+    proxy_image: str,
     docker_engine: Any,
 ) -> Iterator[DockerDeployment]:
     tmp = tmp_path_factory.mktemp("docker_deployment")
@@ -217,7 +302,19 @@ def docker_deployment(
         )
     )
     dagster_db, business_db = _database(pg_admin), _database(pg_admin)
-    business_url = make_url(PG_ADMIN_URL).set(database=business_db).render_as_string(False)
+    # Trust auth on loopback: any password is accepted, so the canary can be the password.
+    business_url = (
+        make_url(PG_ADMIN_URL).set(database=business_db, password=CANARY).render_as_string(False)
+    )
+    secrets_dir = _secrets(
+        tmp / "secrets",
+        {
+            "dagster_pg_password": CANARY,
+            "agentforge_database_url": business_url,
+            "aws_secret_access_key": CANARY,
+            "openai_api_key": CANARY,
+        },
+    )
     bucket = f"agentforge-{uuid.uuid4().hex[:10]}"
     ensure_bucket(boto3.client("s3", endpoint_url=s3_endpoint, region_name="us-east-1"), bucket)
     history = tmp / "deploys.json"
@@ -225,7 +322,7 @@ def docker_deployment(
         **os.environ,
         "DAGSTER_HOME": str(home),
         "DAGSTER_PG_USERNAME": "postgres",
-        "DAGSTER_PG_PASSWORD": "trust",  # trust auth on loopback: any password
+        "DAGSTER_PG_PASSWORD": CANARY,
         "DAGSTER_PG_HOST": "127.0.0.1",
         "DAGSTER_PG_PORT": "5432",
         "DAGSTER_PG_DB": dagster_db,
@@ -242,14 +339,24 @@ def docker_deployment(
         "AGENTFORGE_DEPLOY_HISTORY": str(history),
         "AGENTFORGE_HOME": str(tmp / "agentforge"),
         "AWS_REGION": "us-east-1",
+        "AWS_SECRET_ACCESS_KEY": CANARY,  # moto takes any
+        "AGENTFORGE_SECRETS_DIR": str(secrets_dir),
     }
     store = BusinessStore.from_url(business_url)
     store.upgrade()
     saved = {key: os.environ.get(key) for key in env}
     os.environ.update(env)
-    daemon = WorkspaceDaemon(home, env, tmp / "daemon.log", workspace)
+    # The daemon reaches the engine through the socket proxy only.
+    socket_dir = tmp / "docker-proxy"
+    daemon = WorkspaceDaemon(
+        home,
+        {**env, "DOCKER_HOST": f"unix://{socket_dir}/daemon/docker.sock"},
+        tmp / "daemon.log",
+        workspace,
+    )
     instance = DagsterInstance.from_config(str(home))
     try:
+        start_socket_proxy(docker_engine, proxy_image, socket_dir, f"agentforge/port={port}")
         start = time.monotonic()
         deploy(
             images["A"],
@@ -257,6 +364,7 @@ def docker_deployment(
             history=history,
             environment=code_server_environment(env),
             client=docker_engine,
+            secrets_dir=secrets_dir,
         )
         TIMINGS["deploy A (fixture)"] = round(time.monotonic() - start, 1)
         orders = {
@@ -279,6 +387,11 @@ def docker_deployment(
             client=docker_engine,
             log=tmp / "daemon.log",
             orders=orders,
+            secrets_dir=secrets_dir,
+            socket_dir=socket_dir,
+            daemon=daemon,
+            bucket=bucket,
+            dagster_db=dagster_db,
         )
     finally:
         daemon.stop_everything()

@@ -1,17 +1,23 @@
-"""Orders in run containers of the project image: caps, OOM, deploy and roll-back.
+"""Orders in run containers of the project image: caps, OOM, deploy and roll-back, S3 deliveries.
 
 Real Docker engine and images built from this tree, a real dagster-daemon with the deployment's
 instance config (docker/dagster.docker.yaml: CappedDockerRunLauncher, PostgreSQL storage, S3
-compute logs), a code server container started by ``deploy``, moto S3 for the artifacts.
+compute logs) talking to the engine through the socket proxy, a code server container started by
+``deploy``, moto S3 for the artifacts and deliveries, secrets as files, the wire-level fake model
+provider for a real-model configuration.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterRunStatus, RunsFilter
 
@@ -24,8 +30,11 @@ from agentforge_dagster.orchestration.deploy import (
     deploy,
     read_history,
 )
+from agentforge_dagster.persistence.deliverables import parse_s3_location
 from tests.conftest import make_order
-from tests.deploy.conftest import ROOT, DockerDeployment
+from tests.deploy.conftest import CANARY, ROOT, DockerDeployment
+from tests.execution.test_model_pipeline import offline_brain
+from tests.fakes.llm_server import FakeLLMServer
 from tests.orchestration.daemon import wait_until
 
 pytestmark = pytest.mark.service
@@ -91,7 +100,20 @@ def test_a_launched_order_runs_in_a_capped_container_of_this_image(
     assert host["PidsLimit"] == 512
     assert host["SecurityOpt"] == ["no-new-privileges"]
     assert host["NetworkMode"] == "host" and host["AutoRemove"] is True
+    # Hardened: read-only root with a writable /tmp, no capabilities, the image's non-root user.
+    assert host["ReadonlyRootfs"] is True and "/tmp" in host["Tmpfs"]
+    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"] and not host["Privileged"]
+    assert container.attrs["Config"]["User"] in ("", "agentforge:agentforge")
+    assert container.image.attrs["Config"]["User"] == "agentforge:agentforge"
+    # Secrets: the folder mounted read-only, NAME_FILE in the environment, never a value.
+    assert f"{dep.secrets_dir}:/run/secrets:ro" in host["Binds"]
     env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+    assert env["DAGSTER_PG_PASSWORD_FILE"] == "/run/secrets/dagster_pg_password"
+    assert env["AGENTFORGE_DATABASE_URL_FILE"] == "/run/secrets/agentforge_database_url"
+    assert not {"DAGSTER_PG_PASSWORD", "AWS_SECRET_ACCESS_KEY", "AGENTFORGE_DATABASE_URL"} & set(
+        env
+    )
+    assert CANARY not in json.dumps(container.attrs)
     assert env["AGENTFORGE_IMAGE"] == dep.images["A"]
     assert env["AGENTFORGE_IMAGE_ID"] == dep.image_ids["A"]
 
@@ -223,8 +245,20 @@ def test_deploy_b_and_roll_back_to_a_each_run_records_its_image(
     assert dep.run(long_run).status is DagsterRunStatus.STARTED, "the deploy should land mid-run"
     [server] = code_servers(dep.client, dep.port)
     assert server.image.id == dep.image_ids["B"]
-    on_b = dep.launch(dep.orders["on_b"])
+    # Launched by the sensor right after the deploy: the daemon's copy of the workspace may still
+    # name A (it is refreshed every 60 s); the launcher asks the code server and launches in B.
+    on_b_order = dep.store.submit(make_order(300)).order_id
+    wait_until(
+        lambda: dep.store.get(on_b_order).status is OrderStatus.COMPLETED,
+        150,
+        f"order {on_b_order} to complete",
+        dep.log,
+    )
+    [on_b_run] = dep.instance.get_runs(RunsFilter(tags={"dagster/partition": on_b_order}))
+    on_b = on_b_run.run_id
+    assert on_b_run.tags["dagster/sensor_name"] == "order_queue"
     assert dep.wait_run(on_b).status is DagsterRunStatus.SUCCESS
+    assert dep.run(on_b).tags["dagster/image"] == image_b
 
     dep.agentforge("rollback")
     [server] = code_servers(dep.client, dep.port)
@@ -234,9 +268,9 @@ def test_deploy_b_and_roll_back_to_a_each_run_records_its_image(
     assert dep.wait_run(long_run).status is DagsterRunStatus.SUCCESS, "deploys broke a running run"
 
     assert dep.step_images(dep.orders["long"], long_run) == {(image_a, dep.image_ids["A"])}
-    assert dep.step_images(dep.orders["on_b"], on_b) == {(image_b, dep.image_ids["B"])}
+    assert dep.step_images(on_b_order, on_b) == {(image_b, dep.image_ids["B"])}
     assert dep.step_images(dep.orders["back_on_a"], back_on_a) == {(image_a, dep.image_ids["A"])}
-    for name in ("long", "on_b", "back_on_a"):
+    for name in ("long", "back_on_a"):
         assert dep.store.get(dep.orders[name]).status is OrderStatus.COMPLETED
     history = read_history(dep.history)
     assert [(h.action, h.image) for h in history] == [
@@ -252,3 +286,48 @@ def test_deploy_b_and_roll_back_to_a_each_run_records_its_image(
     ], "the replaced code servers are removed"
     assert json.loads(Path(dep.history).read_text())[-1]["image_id"] == dep.image_ids["A"]
     dep.assert_no_run_container_left()
+
+
+@pytest.fixture(scope="module")
+def fake_provider() -> Iterator[FakeLLMServer]:
+    """An OpenAI-compatible model server on loopback that answers like a competent model."""
+    with FakeLLMServer(answer=offline_brain) as server:
+        yield server
+
+
+def test_an_order_on_a_real_model_is_delivered_to_s3_and_outlives_its_container(
+    docker_deployment: DockerDeployment, fake_provider: FakeLLMServer
+) -> None:
+    """The model key reaches the run container as a file; the deliverable is in S3 afterwards."""
+    dep = docker_deployment
+    order_id = dep.orders["real_model"]
+    real_model = {
+        "models": f"openai:gpt-test@{fake_provider.openai_base_url}",
+        "openai_api_key": {"env": "OPENAI_API_KEY"},  # exported from OPENAI_API_KEY_FILE
+    }
+    run_id = dep.launch(order_id, config={"resources": {"model": {"config": real_model}}})
+    container = dep.wait_container(run_id)
+    env = dict(item.split("=", 1) for item in container.attrs["Config"]["Env"])
+    assert env["OPENAI_API_KEY_FILE"] == "/run/secrets/openai_api_key"
+    assert "OPENAI_API_KEY" not in env
+    assert dep.wait_run(run_id).status is DagsterRunStatus.SUCCESS
+    dep.assert_no_run_container_left()
+
+    calls = [r for r in fake_provider.requests if r.path.endswith("/chat/completions")]
+    assert len(calls) >= 2, "plan and draft asked the model"
+    assert {r.headers["authorization"] for r in calls} == {f"Bearer {CANARY}"}
+    delivery = dep.store.delivery(order_id)
+    assert delivery is not None
+    where = parse_s3_location(delivery.location)
+    assert where is not None and where.bucket == dep.bucket and where.version_id
+    assert where.key == f"deliveries/{order_id}.md"
+    s3 = boto3.client(
+        "s3", endpoint_url=dep.env["AGENTFORGE_S3_ENDPOINT_URL"], region_name="us-east-1"
+    )
+    body = s3.get_object(Bucket=where.bucket, Key=where.key, VersionId=where.version_id)
+    assert hashlib.sha256(body["Body"].read()).hexdigest() == delivery.content_sha256
+
+    link = dep.agentforge("delivery", "link", order_id, "--expires", "1h").strip()
+    with urllib.request.urlopen(link, timeout=10) as answer:
+        assert hashlib.sha256(answer.read()).hexdigest() == delivery.content_sha256
+    dep.links.append(link)

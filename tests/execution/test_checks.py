@@ -20,6 +20,7 @@ from agentforge_dagster.domain.models import Delivery, Invoice, Review, utcnow
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.execution.checks import delivered_file_matches, draft_approved
 from agentforge_dagster.orchestration.runner import run_order
+from agentforge_dagster.persistence.deliverables import LocalDeliverables
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings
 from tests.conftest import make_order
@@ -102,9 +103,12 @@ def test_an_altered_delivery_fails_its_check_run_or_direct(
     path = settings.resolved_deliveries_dir() / f"{honest.order_id}.md"
     path.write_text(path.read_text() + "\nA line added after delivery.\n")
     delivery = Delivery(**_delivery_row(store, honest.order_id))
-    assert not delivered_file_matches(store, honest.order_id, delivery).passed
+    files = LocalDeliverables(settings.resolved_deliveries_dir())
+    assert not delivered_file_matches(store, files, honest.order_id, delivery).passed
     path.unlink()
-    assert not delivered_file_matches(store, honest.order_id, delivery).metadata["file_exists"]
+    assert not delivered_file_matches(store, files, honest.order_id, delivery).metadata[
+        "file_exists"
+    ]
 
 
 def _delivery_row(store: BusinessStore, order_id: str) -> dict[str, Any]:
@@ -131,9 +135,9 @@ def test_an_unapproved_unheld_review_fails_the_blocking_check() -> None:
         sections=[DraftSection(heading="A", body="b")],
     )
     forged = Review(order_id="o", approved=False, issues=["x"], revisions=0, final_draft=draft)
-    assert not draft_approved(None, "o", forged).passed  # type: ignore[arg-type]
+    assert not draft_approved(None, None, "o", forged).passed  # type: ignore[arg-type]
     held = forged.model_copy(update={"hold": "quarantined", "hold_id": 1})
-    assert draft_approved(None, "o", held).passed  # type: ignore[arg-type]
+    assert draft_approved(None, None, "o", held).passed  # type: ignore[arg-type]
 
 
 def planless_brain(body: dict[str, Any]) -> str:

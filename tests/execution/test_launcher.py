@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-import pytest
+from typing import Any
 
-from agentforge_dagster.execution.launcher import decide_cap, parse_memory
+import pytest
+from dagster._core.errors import DagsterInvariantViolationError
+
+from agentforge_dagster.execution.launcher import (
+    HARDENING,
+    CappedDockerRunLauncher,
+    _with_volumes,
+    decide_cap,
+    parse_memory,
+)
 
 GiB = 1024**3
 
@@ -74,3 +83,72 @@ def test_the_dagster_internals_the_launcher_extends_are_still_there() -> None:
     }.items():
         signature = inspect.signature(getattr(DockerRunLauncher, name))
         assert params == [p for p in signature.parameters if p not in ("self", "cls")]
+    # Asking the code server which image it serves now (launch-time image resolution).
+    from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
+    from dagster._grpc.client import DagsterGrpcClient
+    from dagster._grpc.types import GetCurrentImageResult
+
+    assert callable(GrpcServerCodeLocationOrigin.create_client)
+    assert callable(DagsterGrpcClient.get_current_image)
+    answer = GetCurrentImageResult(current_image="agentforge:x", serializable_error_info=None)
+    assert answer.current_image == "agentforge:x"
+
+
+def _launcher(**config: Any) -> CappedDockerRunLauncher:
+    return CappedDockerRunLauncher(image="agentforge:test", **config)
+
+
+def test_secrets_go_to_run_containers_as_files_never_as_values() -> None:
+    launcher = _launcher(
+        env_vars=["DAGSTER_PG_HOST=127.0.0.1"],
+        secrets_dir="/etc/agentforge/secrets",
+        secrets=["DAGSTER_PG_PASSWORD", "OPENAI_API_KEY"],
+    )
+    files, volumes = launcher.secret_mounts()
+    assert files == {
+        "DAGSTER_PG_PASSWORD_FILE": "/run/secrets/dagster_pg_password",
+        "OPENAI_API_KEY_FILE": "/run/secrets/openai_api_key",
+    }
+    assert volumes == ["/etc/agentforge/secrets:/run/secrets:ro"]
+    with pytest.raises(DagsterInvariantViolationError, match="both in env_vars and in secrets"):
+        _launcher(
+            env_vars=["DAGSTER_PG_PASSWORD"], secrets_dir="/s", secrets=["DAGSTER_PG_PASSWORD"]
+        )
+    with pytest.raises(DagsterInvariantViolationError, match="secrets_dir"):
+        _launcher(secrets=["DAGSTER_PG_PASSWORD"])
+
+
+def test_the_secrets_volume_joins_the_operators_volumes_in_either_form() -> None:
+    extra = ["/s:/run/secrets:ro"]
+    assert _with_volumes(None, extra) == extra
+    assert _with_volumes(["/data:/data"], extra) == ["/data:/data", *extra]
+    assert _with_volumes({"/data": {"bind": "/data", "mode": "rw"}}, extra) == {
+        "/data": {"bind": "/data", "mode": "rw"},
+        "/s": {"bind": "/run/secrets", "mode": "ro"},
+    }
+
+
+def test_run_containers_are_hardened_unless_the_operator_says_otherwise() -> None:
+    assert HARDENING["read_only"] is True and HARDENING["cap_drop"] == ["ALL"]
+    assert "/tmp" in HARDENING["tmpfs"] and HARDENING["security_opt"] == ["no-new-privileges"]
+
+
+def test_the_allowlist_of_the_socket_proxy_parses_and_every_client_has_calls() -> None:
+    """The file the proxy image bakes in, read by its own parser (docker/proxy/agentforge-proxy)."""
+    import importlib.machinery
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2] / "docker" / "proxy"
+    loader = importlib.machinery.SourceFileLoader(
+        "agentforge_proxy", str(root / "agentforge-proxy")
+    )
+    spec = importlib.util.spec_from_loader("agentforge_proxy", loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    rules = module.allowlist(root / "docker-api.allowlist")
+    assert set(rules) == {"daemon", "webserver"}
+    assert rules["daemon"]["/containers/create"] == {"POST"}
+    assert "/containers/create" not in rules["webserver"], "the webserver only stops runs"
+    assert rules["webserver"]["/containers/[A-Za-z0-9_.-]+/stop"] == {"POST"}

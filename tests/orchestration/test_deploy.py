@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from agentforge_dagster.orchestration.deploy import (
@@ -9,6 +11,7 @@ from agentforge_dagster.orchestration.deploy import (
     Deployment,
     code_server_environment,
     previous_image,
+    secret_files,
 )
 
 
@@ -48,3 +51,16 @@ def test_the_code_server_gets_service_settings_but_no_host_paths() -> None:
         "AWS_REGION": "eu-west-1",
         "AGENTFORGE_MODELS": "offline",
     }
+
+
+def test_each_file_of_the_secrets_folder_goes_in_as_a_file_variable(tmp_path: Path) -> None:
+    (tmp_path / "dagster_pg_password").write_text("pw")
+    (tmp_path / "openai_api_key").write_text("sk")
+    (tmp_path / ".hidden").write_text("x")
+    assert secret_files(tmp_path) == {
+        "DAGSTER_PG_PASSWORD_FILE": "/run/secrets/dagster_pg_password",
+        "OPENAI_API_KEY_FILE": "/run/secrets/openai_api_key",
+    }
+    assert secret_files(None) == {}
+    with pytest.raises(DeployError, match="does not exist"):
+        secret_files(tmp_path / "missing")

@@ -202,9 +202,7 @@ def test_approval_by_service_or_customer_comes_from_the_settings(
 ) -> None:
     from agentforge_dagster.execution.resources import StepOptions
 
-    options = StepOptions(
-        deliveries_dir="d", approval_services="press_release", approval_customers="Acme Bakery"
-    )
+    options = StepOptions(approval_services="press_release", approval_customers="Acme Bakery")
     assert options.requires_approval(make_order(service="press_release"))
     assert options.requires_approval(make_order(customer="acme bakery"))
     assert not options.requires_approval(make_order(customer="Zenith Tools"))
