@@ -41,6 +41,7 @@ from agentforge_dagster.orchestration.dead_letter_ui import (
     replay_dead_letters_job,
 )
 from agentforge_dagster.orchestration.jobs import order_pipeline_job
+from agentforge_dagster.orchestration.retention import build_retention
 from agentforge_dagster.orchestration.review_gate import (
     build_escalation_sensor,
     review_decision_job,
@@ -153,6 +154,7 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
     """The code location for ``settings``; ``drills`` (default: as the settings say) adds fault
     injection, which the demo, the benchmarks, the tests and fault campaigns switch on."""
     drills = settings.drills_enabled() if drills is None else drills
+    retention_job, retention_schedule = build_retention(settings)
     figures_job = define_asset_job(
         FIGURES_JOB, selection=[daily_business_figures, daily_reliability]
     )
@@ -172,12 +174,14 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
             backup_job,
             audit_anchor_job,
             figures_job,
+            retention_job,
         ],
         schedules=[
             nightly_backup,
             audit_anchor,
             build_figures_schedule(),
             dead_letters_schedule,
+            retention_schedule,
         ],
         sensors=[
             *build_sensors(settings),

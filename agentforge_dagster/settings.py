@@ -105,6 +105,11 @@ class AgentForgeSettings(BaseSettings):
     dlq_cooldown_seconds: float = Field(default=60.0, ge=0)
     dlq_max_replays: int = Field(default=3, ge=0)
     drop_dir: Path | None = Field(default=None, description="Folder watched for JSON/CSV orders.")
+    partition_retention_days: float | None = Field(
+        default=None,
+        gt=0,
+        description="Delete the partitions of orders final for longer than this (records kept).",
+    )
     # Message brokers: orders in, order events out. Each is off until its URL is set (the URL, or
     # a file holding it: *_URL_FILE, the way the deployment mounts secrets).
     rabbitmq_url: SecretStr | None = Field(

@@ -50,6 +50,8 @@ LEGAL_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 
 HELD_STATUSES = frozenset({OrderStatus.QUARANTINED, OrderStatus.AWAITING_APPROVAL})
+# No move leaves these: the order is done with (delivered and billed, or closed by a person).
+FINAL_STATUSES = frozenset(status for status, targets in LEGAL_TRANSITIONS.items() if not targets)
 
 
 def check_transition(current: OrderStatus | str, target: OrderStatus | str) -> None:

@@ -13,6 +13,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -25,7 +26,7 @@ from agentforge_dagster.domain.errors import (
     UnknownOrder,
 )
 from agentforge_dagster.domain.models import Order, utcnow
-from agentforge_dagster.domain.state import OrderStatus, check_transition
+from agentforge_dagster.domain.state import FINAL_STATUSES, OrderStatus, check_transition
 from agentforge_dagster.persistence import audit, outbox
 from agentforge_dagster.persistence.schema import orders, rejected_orders
 from agentforge_dagster.persistence.sql import StoreConcern, dialect_insert
@@ -269,6 +270,18 @@ class OrderStore(StoreConcern):
                 },
             )
         return int(rejection_id)
+
+    def finished_before(self, cutoff: datetime) -> list[str]:
+        """Orders that reached a final state (completed, rejected) before ``cutoff``."""
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    select(orders.c.order_id).where(
+                        orders.c.status.in_([s.value for s in FINAL_STATUSES]),
+                        orders.c.updated_at < cutoff,
+                    )
+                ).scalars()
+            )
 
     def rejection_of(self, source: str, payload: str | bytes) -> int | None:
         """The refusal recorded for this payload from this source without a message key, if any
