@@ -196,11 +196,14 @@ class AgentForgeSettings(BaseSettings):
 
 
 def _secret(value: SecretStr | None, path: Path | None) -> str | None:
-    """A secret given as a value, or read from a file (its whitespace-trimmed content)."""
+    """A secret given as a value, or read from a file (its whitespace-trimmed content).
+
+    A missing or empty file is a secret not configured, as the image's entrypoint reads them.
+    """
     if value is not None:
         return value.get_secret_value()
-    if path is not None:
-        return path.read_text().strip()
+    if path is not None and path.is_file():
+        return path.read_text().strip() or None
     return None
 
 

@@ -4,17 +4,19 @@
 #   sudo bash docker/make-secrets.sh /etc/agentforge/secrets            # random passwords, once
 #   sudo bash docker/make-secrets.sh /etc/agentforge/secrets rotate     # new database + S3 passwords
 #   OPENAI_API_KEY=sk-... sudo -E bash docker/make-secrets.sh DIR key   # (re)place the model keys
+#   AGENTFORGE_RABBITMQ_URL=amqp://... sudo -E bash docker/make-secrets.sh DIR broker  # broker URLs
 #   sudo bash docker/make-secrets.sh DIR user NAME [viewer]             # add/replace a UI login
 #
 # One file per variable, named in lower case (dagster_pg_password, agentforge_database_url,
-# aws_secret_access_key, openai_api_key, anthropic_api_key), owned by uid 10001 (the project
+# aws_secret_access_key, openai_api_key, anthropic_api_key, agentforge_rabbitmq_url,
+# agentforge_redis_url), owned by uid 10001 (the project
 # image's user) and readable by it only; the PostgreSQL and MinIO entrypoints read them as root
 # before dropping privileges. The folder is AGENTFORGE_SECRETS_DIR in docker/.env.
 # UI logins: DIR/front-door/operators.htpasswd and viewers.htpasswd (bcrypt, htpasswd -B, made
 # with the proxy image's htpasswd: PROXY_IMAGE must be set), owned by uid 10002 (the proxy's user).
 set -euo pipefail
 
-DIR="${1:?usage: make-secrets.sh DIR [init|rotate|key|user NAME [viewer]]}"
+DIR="${1:?usage: make-secrets.sh DIR [init|rotate|key|broker|user NAME [viewer]]}"
 ACTION="${2:-init}"
 PG_USER="${DAGSTER_PG_USERNAME:-agentforge}"
 PG_HOST="${DAGSTER_PG_HOST:-postgres}"
@@ -51,6 +53,11 @@ key)
     [[ -n "${OPENAI_API_KEY:-}" ]] && put openai_api_key "$OPENAI_API_KEY"
     [[ -n "${ANTHROPIC_API_KEY:-}" ]] && put anthropic_api_key "$ANTHROPIC_API_KEY"
     echo "model keys written; new runs read them at once, the code server at its next start" >&2
+    ;;
+broker)
+    [[ -n "${AGENTFORGE_RABBITMQ_URL:-}" ]] && put agentforge_rabbitmq_url "$AGENTFORGE_RABBITMQ_URL"
+    [[ -n "${AGENTFORGE_REDIS_URL:-}" ]] && put agentforge_redis_url "$AGENTFORGE_REDIS_URL"
+    echo "broker URLs written; restart user_code (its sensors read them at start)" >&2
     ;;
 user)
     name="${3:?user NAME [viewer]}"
