@@ -39,6 +39,12 @@ class AgentForgeSettings(BaseSettings):
     openai_api_key: SecretStr | None = Field(default=None, validation_alias="OPENAI_API_KEY")
     anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
     model_fallback_after: int = Field(default=2, ge=1)
+    model_rate_limits_json: str | None = Field(
+        default=None,
+        description='Shared limits per "provider:model": {"openai:gpt-4o-mini": {"rpm": 500, '
+        '"tpm": 200000, "concurrency": 8}}; a provider not named has none.',
+    )
+    model_max_rate_wait_seconds: float = Field(default=30.0, ge=0)
     model_breaker_failures: int = Field(default=5, ge=0)
     model_breaker_window_seconds: float = Field(default=60.0, gt=0)
     model_breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
@@ -150,6 +156,15 @@ class AgentForgeSettings(BaseSettings):
     )
     plan_days: int = Field(default=90, ge=1, description="How many days the business plan runs.")
     daily_fixed_costs: float = Field(default=50.0, ge=0, description="Daily costs besides models.")
+
+    @model_validator(mode="after")
+    def _rate_limits_parse(self) -> AgentForgeSettings:
+        """Refuse rate limits that do not parse at start, not at a model call."""
+        if self.model_rate_limits_json:
+            from agentforge_dagster.persistence.rate_limits import parse_rate_limits
+
+            parse_rate_limits(self.model_rate_limits_json)
+        return self
 
     @model_validator(mode="after")
     def _retries_fit_the_run(self) -> AgentForgeSettings:

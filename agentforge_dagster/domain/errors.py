@@ -26,6 +26,10 @@ class TransientError(AgentForgeError):
         self.retry_after = retry_after
 
 
+class ProviderRateLimited(TransientError):
+    """The provider (its 429) or our shared limit says: not now; ``retry_after`` says for how long."""
+
+
 class ModelCallTimeout(TransientError):
     """A model call that did not answer within the step's deadline."""
 

@@ -23,8 +23,13 @@ Every model call of a step goes through :meth:`ModelGateway.ask`:
    threshold of transient failures within its window, from any order on any worker: while it is
    open, calls go straight to the next provider; when every provider's breaker is open, the step
    fails transiently (:class:`CircuitOpen`) and retries after its back-off.
-4. **Deadline**: the call runs under the step's model timeout; a hang is a transient error.
-5. **Re-prompt**: an answer that does not validate against the step's schema is sent back with
+4. **Shared rate limits**: a provider with limits (``rate_limits``: requests and tokens a minute,
+   calls at once) is called only once the shared buckets grant the call
+   (:mod:`~agentforge_dagster.persistence.rate_limits`, for every worker and host); the gateway
+   waits up to ``max_rate_wait_s`` for that, then fails transiently (the step backs off). A 429
+   empties the provider's buckets for everyone and pauses it for its ``Retry-After``.
+5. **Deadline**: the call runs under the step's model timeout; a hang is a transient error.
+6. **Re-prompt**: an answer that does not validate against the step's schema is sent back with
    the validation error, at most ``max_reprompts`` times; then the step fails permanently.
 
 Each call (paid or served from the store) is a row of ``model_calls``: provider, model, tokens,
@@ -36,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -50,6 +56,7 @@ from agentforge_dagster.domain.errors import (
     BudgetExhausted,
     ModelCallTimeout,
     PermanentError,
+    ProviderRateLimited,
     TransientError,
 )
 from agentforge_dagster.domain.models import utcnow
@@ -60,11 +67,14 @@ from agentforge_dagster.execution.providers import (
     estimate_tokens,
 )
 from agentforge_dagster.persistence.breakers import BreakerPolicy, BreakerState
+from agentforge_dagster.persistence.rate_limits import RateLimits
 from agentforge_dagster.persistence.store import BusinessStore
 
 P = TypeVar("P", bound=BaseModel)
 # The most a call may answer when its provider sets no max_tokens: the worst case a call reserves.
 DEFAULT_MAX_OUTPUT_TOKENS = 4096
+# What a call is expected to answer, as the shared tokens-a-minute bucket counts it beforehand.
+EXPECTED_OUTPUT_TOKENS = 1000
 Prices = dict[str, tuple[float, float]]
 
 
@@ -140,6 +150,8 @@ class ModelGateway:
     responses: list[ModelResponse] = field(default_factory=list)
     failures: Counter[tuple[str, str]] = field(default_factory=Counter)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
+    rate_limits: dict[str, RateLimits] = field(default_factory=dict)  # by "name:model"
+    max_rate_wait_s: float = 30.0
 
     def ask(self, request: ModelRequest, schema: type[P]) -> P:
         """An answer to ``request`` that validates against ``schema``."""
@@ -184,7 +196,7 @@ class ModelGateway:
             reservation = self._reserve_budget(provider, request)
             started = utcnow()
             try:
-                response = call_with_timeout(provider.complete, request, timeout_s=self.timeout_s)
+                response = self._call(provider, request)
             except BaseException as exc:
                 if reservation is not None:
                     self.store.release_budget(reservation)
@@ -233,6 +245,34 @@ class ModelGateway:
 
     def _failures(self, provider: ModelProvider) -> int:
         return self.failures[(provider.name, provider.model)]
+
+    def _call(self, provider: ModelProvider, request: ModelRequest) -> ModelResponse:
+        """The provider's answer, within its shared rate limits and the call's deadline."""
+        limits = self.rate_limits.get(breaker_name(provider))
+        if limits is None or not limits.enforced:
+            return call_with_timeout(provider.complete, request, timeout_s=self.timeout_s)
+        name = breaker_name(provider)
+        tokens = estimate_tokens(request.prompt) + EXPECTED_OUTPUT_TOKENS
+        waited = 0.0
+        while True:
+            grant = self.store.acquire_call(name, limits, tokens)
+            if grant.call_id is not None:
+                break
+            if waited + grant.wait_s > self.max_rate_wait_s:
+                raise ProviderRateLimited(
+                    f"{name}: its shared rate limit grants no call within "
+                    f"{self.max_rate_wait_s:g} s",
+                    retry_after=grant.wait_s,
+                )
+            time.sleep(grant.wait_s)
+            waited += grant.wait_s
+        try:
+            return call_with_timeout(provider.complete, request, timeout_s=self.timeout_s)
+        except ProviderRateLimited as exc:  # a 429: slow everyone down at once
+            self.store.throttle(name, limits, exc.retry_after)
+            raise
+        finally:
+            self.store.end_call(name, limits, grant.call_id)
 
     def _reserve_budget(self, provider: ModelProvider, request: ModelRequest) -> int | None:
         """Reserve the call's worst-case cost against the month's cap; None: no cap."""

@@ -55,6 +55,7 @@ from agentforge_dagster.domain.errors import (
     AgentForgeError,
     ContentRefusal,
     PermanentError,
+    ProviderRateLimited,
     TransientError,
 )
 from agentforge_dagster.execution.providers import (  # DEFAULT_PRICES is re-exported
@@ -98,7 +99,7 @@ class _ProviderFailure:
     request_id: str | None = None
 
 
-class RateLimited(_ProviderFailure, TransientError):
+class RateLimited(_ProviderFailure, ProviderRateLimited):
     """429: the provider wants us to slow down; ``retry_after`` says for how long when it says."""
 
 

@@ -16,6 +16,7 @@ from agentforge_dagster.execution.backoff import StepBackoff
 from agentforge_dagster.execution.gateway import ModelGateway
 from agentforge_dagster.execution.providers import DEFAULT_PRICES, ModelProvider, OfflineModel
 from agentforge_dagster.persistence.breakers import BreakerPolicy
+from agentforge_dagster.persistence.rate_limits import parse_rate_limits
 from agentforge_dagster.persistence.store import BusinessStore
 
 
@@ -48,6 +49,12 @@ class ModelResource(ConfigurableResource):
         description="Transient failures of a provider within the window, across all orders, "
         "that open its shared circuit breaker (0: no breaker).",
     )
+    rate_limits_json: str | None = Field(
+        default=None,
+        description='Shared limits per "provider:model": {"name:model": {"rpm", "tpm", '
+        '"concurrency"}}.',
+    )
+    max_rate_wait_seconds: float = Field(default=30.0, ge=0)
     breaker_window_seconds: float = Field(default=60.0, gt=0)
     breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
     max_reprompts: int = Field(default=2, ge=0)
@@ -130,6 +137,8 @@ class ModelResource(ConfigurableResource):
             default_budget_usd=Decimal(str(budget)) if budget is not None else None,
             prices=self.prices(),
             failures=self._failures.setdefault((order_id, step), Counter()),
+            rate_limits=parse_rate_limits(self.rate_limits_json) if self.rate_limits_json else {},
+            max_rate_wait_s=self.max_rate_wait_seconds,
             breaker=BreakerPolicy(
                 threshold=self.breaker_failures,
                 window_s=self.breaker_window_seconds,

@@ -255,3 +255,25 @@ provider_breakers = Table(
     _moment("probe_at", nullable=True),  # when the one probe call of a half-open breaker began
     _moment("updated_at"),
 )
+
+# Shared rate limits: what is left of each provider's request and token buckets ...
+provider_rate_limits = Table(
+    "provider_rate_limits",
+    metadata,
+    Column("provider", String(200), primary_key=True),
+    Column("requests_left", Float, nullable=False),
+    Column("tokens_left", Float, nullable=False),
+    _moment("refilled_at"),
+    _moment("paused_until", nullable=True),  # a 429's Retry-After
+)
+
+# ... and its calls under way (an expired row is a dead worker's: its slot is free again).
+provider_calls_in_flight = Table(
+    "provider_calls_in_flight",
+    metadata,
+    Column("call_id", Integer, primary_key=True, autoincrement=True),
+    Column("provider", String(200), nullable=False, index=True),
+    Column("tokens", Integer, nullable=False),
+    _moment("started_at"),
+    _moment("expires_at"),
+)

@@ -25,6 +25,7 @@ from agentforge_dagster.persistence.deliveries import DeliveryStore
 from agentforge_dagster.persistence.model_calls import ModelCallStore
 from agentforge_dagster.persistence.orders import OrderRecord, OrderStore
 from agentforge_dagster.persistence.outbox import OutboxStore
+from agentforge_dagster.persistence.rate_limits import RateLimitStore
 from agentforge_dagster.persistence.review_holds import ReviewHoldStore
 
 __all__ = ["MIGRATIONS", "BusinessStore", "OrderRecord", "make_engine"]
@@ -60,6 +61,7 @@ class BusinessStore(
     AuditStore,
     OutboxStore,
     BreakerStore,
+    RateLimitStore,
 ):
     """Every concern of the business store over one engine."""
 

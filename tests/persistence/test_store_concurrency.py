@@ -356,3 +356,18 @@ def test_workers_after_a_cool_down_take_one_probe_between_them(
     assert sorted(allowed) == [False] * (WRITERS - 1) + [True]  # one probe
     assert racing_store.breakers()[0].state is BreakerState.HALF_OPEN
     assert racing_store.verify_audit().ok
+
+
+def test_workers_asking_at_once_share_one_rate_limit(racing_store: BusinessStore) -> None:
+    from agentforge_dagster.persistence.rate_limits import RateLimits
+
+    limits = RateLimits(requests_per_minute=5, concurrency=3)
+    grants = at_once(lambda index: racing_store.acquire_call("p:m", limits, 100))
+    assert refused(grants) == []
+    granted = [g for g in succeeded(grants) if g.granted]
+    assert len(granted) == 3  # three slots, though five requests were left
+    assert racing_store.calls_in_flight("p:m") == 3
+    for grant in granted:
+        racing_store.end_call("p:m", limits, grant.call_id)
+    more = at_once(lambda index: racing_store.acquire_call("p:m", limits, 100))
+    assert sum(1 for g in succeeded(more) if g.granted) == 2  # the two requests left this minute
