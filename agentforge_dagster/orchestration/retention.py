@@ -55,7 +55,7 @@ def build_retention(
     days = settings.partition_retention_days
 
     @dg.op(
-        name="prune_order_partitions",
+        name="delete_old_order_partitions",
         description="Delete the partitions of orders final (completed, rejected) for longer than "
         "the retention; their records and events are kept.",
     )

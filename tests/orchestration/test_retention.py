@@ -69,13 +69,13 @@ def test_only_orders_final_for_longer_than_the_retention_lose_their_partition(
     job = defs.resolve_job_def("prune_order_partitions")
 
     off = job.execute_in_process(instance=instance)  # no retention set: nothing happens
-    assert off.success and off.output_for_node("prune_order_partitions") == 0
+    assert off.success and off.output_for_node("delete_old_order_partitions") == 0
 
     result = job.execute_in_process(
         instance=instance,
-        run_config={"ops": {"prune_order_partitions": {"config": {"older_than_days": 30}}}},
+        run_config={"ops": {"delete_old_order_partitions": {"config": {"older_than_days": 30}}}},
     )
-    assert result.success and result.output_for_node("prune_order_partitions") == 2
+    assert result.success and result.output_for_node("delete_old_order_partitions") == 2
     left = set(instance.get_dynamic_partitions(ORDERS_PARTITIONS_NAME))
     assert left == set(ORDERS) - {"old-done", "old-rejected"}
     # The records stay: the orders, their states, their audit trail (one event more, the pruning).
