@@ -22,9 +22,10 @@ demo: venv
 services:
 	scripts/start-services.sh
 
-## test: the whole suite, with the services it needs
+## test: the whole suite, with the services it needs, on two workers (the tests of the Docker
+## stack share it on one worker)
 test: venv services
-	$(BIN)/pytest
+	$(BIN)/pytest -n 2 --dist loadgroup
 
 lint: venv
 	$(BIN)/ruff check agentforge_dagster tests bench

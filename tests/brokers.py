@@ -25,7 +25,13 @@ import redis
 
 RABBITMQ_PORT = 5672
 REDIS_PORT = 6379
-_REDIS_DBS = itertools.cycle(range(1, 16))
+# Databases 1-15 of the shared Redis, split between pytest-xdist workers (gw0, gw1, ...) so that
+# two workers never flush each other's database.
+_WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+_REDIS_DBS = itertools.cycle(
+    [db for db in range(1, 16) if (db - 1) % max(1, min(_WORKERS, 15)) == _WORKER % 15]
+)
 
 
 def _listening(port: int) -> bool:

@@ -37,7 +37,7 @@ from tests.execution.test_model_pipeline import offline_brain
 from tests.fakes.llm_server import FakeLLMServer
 from tests.orchestration.daemon import wait_until
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.xdist_group("deploy")]
 COMPOSE_CONFIG = [
     "docker-compose", "-f", "docker/compose.yaml",
     "--env-file", "docker/compose.env.example", "config", "--quiet",

@@ -33,7 +33,7 @@ from tests.conftest import PG_ADMIN_URL
 from tests.deploy.conftest import CANARY, PROXY_UID, DockerDeployment, _free_port
 from tests.orchestration.daemon import wait_until
 
-pytestmark = pytest.mark.service
+pytestmark = [pytest.mark.service, pytest.mark.xdist_group("deploy")]
 OPERATOR = ("operator", f"op-{uuid.uuid4().hex[:12]}")
 VIEWER = ("viewer", f"view-{uuid.uuid4().hex[:12]}")
 LAUNCH = """mutation {
