@@ -11,7 +11,6 @@ from dagster import (
     define_asset_job,
     definitions,
 )
-from dagster_aws.s3 import S3Resource
 
 from agentforge_dagster.execution.assets import build_order_assets
 from agentforge_dagster.execution.faults import FaultInjector
@@ -47,7 +46,7 @@ from agentforge_dagster.orchestration.review_gate import (
     review_decision_job,
 )
 from agentforge_dagster.orchestration.sensors import build_sensors
-from agentforge_dagster.persistence.io_managers import LocalArtifactIOManager, S3ArtifactIOManager
+from agentforge_dagster.persistence.io_managers import LocalArtifactIOManager
 from agentforge_dagster.persistence.resources import (
     BackupTargetResource,
     BusinessStoreResource,
@@ -139,7 +138,11 @@ def deliverables(settings: AgentForgeSettings) -> DeliverablesResource:
 
 def artifact_io_manager(settings: AgentForgeSettings) -> ConfigurableIOManager:
     """S3 when a bucket is configured, the local folder otherwise."""
-    if settings.s3_bucket:
+    if settings.s3_bucket:  # only then the AWS SDK is imported (about a second a process)
+        from dagster_aws.s3 import S3Resource
+
+        from agentforge_dagster.persistence.io_managers_s3 import S3ArtifactIOManager
+
         return S3ArtifactIOManager(
             s3=S3Resource(endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region),
             bucket=settings.s3_bucket,

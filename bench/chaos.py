@@ -514,7 +514,7 @@ def production_stack(work: Path, env_extra: dict[str, str]) -> Iterator[Stack]:
         import boto3
         from dagster import DagsterInstance
 
-        from agentforge_dagster.persistence.io_managers import ensure_bucket
+        from agentforge_dagster.persistence.io_managers_s3 import ensure_bucket
         from agentforge_dagster.persistence.store import BusinessStore
 
         ensure_bucket(boto3.client("s3", endpoint_url=s3.url), BUCKET)

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from sqlalchemy import func, select
 
 from agentforge_dagster.persistence.schema import (
@@ -17,6 +16,11 @@ from agentforge_dagster.persistence.schema import (
     orders,
 )
 from agentforge_dagster.persistence.store import BusinessStore
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from agentforge_dagster.metrics._pandas import pd
 
 
 @dataclass(frozen=True)

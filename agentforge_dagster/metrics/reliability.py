@@ -17,13 +17,17 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 from dagster import DagsterEventType, DagsterInstance, DagsterRun, RunsFilter
 
 from agentforge_dagster.domain.runs import ORDER_PIPELINE, order_of_run, root_error
 from agentforge_dagster.domain.steps import STEP_NAMES, step_asset_name
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from agentforge_dagster.metrics._pandas import pd
 
 ATTEMPT_STARTS = frozenset({DagsterEventType.STEP_START, DagsterEventType.STEP_RESTARTED})
 ATTEMPT_ENDS = {

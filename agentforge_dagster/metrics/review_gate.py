@@ -12,13 +12,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
+from typing import TYPE_CHECKING
 
-import pandas as pd
 from sqlalchemy import select
 
 from agentforge_dagster.persistence.review_holds import DECISIONS
 from agentforge_dagster.persistence.schema import model_calls, orders, review_holds
 from agentforge_dagster.persistence.store import BusinessStore
+
+if TYPE_CHECKING:
+    import pandas as pd
+else:
+    from agentforge_dagster.metrics._pandas import pd
 
 
 @dataclass(frozen=True)

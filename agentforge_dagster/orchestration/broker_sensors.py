@@ -8,7 +8,7 @@ when a broker is down; the next tick catches up. Their figures go on observation
 """
 # No "from __future__ import annotations" here: Dagster reads these annotations at definition time.
 
-from collections.abc import Callable
+from types import ModuleType
 from typing import Any
 
 from dagster import (
@@ -21,23 +21,6 @@ from dagster import (
     sensor,
 )
 
-from agentforge_dagster.orchestration.broker import (
-    RABBITMQ_EVENTS,
-    RABBITMQ_INTAKE,
-    REDIS_EVENTS,
-    REDIS_INTAKE,
-    STATUS_ERRORS,
-    IntakeCounts,
-    configured_brokers,
-    describe_error,
-    outbox_figures,
-    publish_rabbitmq,
-    publish_redis,
-    rabbitmq_figures,
-    redis_figures,
-    take_rabbitmq,
-    take_redis,
-)
 from agentforge_dagster.orchestration.sensors import every_tick
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.store import BusinessStore
@@ -74,16 +57,21 @@ BROKER_ASSET_SPECS = [
 # Batches of events one outbox tick publishes at most (each batch is broker_batch events).
 OUTBOX_BATCHES_PER_TICK = 10
 
-_TAKE: dict[str, Callable[..., IntakeCounts]] = {"rabbitmq": take_rabbitmq, "redis": take_redis}
-_FIGURES: dict[str, Callable[[AgentForgeSettings], dict[str, Any]]] = {
-    "rabbitmq": rabbitmq_figures,
-    "redis": redis_figures,
-}
-_PUBLISH: dict[str, Callable[[BusinessStore, AgentForgeSettings], int]] = {
-    "rabbitmq": publish_rabbitmq,
-    "redis": publish_redis,
-}
 _URL_VARIABLE = {"rabbitmq": "AGENTFORGE_RABBITMQ_URL", "redis": "AGENTFORGE_REDIS_URL"}
+
+
+def _broker() -> ModuleType:
+    """The broker clients (pika, redis-py), imported by a tick that has a broker to talk to."""
+    from agentforge_dagster.orchestration import broker
+
+    return broker
+
+
+def _configured(settings: AgentForgeSettings) -> dict[str, bool]:
+    return {
+        "rabbitmq": settings.resolved_rabbitmq_url() is not None,
+        "redis": settings.resolved_redis_url() is not None,
+    }
 
 
 def _metadata(figures: dict[str, Any]) -> dict[str, Any]:
@@ -102,14 +90,17 @@ def intake_tick(
     broker: str,
 ) -> SensorResult:
     """One intake tick from ``broker``: take a batch, record the channel's health, observe."""
-    if not configured_brokers(settings)[broker]:
+    if not _configured(settings)[broker]:
         return SensorResult(skip_reason=f"{broker} intake off: {_URL_VARIABLE[broker]} is not set")
-    channel = RABBITMQ_INTAKE if broker == "rabbitmq" else REDIS_INTAKE
+    clients = _broker()
+    channel = clients.RABBITMQ_INTAKE if broker == "rabbitmq" else clients.REDIS_INTAKE
+    take = clients.take_rabbitmq if broker == "rabbitmq" else clients.take_redis
+    figures_of = clients.rabbitmq_figures if broker == "rabbitmq" else clients.redis_figures
     try:
-        counts = _TAKE[broker](business, context.instance, settings)
-        figures = _FIGURES[broker](settings)
-    except STATUS_ERRORS as exc:
-        reason = describe_error(exc)
+        counts = take(business, context.instance, settings)
+        figures = figures_of(settings)
+    except clients.STATUS_ERRORS as exc:
+        reason = clients.describe_error(exc)
         business.broker_seen(channel, error=reason)
         context.log.warning(f"{broker} intake: broker unavailable, nothing acknowledged: {reason}")
         return SensorResult(
@@ -133,24 +124,26 @@ def outbox_tick(
     context: SensorEvaluationContext, business: BusinessStore, settings: AgentForgeSettings
 ) -> SensorResult:
     """Publish pending events to every configured broker; one that is down keeps its backlog."""
-    configured = [broker for broker, on in configured_brokers(settings).items() if on]
+    configured = [broker for broker, on in _configured(settings).items() if on]
     if not configured:
         return SensorResult(
             skip_reason="no broker configured: order events wait in the outbox (order_events)"
         )
+    clients = _broker()
     said = []
     metadata: dict[str, Any] = {}
     for broker in configured:
-        channel = RABBITMQ_EVENTS if broker == "rabbitmq" else REDIS_EVENTS
+        channel = clients.RABBITMQ_EVENTS if broker == "rabbitmq" else clients.REDIS_EVENTS
+        publish = clients.publish_rabbitmq if broker == "rabbitmq" else clients.publish_redis
         sent = 0
         try:
             for _ in range(OUTBOX_BATCHES_PER_TICK):
-                published = _PUBLISH[broker](business, settings)
+                published = publish(business, settings)
                 sent += published
                 if published < settings.broker_batch:
                     break
-        except STATUS_ERRORS as exc:
-            reason = describe_error(exc)
+        except clients.STATUS_ERRORS as exc:
+            reason = clients.describe_error(exc)
             business.broker_seen(channel, error=reason)
             context.log.warning(f"{broker} events: {sent} sent, then unavailable: {reason}")
             said.append(f"{broker}: {sent} sent, then unavailable ({reason})")
@@ -159,7 +152,7 @@ def outbox_tick(
             business.broker_seen(channel)
             said.append(f"{broker}: {sent} sent")
         metadata[f"{broker}_sent"] = sent
-        for name, value in outbox_figures(business, broker).items():
+        for name, value in clients.outbox_figures(business, broker).items():
             metadata[f"{broker}_{name}"] = value
     return SensorResult(
         skip_reason="order events: " + "; ".join(said),

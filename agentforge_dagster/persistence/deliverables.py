@@ -22,8 +22,6 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import parse_qs, urlsplit
 
-from botocore.exceptions import ClientError
-
 from agentforge_dagster.domain.errors import PermanentError
 
 # S3 refuses presigned links valid longer than seven days (SigV4).
@@ -117,6 +115,8 @@ class S3Deliverables:
         where = parse_s3_location(location)
         if where is None:
             return None
+        from botocore.exceptions import ClientError  # with S3 only: the SDK is a second to import
+
         extra = {"VersionId": where.version_id} if where.version_id else {}
         try:
             answer = self.client.get_object(Bucket=where.bucket, Key=where.key, **extra)

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 from dagster import ConfigurableResource, InitResourceContext
-from dagster_aws.s3 import S3Resource
 from pydantic import PrivateAttr
 
 from agentforge_dagster.domain.errors import UnknownOrder
@@ -21,7 +20,6 @@ from agentforge_dagster.persistence.deliverables import (
     LocalDeliverables,
     S3Deliverables,
 )
-from agentforge_dagster.persistence.io_managers import ensure_bucket
 from agentforge_dagster.persistence.store import BusinessStore
 
 
@@ -76,6 +74,10 @@ class BackupTargetResource(ConfigurableResource):
 
     def location(self) -> BackupLocation:
         if self.bucket:
+            from dagster_aws.s3 import S3Resource
+
+            from agentforge_dagster.persistence.io_managers_s3 import ensure_bucket
+
             client = S3Resource(endpoint_url=self.endpoint_url, region_name=self.region_name)
             s3 = client.get_client()
             ensure_bucket(s3, self.bucket)
@@ -106,6 +108,10 @@ class DeliverablesResource(ConfigurableResource):
     def _build(self) -> Deliverables:
         if not self.bucket:
             return LocalDeliverables(Path(self.local_dir))
+        from dagster_aws.s3 import S3Resource
+
+        from agentforge_dagster.persistence.io_managers_s3 import ensure_bucket
+
         s3 = S3Resource(endpoint_url=self.endpoint_url, region_name=self.region_name).get_client()
         ensure_bucket(s3, self.bucket)
         return S3Deliverables(s3, self.bucket, self.prefix)

@@ -33,7 +33,7 @@ from dagster import DagsterInstance, DagsterRun, DagsterRunStatus
 from sqlalchemy import Engine, make_url, text
 
 from agentforge_dagster.orchestration.deploy import code_server_environment, deploy, secret_files
-from agentforge_dagster.persistence.io_managers import ensure_bucket
+from agentforge_dagster.persistence.io_managers_s3 import ensure_bucket
 from agentforge_dagster.persistence.store import BusinessStore
 from tests.conftest import PG_ADMIN_URL, make_order
 from tests.orchestration.daemon import Daemon, wait_until
@@ -199,7 +199,7 @@ class DockerDeployment:
             time.sleep(0.3)
         raise AssertionError(f"no container for run {run_id} within {timeout:.0f} s")
 
-    def assert_no_run_container_left(self, timeout: float = 30) -> None:
+    def assert_no_run_container_left(self, timeout: float = 120) -> None:
         wait_until(lambda: not self.run_containers(), timeout, "run containers to be removed")
 
     def step_images(self, order_id: str, run_id: str) -> set[tuple[str, str]]:

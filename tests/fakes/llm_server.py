@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import math
+import random
 import re
 import threading
 import time
@@ -143,6 +145,26 @@ def disconnect() -> Behaviour:
     return Behaviour(kind="disconnect")
 
 
+@dataclass(frozen=True)
+class ProviderLimits:
+    """A provider's real limits, enforced by the fake like the hosted APIs enforce theirs.
+
+    Over ``requests_per_minute``, ``tokens_per_minute`` (the prompt's tokens plus ``max_tokens``,
+    or 1,000) or ``concurrency``, a request gets 429 with ``Retry-After`` (seconds) and the
+    provider's rate-limit headers (OpenAI ``x-ratelimit-*``, Anthropic ``anthropic-ratelimit-*``),
+    which successful answers carry too. ``latency_s`` delays every answer; ``fault_rate`` of the
+    requests (seeded) get a 500, a hang of ``hang_s`` then a 500, or garbage, in turn.
+    """
+
+    requests_per_minute: int | None = None
+    tokens_per_minute: int | None = None
+    concurrency: int | None = None
+    latency_s: float = 0.0
+    fault_rate: float = 0.0
+    hang_s: float = 2.0
+    seed: int = 0
+
+
 def user_prompt(body: Mapping[str, Any]) -> str:
     """The text of the last user message in an OpenAI or Anthropic request body."""
     for message in reversed(body.get("messages") or []):
@@ -170,6 +192,40 @@ class RecordedRequest:
     finished_at: float | None = None
     client_gone: bool = False
     client_port: int = 0  # the client's end of the TCP connection: one port, one connection
+
+
+def _rate_limit_headers(
+    dialect: Dialect, limits: ProviderLimits, requests: int, tokens: int, reset_s: float
+) -> dict[str, str]:
+    """The provider's rate-limit headers for the minute's use so far."""
+    headers: dict[str, str] = {}
+    reset = f"{reset_s:.1f}s"
+    if dialect == "openai":
+        if limits.requests_per_minute is not None:
+            headers["x-ratelimit-limit-requests"] = str(limits.requests_per_minute)
+            headers["x-ratelimit-remaining-requests"] = str(
+                max(0, limits.requests_per_minute - requests)
+            )
+            headers["x-ratelimit-reset-requests"] = reset
+        if limits.tokens_per_minute is not None:
+            headers["x-ratelimit-limit-tokens"] = str(limits.tokens_per_minute)
+            headers["x-ratelimit-remaining-tokens"] = str(max(0, limits.tokens_per_minute - tokens))
+            headers["x-ratelimit-reset-tokens"] = reset
+    else:
+        when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() + reset_s))
+        if limits.requests_per_minute is not None:
+            headers["anthropic-ratelimit-requests-limit"] = str(limits.requests_per_minute)
+            headers["anthropic-ratelimit-requests-remaining"] = str(
+                max(0, limits.requests_per_minute - requests)
+            )
+            headers["anthropic-ratelimit-requests-reset"] = when
+        if limits.tokens_per_minute is not None:
+            headers["anthropic-ratelimit-tokens-limit"] = str(limits.tokens_per_minute)
+            headers["anthropic-ratelimit-tokens-remaining"] = str(
+                max(0, limits.tokens_per_minute - tokens)
+            )
+            headers["anthropic-ratelimit-tokens-reset"] = when
+    return headers
 
 
 def _header_value(value: float | str) -> str:
@@ -436,15 +492,31 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(400, refused)
             record.finished_at = time.monotonic()
             return
+        limited = fake._admit(dialect, body) if dialect and fake.limits is not None else None
+        if limited is not None and limited[0] is not None:  # over a limit: 429, nothing consumed
+            record.behaviour = "rate_limited"
+            fake._record(record)
+            fake.rate_limited += 1
+            self._send_json(429, _error_body(dialect or "openai", 429, None), headers=limited[0])
+            record.finished_at = time.monotonic()
+            return
         behaviour = fake._next_behaviour()
+        if limited is not None:
+            behaviour = fake._limited_behaviour(behaviour)
         record.behaviour = behaviour.kind
         fake._record(record)
         try:
+            if limited is not None and fake.limits is not None and fake.limits.latency_s:
+                time.sleep(fake.limits.latency_s)
+            self._rate_headers = limited[1] if limited is not None else {}
             self._perform(behaviour, record)
         except (BrokenPipeError, ConnectionResetError):
             # The client gave up (e.g. its timeout fired during a hang); that is the point.
             record.client_gone = True
             self.close_connection = True
+        finally:
+            if limited is not None:
+                fake._release()
         record.finished_at = time.monotonic()
 
     def _dialect(self) -> Dialect | None:
@@ -484,7 +556,10 @@ class _Handler(BaseHTTPRequestHandler):
         elif kind == "refusal":
             self._send_json(200, self._refusal_body(dialect, record.body))
         else:
-            self._send_json(200, self._success_body(dialect, behaviour, record.body))
+            headers = getattr(self, "_rate_headers", {})
+            self._send_json(
+                200, self._success_body(dialect, behaviour, record.body), headers=headers
+            )
 
     def _send_status(self, dialect: Dialect, behaviour: Behaviour) -> None:
         headers = dict(behaviour.headers)
@@ -636,6 +711,7 @@ class FakeLLMServer:
         *,
         answer: Answer | None = None,
         structured: Structured = "honour",
+        limits: ProviderLimits | None = None,
     ) -> None:
         if default is not None and answer is not None:
             raise ValueError("give either default or answer, not both")
@@ -649,6 +725,13 @@ class FakeLLMServer:
         self._open_connections = 0
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
+        self.limits = limits
+        self.rate_limited = 0  # 429s answered
+        self.most_at_once = 0
+        self._in_flight = 0
+        self._window: deque[tuple[float, int]] = deque()  # (arrival, tokens) of the last minute
+        self._faults = random.Random(limits.seed if limits is not None else 0)
+        self._fault_turn = itertools.count()
 
     def start(self) -> FakeLLMServer:
         if self._server is not None:
@@ -735,6 +818,63 @@ class FakeLLMServer:
         with self._lock:
             self._requests.clear()
             self._script.clear()
+
+    def _admit(self, dialect: Dialect, body: Any) -> tuple[dict[str, str] | None, dict[str, str]]:
+        """Count the request against the limits: (429 headers or None, headers of the answer)."""
+        limits = self.limits
+        assert limits is not None
+        request = body if isinstance(body, dict) else {}
+        tokens = _approx_tokens(json.dumps(request.get("messages", []))) + int(
+            request.get("max_tokens") or request.get("max_completion_tokens") or 1000
+        )
+        now = time.monotonic()
+        with self._lock:
+            while self._window and now - self._window[0][0] >= 60:
+                self._window.popleft()
+            used_requests = len(self._window)
+            used_tokens = sum(t for _at, t in self._window)
+            oldest = self._window[0][0] if self._window else now
+            reset = max(0.0, 60 - (now - oldest))
+            over = (
+                (
+                    limits.requests_per_minute is not None
+                    and used_requests + 1 > limits.requests_per_minute
+                )
+                or (
+                    limits.tokens_per_minute is not None
+                    and used_tokens + tokens > limits.tokens_per_minute
+                )
+                or (limits.concurrency is not None and self._in_flight >= limits.concurrency)
+            )
+            if not over:
+                self._window.append((now, tokens))
+                self._in_flight += 1
+                self.most_at_once = max(self.most_at_once, self._in_flight)
+                used_requests += 1
+                used_tokens += tokens
+        headers = _rate_limit_headers(dialect, limits, used_requests, used_tokens, reset)
+        if over:
+            wait = (
+                reset if limits.concurrency is None or self._in_flight < limits.concurrency else 1
+            )
+            return {**headers, "Retry-After": str(max(1, math.ceil(wait)))}, headers
+        return None, headers
+
+    def _release(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _limited_behaviour(self, behaviour: Behaviour) -> Behaviour:
+        """The scripted behaviour, or (at ``fault_rate``) a 500, a hang then a 500, or garbage."""
+        limits = self.limits
+        if limits is None or not limits.fault_rate or self._faults.random() >= limits.fault_rate:
+            return behaviour
+        turn = next(self._fault_turn) % 3
+        if turn == 0:
+            return status(500)
+        if turn == 1:
+            return hang(limits.hang_s, then=status(500))
+        return invalid_json()
 
     def _next_behaviour(self) -> Behaviour:
         with self._lock:

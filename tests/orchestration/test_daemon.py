@@ -21,7 +21,7 @@ from dagster import DagsterInstance, DagsterRunStatus, RunsFilter, instance_for_
 
 from agentforge_dagster.definitions import build_definitions
 from agentforge_dagster.orchestration.runner import run_order
-from agentforge_dagster.persistence.io_managers import ensure_bucket
+from agentforge_dagster.persistence.io_managers_s3 import ensure_bucket
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings
 from tests.conftest import ALWAYS_FAIL_DELIVERY, make_order

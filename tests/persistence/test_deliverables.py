@@ -21,7 +21,7 @@ from agentforge_dagster.persistence.deliverables import (
     parse_s3_location,
     presigned_link,
 )
-from agentforge_dagster.persistence.io_managers import ensure_bucket
+from agentforge_dagster.persistence.io_managers_s3 import ensure_bucket
 from agentforge_dagster.persistence.store import BusinessStore
 
 pytestmark = pytest.mark.service

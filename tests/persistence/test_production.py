@@ -21,7 +21,7 @@ from agentforge_dagster.domain.models import ARTIFACT_TYPES
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.execution.steps import STEPS
 from agentforge_dagster.orchestration.runner import run_order, run_replays
-from agentforge_dagster.persistence.io_managers import ensure_bucket
+from agentforge_dagster.persistence.io_managers_s3 import ensure_bucket
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import load_settings
 from tests.conftest import make_order
