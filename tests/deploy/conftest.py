@@ -187,7 +187,18 @@ class DockerDeployment:
 
     def run_containers(self, run_id: str | None = None) -> list[Any]:
         label = f"dagster/run_id={run_id}" if run_id else "agentforge/role=run"
-        return list(self.client.containers.list(all=True, filters={"label": label}))
+        found = []
+        # Listed, then inspected one by one: a run container removes itself when its run ends,
+        # and one that went between the two steps is simply not there any more.
+        for container in self.client.containers.list(
+            all=True, sparse=True, filters={"label": label}
+        ):
+            try:
+                container.reload()
+            except docker.errors.NotFound:
+                continue
+            found.append(container)
+        return found
 
     def wait_container(self, run_id: str, timeout: float = 90) -> Any:
         deadline = time.monotonic() + timeout
