@@ -21,7 +21,12 @@ from sqlalchemy import Connection, select
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.persistence import audit
 from agentforge_dagster.persistence.schema import provider_breakers
-from agentforge_dagster.persistence.sql import StoreConcern, as_utc, dialect_insert
+from agentforge_dagster.persistence.sql import (
+    StoreConcern,
+    as_utc,
+    dialect_insert,
+    update_if_unchanged,
+)
 
 
 class BreakerState(StrEnum):
@@ -57,21 +62,8 @@ def _row(conn: Connection, provider: str) -> Any:
 _CAS_ATTEMPTS = 20
 
 
-def _compare_and_set(conn: Connection, row: Any, values: dict[str, Any]) -> bool:
-    """Update the breaker's row only if it is still as read (same state, count and moment)."""
-    return (
-        conn.execute(
-            provider_breakers.update()
-            .where(
-                provider_breakers.c.provider == row.provider,
-                provider_breakers.c.state == row.state,
-                provider_breakers.c.failures == row.failures,
-                provider_breakers.c.updated_at == row.updated_at,
-            )
-            .values(**values)
-        ).rowcount
-        == 1
-    )
+# A breaker's row is as read while these are (the key first): the compare-and-set's columns.
+_AS_READ = ("provider", "state", "failures", "updated_at")
 
 
 class BreakerStore(StoreConcern):
@@ -97,17 +89,9 @@ class BreakerStore(StoreConcern):
             and now - probe_at < timedelta(seconds=policy.probe_timeout_s)
         ):
             return False  # someone's probe is out
+        probe = {"state": BreakerState.HALF_OPEN.value, "probe_at": now, "updated_at": now}
         with self.begin() as conn:  # take the probe: one caller wins the compare-and-set
-            taken = conn.execute(
-                provider_breakers.update()
-                .where(
-                    provider_breakers.c.provider == provider,
-                    provider_breakers.c.state == row.state,
-                    provider_breakers.c.updated_at == row.updated_at,
-                )
-                .values(state=BreakerState.HALF_OPEN.value, probe_at=now, updated_at=now)
-            ).rowcount
-        return taken == 1
+            return update_if_unchanged(conn, provider_breakers, row, _AS_READ, probe)
 
     def breaker_failed(self, provider: str, policy: BreakerPolicy, *, error: str) -> BreakerState:
         """Count a transient failure; open the breaker at the threshold, or after a failed probe."""
@@ -148,7 +132,7 @@ class BreakerStore(StoreConcern):
                         open_until=now + timedelta(seconds=policy.cooldown_s),
                         probe_at=None,
                     )
-                if not _compare_and_set(conn, row, values):
+                if not update_if_unchanged(conn, provider_breakers, row, _AS_READ, values):
                     continue  # another worker changed it first (SQLite has no FOR UPDATE)
                 if not opens:
                     return state
@@ -188,7 +172,7 @@ class BreakerStore(StoreConcern):
                     "probe_at": None,
                     "updated_at": now,
                 }
-                if not _compare_and_set(conn, row, values):
+                if not update_if_unchanged(conn, provider_breakers, row, _AS_READ, values):
                     continue
                 if row.state != BreakerState.CLOSED:
                     audit.append(

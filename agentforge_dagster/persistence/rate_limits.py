@@ -23,7 +23,12 @@ from sqlalchemy import Connection, func, select
 
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.persistence.schema import provider_calls_in_flight, provider_rate_limits
-from agentforge_dagster.persistence.sql import StoreConcern, as_utc, dialect_insert
+from agentforge_dagster.persistence.sql import (
+    StoreConcern,
+    as_utc,
+    dialect_insert,
+    update_if_unchanged,
+)
 
 _CAS_ATTEMPTS = 20
 
@@ -132,20 +137,8 @@ def _row(conn: Connection, provider: str, limits: RateLimits, now: datetime) -> 
     ).one()
 
 
-def _set_if_unchanged(conn: Connection, row: Any, values: dict[str, Any]) -> bool:
-    return (
-        conn.execute(
-            provider_rate_limits.update()
-            .where(
-                provider_rate_limits.c.provider == row.provider,
-                provider_rate_limits.c.refilled_at == row.refilled_at,
-                provider_rate_limits.c.requests_left == row.requests_left,
-                provider_rate_limits.c.tokens_left == row.tokens_left,
-            )
-            .values(**values)
-        ).rowcount
-        == 1
-    )
+# A provider's buckets are as read while these are (the key first): the compare-and-set's columns.
+_AS_READ = ("provider", "refilled_at", "requests_left", "tokens_left")
 
 
 class RateLimitStore(StoreConcern):
@@ -180,7 +173,7 @@ class RateLimitStore(StoreConcern):
                     "refilled_at": now,
                     "paused_until": None,
                 }
-                if not _set_if_unchanged(conn, row, values):
+                if not update_if_unchanged(conn, provider_rate_limits, row, _AS_READ, values):
                     continue  # another worker took from the bucket first: read again
                 call_id = conn.execute(
                     provider_calls_in_flight.insert()
@@ -223,7 +216,7 @@ class RateLimitStore(StoreConcern):
                 if remaining_tokens is not None:
                     tokens = min(tokens, float(remaining_tokens))
                 values = {"requests_left": requests, "tokens_left": tokens, "refilled_at": now}
-                if _set_if_unchanged(conn, row, values):
+                if update_if_unchanged(conn, provider_rate_limits, row, _AS_READ, values):
                     return
 
     def throttle(self, provider: str, limits: RateLimits, retry_after: float | None) -> None:

@@ -40,6 +40,16 @@ def as_utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC)
 
 
+def update_if_unchanged(
+    conn: Connection, table: Table, row: Any, columns: tuple[str, ...], values: dict[str, Any]
+) -> bool:
+    """Compare-and-set: update the row whose ``columns`` still hold what ``row`` read (the first
+    column is its key). False when another writer changed it first: read again and retry. Works
+    where ``FOR UPDATE`` does not (SQLite)."""
+    condition = [table.c[name] == getattr(row, name) for name in columns]
+    return conn.execute(table.update().where(*condition).values(**values)).rowcount == 1
+
+
 def dialect_insert(conn: Connection, table: Table) -> postgresql.Insert | sqlite.Insert:
     """An INSERT that takes ``on_conflict_do_update`` / ``on_conflict_do_nothing`` on this dialect."""
     if conn.dialect.name == "postgresql":
