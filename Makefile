@@ -9,9 +9,7 @@ export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# --no-compile: a process compiles what it imports, once; compiling all of dagster at install
-	# took 40 of the install's 75 s.
-	$(BIN)/pip install --quiet --no-compile -e '.[dev]'
+	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $@
 
 venv: $(BIN)/.installed

@@ -5,13 +5,16 @@ from __future__ import annotations
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 
 from agentforge_dagster.domain.errors import ProviderRateLimited
+from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.execution.gateway import ModelGateway
 from agentforge_dagster.execution.providers import ModelRequest, ModelResponse
 from agentforge_dagster.persistence.rate_limits import RateLimits, parse_rate_limits
+from agentforge_dagster.persistence.schema import provider_rate_limits
 from agentforge_dagster.persistence.store import BusinessStore
 
 
@@ -38,7 +41,7 @@ class Provider:
             refuse = self.calls <= self.answer_429
         try:
             if refuse:
-                raise ProviderRateLimited("429 too many requests", retry_after=0.5)
+                raise ProviderRateLimited("429 too many requests", retry_after=30)
             time.sleep(self.latency_s)
             return ModelResponse("{}", self.name, self.model, 10, 10, 0.0, self.latency_s)
         finally:
@@ -62,7 +65,7 @@ def gateway(
 
 
 def test_calls_at_once_never_exceed_the_shared_concurrency(store: BusinessStore) -> None:
-    provider = Provider(latency_s=0.2)
+    provider = Provider(latency_s=0.5)
     limits = RateLimits(concurrency=2)
     with ThreadPoolExecutor(6) as pool:  # six workers, one limit
         answers = list(
@@ -93,12 +96,17 @@ def test_a_429_pauses_the_provider_for_everyone_and_a_long_wait_is_a_transient_f
     with pytest.raises(ProviderRateLimited, match="429"):
         gateway(store, provider, limits, 1).complete(request(1))
     grant = store.acquire_call("fake:m1", limits, 10)
-    assert not grant.granted and 0 < grant.wait_s <= 0.5  # paused for its Retry-After
+    assert not grant.granted and 20 < grant.wait_s <= 30  # paused for its Retry-After
     impatient = gateway(store, provider, limits, 2)
     impatient.max_rate_wait_s = 0.0
     with pytest.raises(ProviderRateLimited, match="grants no call"):
         impatient.complete(request(2))
-    time.sleep(0.6)
+    with store.begin() as conn:  # the pause is over (moved to the past: no test waits 30 s)
+        conn.execute(
+            provider_rate_limits.update().values(
+                paused_until=utcnow() - timedelta(seconds=1), requests_left=10.0
+            )
+        )
     assert gateway(store, provider, limits, 3).complete(request(3)).provider == "fake"
 
 

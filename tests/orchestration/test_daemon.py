@@ -31,7 +31,7 @@ pytestmark = pytest.mark.service
 TERMINAL = {"completed", "dead_lettered"}
 BIN = Path(sys.executable).parent
 # CI runs a small soak; `make soak` runs 100 orders and writes its figures to bench/SOAK.md.
-SOAK_ORDERS = int(os.environ.get("AGENTFORGE_SOAK_ORDERS", "10"))
+SOAK_ORDERS = int(os.environ.get("AGENTFORGE_SOAK_ORDERS", "6"))
 SOAK_RESULTS = os.environ.get("AGENTFORGE_SOAK_RESULTS")
 
 
