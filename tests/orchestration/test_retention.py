@@ -16,6 +16,7 @@ from agentforge_dagster.persistence.schema import orders
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings
 from tests.conftest import make_order
+from tests.persistence.test_store_concurrency import dead_lettered_order
 
 # order id → the state it ends in, and how many days ago it got there
 ORDERS = {
@@ -29,7 +30,6 @@ ORDERS = {
 PATHS = {
     OrderStatus.COMPLETED: [OrderStatus.PROCESSING, OrderStatus.COMPLETED],
     OrderStatus.REJECTED: [OrderStatus.PROCESSING, OrderStatus.QUARANTINED, OrderStatus.REJECTED],
-    OrderStatus.DEAD_LETTERED: [OrderStatus.PROCESSING, OrderStatus.FAILED],
     OrderStatus.QUARANTINED: [OrderStatus.PROCESSING, OrderStatus.QUARANTINED],
     OrderStatus.QUEUED: [],
 }
@@ -37,19 +37,12 @@ PATHS = {
 
 def aged_orders(store: BusinessStore, instance: DagsterInstance) -> None:
     for index, (order_id, (final, days)) in enumerate(ORDERS.items()):
-        store.submit(make_order(index, order_id=order_id))
-        for status in PATHS[final]:
-            store.transition(order_id, status, step="test", error="x", error_class="transient")
         if final is OrderStatus.DEAD_LETTERED:
-            store.dead_letter(
-                order_id,
-                run_id="run-1",
-                failed_step="draft",
-                error_class="transient",
-                error_type="Timeout",
-                message="slow",
-                attempts=1,
-            )
+            dead_lettered_order(store, order_id)
+        else:
+            store.submit(make_order(index, order_id=order_id))
+            for status in PATHS[final]:
+                store.transition(order_id, status, step="test")
         with store.begin() as conn:
             conn.execute(
                 update(orders)
