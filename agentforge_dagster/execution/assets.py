@@ -35,9 +35,9 @@ from agentforge_dagster.domain.errors import (
 )
 from agentforge_dagster.domain.models import Artifact, Review
 from agentforge_dagster.domain.policy import Finding
-from agentforge_dagster.domain.runs import ORDERS_PARTITIONS_NAME
+from agentforge_dagster.domain.runs import ORDERS_PARTITIONS_NAME, REPLAY_OF_TAG
 from agentforge_dagster.execution.checks import STEP_CHECKS, StepCheck
-from agentforge_dagster.execution.faults import NO_DRILLS, FaultInjector
+from agentforge_dagster.execution.faults import NO_DRILLS, FaultInjector, FaultPoint
 from agentforge_dagster.execution.resources import ModelResource, StepOptions
 from agentforge_dagster.execution.steps import STEPS, StepEnv, StepSpec
 from agentforge_dagster.persistence.deliverables import Deliverables
@@ -106,11 +106,19 @@ def run_step(
     )
     try:
         business.claim(order_id, run_id=context.run_id, step=spec.name)
-        faults.check(order_id=order_id, step=spec.name, attempt=attempt, phase="before")
+        point = FaultPoint(
+            order_id=order_id,
+            step=spec.name,
+            attempt=attempt,
+            phase="before",
+            replay_of=context.run.tags.get(REPLAY_OF_TAG, ""),
+        )
+        faults.check(**point)
         ballast = faults.allocate(spec.name)
         output = spec.run(env, inputs)
         del ballast
-        faults.check(order_id=order_id, step=spec.name, attempt=attempt, phase="after")
+        point["phase"] = "after"
+        faults.check(**point)
     except ContentRefusal as exc:  # not a failure: a person decides what to do instead
         refusal = Finding("content_refused", "quarantine", f"{spec.name}: {exc}"[:1000])
         hold_id = business.hold_for_review(

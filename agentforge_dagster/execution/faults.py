@@ -6,8 +6,10 @@ benchmarks and the tests; ``AGENTFORGE_DRILLS=true`` or a fault setting in the e
 launched by the daemon). Without it a step runs with :data:`NO_DRILLS`, which never interferes.
 
 Whether an attempt fails is a pure function of (seed, order, step, attempt, phase), so a demo or a
-test with the same seed fails in exactly the same places whatever order the runs execute in. The
-per-phase probability is chosen so that an attempt fails with probability ``rate`` in all.
+test with the same seed fails in exactly the same places whatever order the runs execute in. A
+replay draws anew (its point names the run it replays): the same draws would fail it in the same
+place, where a real blip would have passed. The per-phase probability is chosen so that an attempt
+fails with probability ``rate`` in all.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import hashlib
 import math
 import time
 from collections.abc import Mapping
-from typing import TypedDict, Unpack
+from typing import NotRequired, TypedDict, Unpack
 
 from dagster import ConfigurableResource
 from pydantic import Field
@@ -44,6 +46,7 @@ class FaultPoint(TypedDict):
     step: str
     attempt: int
     phase: str  # one of PHASES
+    replay_of: NotRequired[str]  # the failed run a replay run starts over from ("" for none)
 
 
 def injected_fault(
@@ -67,7 +70,10 @@ def injected_fault(
             f"injected fault: {step} scripted to fail attempt {attempt}/{scripted}",
             retry_after=retry_after,
         )
-    if rate > 0 and _uniform(seed, order_id, step, attempt, phase) < phase_probability(rate):
+    replay = (point["replay_of"],) if point.get("replay_of") else ()
+    if rate > 0 and _uniform(seed, order_id, step, attempt, phase, *replay) < phase_probability(
+        rate
+    ):
         return InjectedFault(
             f"injected fault: {step} attempt {attempt} failed {phase} its work",
             retry_after=retry_after,

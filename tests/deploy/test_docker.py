@@ -33,7 +33,7 @@ from agentforge_dagster.orchestration.deploy import (
 from agentforge_dagster.persistence.deliverables import parse_s3_location
 from tests.conftest import make_order
 from tests.deploy.conftest import CANARY, ROOT, DockerDeployment
-from tests.execution.test_model_pipeline import offline_brain
+from tests.fakes.brain import offline_brain
 from tests.fakes.llm_server import FakeLLMServer
 from tests.orchestration.daemon import wait_until
 

@@ -24,7 +24,8 @@ from agentforge_dagster.persistence.deliverables import LocalDeliverables
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings
 from tests.conftest import make_order
-from tests.execution.test_model_pipeline import TASKS, configure, offline_brain
+from tests.execution.test_model_pipeline import configure
+from tests.fakes.brain import TASKS, offline_brain
 from tests.fakes.llm_server import FakeLLMServer, user_prompt
 
 

@@ -39,6 +39,31 @@ def test_same_seed_same_faults_other_seed_other_faults() -> None:
     assert pattern(7) != pattern(8)
 
 
+def test_a_replay_draws_anew_and_a_first_run_as_before() -> None:
+    """The same draws would fail a replay where its run failed; a real blip would have passed."""
+
+    def fails(order: str, replay_of: str = "") -> bool:
+        return any(
+            injected_fault(
+                rate=0.5,
+                seed=3,
+                order_id=order,
+                step="plan",
+                attempt=1,
+                phase=p,
+                replay_of=replay_of,
+            )
+            for p in PHASES
+        )
+
+    first = [fails(f"o{i}") for i in range(400)]
+    assert [fails(f"o{i}", "") for i in range(400)] == first  # no replay: the draws of old
+    replayed = [fails(f"o{i}", "run-1") for i in range(400)]
+    assert replayed != first
+    assert replayed == [fails(f"o{i}", "run-1") for i in range(400)]  # still repeatable
+    assert 0.4 < sum(replayed) / 400 < 0.6  # at the same rate
+
+
 def test_zero_rate_never_fails() -> None:
     assert not any(attempt_fails(0.0, 1, f"o{i}", "plan", 1) for i in range(1000))
 

@@ -40,20 +40,11 @@ from agentforge_dagster.persistence.schema import metadata, model_calls
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings
 from tests.conftest import make_order
+from tests.fakes.brain import offline_brain
 from tests.fakes.llm_server import FakeLLMServer, ok, status, user_prompt
 
 SECRET = "sk-agentforge-TOPSECRET-7f3a9c"
-TASKS = {"Plan the": "plan", "Write the": "draft", "Revise the": "revise"}
 PRICES = {"gpt-test": [2.0, 4.0], "secondary": [2.0, 4.0], "claude-test": [3.0, 15.0]}
-
-
-def offline_brain(body: dict[str, Any]) -> str:
-    """What a competent model answers: the offline model's JSON for the prompt's task."""
-    prompt = user_prompt(body)
-    instruction, rest = prompt.split("\n\n", 1)
-    task = next(t for prefix, t in TASKS.items() if instruction.startswith(prefix))
-    context, _ = json.JSONDecoder().raw_decode(rest)
-    return OfflineModel().complete(ModelRequest(task=task, prompt=prompt, context=context)).text
 
 
 @pytest.fixture

@@ -192,6 +192,7 @@ class RecordedRequest:
     finished_at: float | None = None
     client_gone: bool = False
     client_port: int = 0  # the client's end of the TCP connection: one port, one connection
+    usage: tuple[int, int] | None = None  # (input, output) tokens of an answer the caller pays for
 
 
 def _rate_limit_headers(
@@ -560,6 +561,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(
                 200, self._success_body(dialect, behaviour, record.body), headers=headers
             )
+            record.usage = self._usage  # sent in full: the caller is billed for it
 
     def _send_status(self, dialect: Dialect, behaviour: Behaviour) -> None:
         headers = dict(behaviour.headers)
@@ -588,6 +590,7 @@ class _Handler(BaseHTTPRequestHandler):
         output_tokens = behaviour.output_tokens or _approx_tokens(text)
         serial = next(self.server.fake._ids)
         model = request.get("model", "unknown-model")
+        self._usage = (input_tokens, output_tokens)
         if dialect == "openai":
             body: dict[str, Any] = {
                 "id": f"chatcmpl-fake-{serial}",
