@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: venv services demo test lint format bench soak chaos notebook report ui dagster-home clean images up down deploy rollback
+.PHONY: venv services demo test lint format bench bench-quick bench-reliability soak chaos notebook report ui dagster-home clean images up down deploy rollback
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,9 +36,20 @@ format: venv
 	$(BIN)/ruff format agentforge_dagster tests bench
 	$(BIN)/ruff check --fix agentforge_dagster tests bench
 
-## bench: reliability and speed benchmarks; results go to bench/RESULTS.md
+## bench: the benchmark suite, full profile (about 45 minutes): ours in-process and under the daemon
+## against the plain asyncio + tenacity script, side by side; results and figures to bench/RESULTS.md
 bench: venv
-	$(BIN)/python bench/reliability.py --write bench/RESULTS.md
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/suite.py --profile full --write bench/RESULTS.md
+
+## bench-quick: the same suite on a few orders (under 5 minutes); prints, writes nothing
+bench-quick: venv
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/suite.py --profile quick
+
+## bench-reliability: the in-process reliability table by fault rate and seed (bench/RELIABILITY.md)
+bench-reliability: venv
+	$(BIN)/python bench/reliability.py --write bench/RELIABILITY.md
 
 ## soak: 100 orders under the real daemon (faults, a SIGKILL mid-way); figures to bench/SOAK.md
 soak: venv services

@@ -65,7 +65,8 @@ def test_orders_run_on_postgres_with_artifacts_in_s3(production, s3_client) -> N
     settings = load_settings()
     with DagsterInstance.get() as instance:
         assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        assert type(instance.event_log_storage).__name__ == "PostgresEventLogStorage"
+        # dagster-postgres's, with the pool-default fix (persistence/dagster_storage.py)
+        assert type(instance.event_log_storage).__name__ == "PoolSafePostgresEventLogStorage"
         order = store.submit(make_order())
         result = run_order(build_definitions(settings), instance, store, order.order_id)
     assert result.success and result.status is OrderStatus.COMPLETED

@@ -1,0 +1,96 @@
+"""Dagster's PostgreSQL storage with one fix: changing a pool's default limit no longer fails steps.
+
+Dagster 1.13.27 (``SqlEventLogStorage.initialize_concurrency_limit_to_default``) sets a pool's limit
+from ``concurrency.pools.default_limit`` by inserting the pool's row and, on ``IntegrityError``,
+updating it in the same transaction. SQLite lets that transaction go on; PostgreSQL has aborted it,
+so the update fails with ``InFailedSqlTransaction``. The call happens when a step claims a slot of
+a pool whose row came from an older default (an operator raised ``default_limit``: every model step
+then fails, run after run), and when two runs create the same pool's row at once. The repository's
+``dagster.yaml`` names :class:`AgentForgePostgresStorage` instead of ``storage: postgres``; it is
+``dagster-postgres``'s storage, with the pool's row written in one statement,
+``INSERT … ON CONFLICT (concurrency_key) DO UPDATE``, which neither fails nor races.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from dagster._core.storage.event_log.schema import ConcurrencyLimitsTable
+from dagster._serdes import ConfigurableClassData
+from dagster_postgres import DagsterPostgresStorage, PostgresEventLogStorage
+from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+from sqlalchemy.dialects.postgresql import insert
+
+MODULE = __name__
+
+
+class PoolSafePostgresEventLogStorage(PostgresEventLogStorage):
+    """``PostgresEventLogStorage`` whose pool defaults are written by an upsert."""
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> PoolSafePostgresEventLogStorage:
+        return cls(
+            inst_data=inst_data,
+            postgres_url=pg_url_from_config(config_value),
+            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+            token_provider=get_token_provider_from_config(config_value),
+        )
+
+    def initialize_concurrency_limit_to_default(self, concurrency_key: str) -> bool:
+        if not (self.has_concurrency_limits_table and self.has_instance):
+            return super().initialize_concurrency_limit_to_default(concurrency_key)
+        default_limit = self._instance.global_op_concurrency_default_limit
+        if default_limit is None or not self.has_default_pool_limit_col:
+            return super().initialize_concurrency_limit_to_default(concurrency_key)
+        self._reconcile_concurrency_limits_from_slots()
+        with self.index_transaction() as conn:
+            upsert = insert(ConcurrencyLimitsTable).values(
+                concurrency_key=concurrency_key, limit=default_limit, using_default_limit=True
+            )
+            conn.execute(
+                upsert.on_conflict_do_update(
+                    index_elements=[ConcurrencyLimitsTable.c.concurrency_key],
+                    set_={"limit": default_limit},
+                    where=ConcurrencyLimitsTable.c.limit != default_limit,
+                )
+            )
+            self._allocate_concurrency_slots(conn, concurrency_key, default_limit)
+        return True
+
+
+class AgentForgePostgresStorage(DagsterPostgresStorage):
+    """``storage: postgres`` of ``dagster-postgres``, with :class:`PoolSafePostgresEventLogStorage`."""
+
+    def __init__(
+        self,
+        postgres_url: str,
+        should_autocreate_tables: bool = True,
+        inst_data: ConfigurableClassData | None = None,
+        token_provider: Any = None,
+    ) -> None:
+        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
+        self._event_log_storage = PoolSafePostgresEventLogStorage(
+            postgres_url, should_autocreate_tables, token_provider=token_provider
+        )
+
+    @classmethod
+    def from_config_value(  # type: ignore[override]
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> AgentForgePostgresStorage:
+        return cls(
+            inst_data=inst_data,
+            postgres_url=pg_url_from_config(config_value),  # type: ignore[arg-type]
+            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+            token_provider=get_token_provider_from_config(config_value),  # type: ignore[arg-type]
+        )
+
+    @property
+    def event_storage_data(self) -> ConfigurableClassData | None:
+        if self.inst_data is None:
+            return None
+        return ConfigurableClassData(
+            MODULE, PoolSafePostgresEventLogStorage.__name__, self.inst_data.config_yaml
+        )
