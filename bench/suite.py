@@ -88,6 +88,7 @@ class Result:
     in_flight: float = 0.0  # mean model calls in flight over the central window
     rate_limited: int = 0
     spend_by_order: dict[int, float] = field(default_factory=dict)  # by the order's index
+    cpu_by_kind: dict[str, float] = field(default_factory=dict)  # CPU s / order, by process kind
     notes: str = ""
 
     @property
@@ -310,8 +311,26 @@ def store_figures(store: Any, ids: list[str], submitted: dict[str, float]) -> di
 # -- (c) under the daemon -----------------------------------------------------------------------------
 
 
-def session_processes(session: int) -> dict[int, tuple[float, int, str]]:
-    """Processes of a session: pid -> (CPU-seconds with reaped children, RSS bytes, command line)."""
+@dataclass(frozen=True)
+class Usage:
+    own: float  # CPU-seconds of the process itself
+    reaped: float  # of the children it reaped
+    rss: int  # bytes
+    kind: str  # daemon | code server | run worker | other
+
+
+def kind_of(cmdline: str) -> str:
+    if "dagster-daemon" in cmdline:
+        return "daemon"
+    if "dagster api grpc" in cmdline:
+        return "code server"
+    if "spawn_main" in cmdline or "execute_run" in cmdline:
+        return "run worker"
+    return "other"
+
+
+def session_processes(session: int) -> dict[int, Usage]:
+    """Processes of a session (zombies included), by pid."""
     tick = os.sysconf("SC_CLK_TCK")
     page = os.sysconf("SC_PAGE_SIZE")
     found = {}
@@ -325,14 +344,26 @@ def session_processes(session: int) -> dict[int, tuple[float, int, str]]:
             cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except (OSError, IndexError):
             continue
-        cpu = sum(int(fields[i]) for i in (11, 12, 13, 14)) / tick  # utime stime cutime cstime
-        found[int(entry.name)] = (cpu, int(fields[21]) * page, cmdline)
+        found[int(entry.name)] = Usage(
+            own=(int(fields[11]) + int(fields[12])) / tick,
+            reaped=(int(fields[13]) + int(fields[14])) / tick,
+            rss=int(fields[21]) * page,
+            kind=kind_of(cmdline),
+        )
     return found
 
 
-def session_cpu(session: int) -> float:
-    """CPU-seconds a session has used: its live processes and the children they reaped."""
-    return sum(cpu for cpu, _, _ in session_processes(session).values())
+def session_cpu(session: int) -> dict[str, float]:
+    """CPU-seconds a session has used, by kind: live processes, and the children they reaped
+    (the code server reaps its run workers; the daemon its code servers)."""
+    by_kind: dict[str, float] = {}
+    for usage in session_processes(session).values():
+        by_kind[usage.kind] = by_kind.get(usage.kind, 0.0) + usage.own
+        reaped_kind = {"code server": "run worker", "daemon": "code server"}.get(
+            usage.kind, "other"
+        )
+        by_kind[reaped_kind] = by_kind.get(reaped_kind, 0.0) + usage.reaped
+    return by_kind
 
 
 def concurrency_yaml(text: str, runs: int, pool: int) -> str:
@@ -364,6 +395,11 @@ class DaemonBench:
                 "AGENTFORGE_DRILLS": "true",
                 "AGENTFORGE_SENSOR_INTERVAL_SECONDS": "2",
                 "AGENTFORGE_DLQ_COOLDOWN_SECONDS": "5",
+                # A folder with a sitecustomize.py first on the path (e.g. a profiler of the run
+                # workers): AGENTFORGE_BENCH_PYTHONPATH.
+                "PYTHONPATH": os.pathsep.join(
+                    p for p in (os.environ.get("AGENTFORGE_BENCH_PYTHONPATH"), str(ROOT)) if p
+                ),
             },
         )
         self.stack = self._context.__enter__()
@@ -398,7 +434,12 @@ class DaemonBench:
                 submit_order(stack, order(case, i))
             self._wait(ids, timeout=max(600.0, case.orders * 20.0))
             result.wall_s = time.monotonic() - started
-            result.cpu_s = session_cpu(session) - cpu_before
+            cpu_after = session_cpu(session)
+            spent = {k: cpu_after.get(k, 0.0) - cpu_before.get(k, 0.0) for k in cpu_after}
+            result.cpu_s = sum(spent.values())
+            result.cpu_by_kind = {
+                k: round(v / case.orders, 2) for k, v in spent.items() if v > 0.05
+            }
             bill(fake, result)
         figures = store_figures(stack.store, ids, submitted)
         for key in ("delivered", "dead_lettered", "lost", "twice", "replays", "latencies"):
@@ -460,8 +501,8 @@ class DaemonBench:
             web.wait(timeout=30)
         mib = 1024 * 1024
         return {
-            "daemon (with its code server)": sum(r for _, r, _ in daemon.values()) / mib,
-            "webserver (with its code server)": sum(r for _, r, _ in webserver.values()) / mib,
+            "daemon (with its code server)": sum(u.rss for u in daemon.values()) / mib,
+            "webserver (with its code server)": sum(u.rss for u in webserver.values()) / mib,
         }
 
 
@@ -569,6 +610,7 @@ def summary(r: Result) -> str:
         f"  delivered {r.delivered}/{r.case.orders}, dead-lettered {r.dead_lettered}, lost {r.lost}, "
         f"twice {r.twice}, replays {r.replays}, paid calls {r.paid_calls}, CPU {r.cpu_s:.1f} s, "
         f"wall {r.wall_s:.1f} s, in flight {r.in_flight:.2f}/{r.case.limit}, 429s {r.rate_limited}"
+        + (f", CPU s/order by process {r.cpu_by_kind}" if r.cpu_by_kind else "")
     )
 
 

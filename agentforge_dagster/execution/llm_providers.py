@@ -29,6 +29,10 @@ servers lack one or the other; a server that ignores it answers in text as befor
 re-prompt loop still validates), and one that rejects it with a 4xx naming it is asked again at
 once without it, and not asked for it again by this provider. A provider lives for one run (the
 model resource builds and closes it), so that memory is per run.
+
+The providers live one module per SDK (``llm_openai``, ``llm_anthropic``) and this module names
+them lazily, so a run imports only the SDK its model chain uses: importing the Anthropic SDK cost
+a run worker about a quarter of its CPU when the chain named OpenAI only.
 """
 
 from __future__ import annotations
@@ -45,11 +49,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
-
-import anthropic
-import openai
-from anthropic.types import Message, ToolUseBlock
-from openai.types.chat import ChatCompletion
 
 from agentforge_dagster.domain.errors import (
     AgentForgeError,
@@ -230,7 +229,8 @@ class _Closable(Protocol):
 
 
 _Client = TypeVar("_Client", bound=_Closable)
-_StatusError = TypeVar("_StatusError", openai.APIStatusError, anthropic.APIStatusError)
+# Each SDK's ``APIStatusError``: both carry ``status_code`` and ``response.headers``.
+_StatusError = TypeVar("_StatusError", bound=Exception)
 
 
 @dataclass(frozen=True)
@@ -308,10 +308,11 @@ class _SdkProvider(ABC, Generic[_Client, _StatusError]):
                 answer = self._send(self._request(request, system, structured=structured))
             except errors.status as err:
                 message, error_text = self._error_text(err)
-                if structured and self._lacks_structured(err.status_code, error_text):
+                status_code: int = getattr(err, "status_code")  # noqa: B009 (either SDK's)
+                if structured and self._lacks_structured(status_code, error_text):
                     continue
-                headers = err.response.headers
-                failure = self._from_status(err.status_code, headers, message, error_text)
+                headers = getattr(err, "response").headers  # noqa: B009
+                failure = self._from_status(status_code, headers, message, error_text)
                 cause = err
             except errors.timeout as err:
                 detail = f"no answer within {self.timeout_s}s"
@@ -484,176 +485,14 @@ def _short(error: BaseException) -> str:
     return f"{type(root).__name__}: {text}"
 
 
-class OpenAICompatibleProvider(_SdkProvider[openai.OpenAI, openai.APIStatusError]):
-    """Chat completions on OpenAI or any server that copies its API (Ollama, vLLM, llama.cpp...).
+def __getattr__(name: str) -> Any:
+    """``OpenAICompatibleProvider`` and ``AnthropicProvider``, imported with their SDK on first use."""
+    if name == "OpenAICompatibleProvider":
+        from agentforge_dagster.execution.llm_openai import OpenAICompatibleProvider
 
-    A request with an object schema carries ``response_format={"type": "json_schema", ...}``
-    unless ``structured_output=False`` or the server has rejected it (see the module docstring).
-    A missing ``usage`` block (some local servers) falls back to :func:`estimate_tokens`.
-    ``timeout_s`` bounds each phase (connect, write, each read), not the whole call.
-    """
+        return OpenAICompatibleProvider
+    if name == "AnthropicProvider":
+        from agentforge_dagster.execution.llm_anthropic import AnthropicProvider
 
-    _default_name = "openai"
-    _answer_kind = "completion"
-    _structured_wording = re.compile(
-        r"response_format|json_schema|structured output|guided_json", re.IGNORECASE
-    )
-    _errors = _SdkErrors(
-        openai.APIStatusError,
-        openai.APITimeoutError,
-        openai.APIConnectionError,
-        openai.APIResponseValidationError,
-    )
-
-    def _new_client(self, **options: Any) -> openai.OpenAI:
-        return openai.OpenAI(**options)
-
-    def _request(self, request: ModelRequest, system: str, *, structured: bool) -> dict[str, Any]:
-        arguments: dict[str, Any] = {
-            "model": self.model,
-            "messages": [
-                {"role": "system", "content": system},
-                {"role": "user", "content": request.prompt},
-            ],
-        }
-        if structured:
-            arguments["response_format"] = {
-                "type": "json_schema",
-                "json_schema": {
-                    "name": schema_name(request),
-                    "schema": dict(request.output_schema),
-                    "strict": strict_compatible(request.output_schema),
-                },
-            }
-        return arguments
-
-    def _send(self, arguments: dict[str, Any]) -> object:
-        return self._client.chat.completions.create(**arguments)
-
-    def _error_text(self, err: openai.APIStatusError) -> tuple[str, str]:
-        body = err.body
-        message = err.message
-        if isinstance(body, Mapping) and isinstance(body.get("message"), str):
-            message = body["message"]
-        elif isinstance(body, str) and body.strip():
-            message = body.strip()[:200]
-        return message, " ".join(str(part) for part in (message, err.type, err.code, body))
-
-    def _answer(self, completion: object) -> tuple[str, tuple[int, int] | None]:
-        if not isinstance(completion, ChatCompletion) or not completion.choices:
-            raise self._failure(MalformedResponse, "the response holds no completion choices")
-        choice = completion.choices[0]
-        message = choice.message
-        refusal = getattr(message, "refusal", None) if message is not None else None
-        if choice.finish_reason == "content_filter" or refusal:
-            reason = f": {refusal}" if refusal else ""
-            raise self._failure(
-                ContentRefused, f"the answer was withheld by a content filter{reason}"
-            )
-        if choice.finish_reason == "length":
-            raise self._failure(OutputTruncated, "the answer hit the output-token limit")
-        text = (message.content if message is not None else None) or ""
-        usage = completion.usage
-        if usage is None or usage.prompt_tokens is None:
-            return text, None
-        return text, (usage.prompt_tokens, usage.completion_tokens or 0)
-
-
-class AnthropicProvider(_SdkProvider[anthropic.Anthropic, anthropic.APIStatusError]):
-    """Anthropic's messages API (or a server that copies it), with the JSON instruction as system.
-
-    A request with an object schema carries one tool whose ``input_schema`` is that schema and a
-    ``tool_choice`` forcing it; the answer is the tool call's input. A server that ignores tools
-    answers in text, which is taken as it is. ``timeout_s`` bounds each phase (connect, write,
-    each read), not the whole call.
-    """
-
-    _default_name = "anthropic"
-    _answer_kind = "message"
-    _structured_wording = re.compile(r"\btools?\b|tool_choice|input_schema|tool use", re.IGNORECASE)
-    _errors = _SdkErrors(
-        anthropic.APIStatusError,
-        anthropic.APITimeoutError,
-        anthropic.APIConnectionError,
-        anthropic.APIResponseValidationError,
-    )
-
-    def __init__(
-        self,
-        model: str,
-        api_key: str | None,
-        base_url: str | None = None,
-        timeout_s: float = 60.0,
-        max_tokens: int = 4096,
-        prices: Prices = DEFAULT_PRICES,
-        *,
-        structured_output: bool = True,
-        name: str | None = None,
-    ) -> None:
-        self.max_tokens = max_tokens
-        super().__init__(
-            model,
-            api_key,
-            base_url,
-            timeout_s,
-            prices,
-            structured_output=structured_output,
-            name=name,
-        )
-
-    def _shown(self) -> dict[str, object]:
-        return {**super()._shown(), "max_tokens": self.max_tokens}
-
-    def _new_client(self, **options: Any) -> anthropic.Anthropic:
-        return anthropic.Anthropic(**options)
-
-    def _request(self, request: ModelRequest, system: str, *, structured: bool) -> dict[str, Any]:
-        arguments: dict[str, Any] = {
-            "model": self.model,
-            "max_tokens": self.max_tokens,
-            "system": system,
-            "messages": [{"role": "user", "content": request.prompt}],
-        }
-        if structured:
-            name = schema_name(request)
-            arguments["tools"] = [
-                {
-                    "name": name,
-                    "description": "Give your answer: its input is the answer itself.",
-                    "input_schema": dict(request.output_schema),
-                }
-            ]
-            arguments["tool_choice"] = {"type": "tool", "name": name}
-        return arguments
-
-    def _send(self, arguments: dict[str, Any]) -> object:
-        return self._client.messages.create(**arguments)
-
-    def _error_text(self, err: anthropic.APIStatusError) -> tuple[str, str]:
-        message = err.api_message or err.message
-        return message, " ".join(
-            str(part) for part in (message, err.type, err.error_code, err.body)
-        )
-
-    def _answer(self, message: object) -> tuple[str, tuple[int, int] | None]:
-        if not isinstance(message, Message):
-            raise self._failure(MalformedResponse, "the response is not a message")
-        if message.stop_reason == "refusal":
-            details = message.stop_details
-            category = f" (category {details.category})" if details and details.category else ""
-            raise self._failure(ContentRefused, f"the model refused to answer{category}")
-        if message.stop_reason == "max_tokens":
-            raise self._failure(OutputTruncated, f"the answer hit max_tokens={self.max_tokens}")
-        if message.stop_reason == "model_context_window_exceeded":
-            raise self._failure(ContextTooLong, "the conversation filled the context window")
-        blocks = message.content or []
-        calls = [b.input for b in blocks if isinstance(b, ToolUseBlock)]
-        if calls:  # the forced tool was called: its input is the answer
-            text = json.dumps(calls[0], ensure_ascii=False)
-        else:  # a server that ignores tools (or none were sent) answers in text
-            texts = [getattr(b, "text", None) for b in blocks if getattr(b, "type", None) == "text"]
-            text = "".join(part for part in texts if isinstance(part, str))
-        usage = message.usage
-        if usage is None or usage.input_tokens is None:
-            return text, None
-        return text, (usage.input_tokens, usage.output_tokens or 0)
+        return AnthropicProvider
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

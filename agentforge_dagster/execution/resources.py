@@ -150,14 +150,11 @@ class ModelResource(ConfigurableResource):
     def _provider(self, spec: ModelSpec) -> ModelProvider:
         if spec.provider == "offline":
             return OfflineModel()
-        # The SDKs take seconds to import: only runs that call a real model pay for that.
-        from agentforge_dagster.execution.llm_providers import (
-            AnthropicProvider,
-            OpenAICompatibleProvider,
-        )
-
-        provider: OpenAICompatibleProvider | AnthropicProvider
+        # The SDKs take seconds to import: a run imports only the SDK of the providers it uses.
+        provider: ModelProvider
         if spec.provider == "openai":
+            from agentforge_dagster.execution.llm_openai import OpenAICompatibleProvider
+
             provider = OpenAICompatibleProvider(
                 model=spec.model,
                 api_key=self.openai_api_key,
@@ -166,6 +163,8 @@ class ModelResource(ConfigurableResource):
                 prices=self.prices(),
             )
         else:
+            from agentforge_dagster.execution.llm_anthropic import AnthropicProvider
+
             provider = AnthropicProvider(
                 model=spec.model,
                 api_key=self.anthropic_api_key,
