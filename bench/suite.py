@@ -381,15 +381,16 @@ def concurrency_yaml(text: str, runs: int, pool: int) -> str:
 class DaemonBench:
     """One production stack (bench/chaos.py's) for every daemon case; the daemon started per case."""
 
-    def __init__(self, work: Path) -> None:
-        self.work = work
+    def __init__(self, work: Path, tree: Path = ROOT) -> None:
+        self.work, self.tree = work, tree
         self.stack: Any = None
         self._context: Any = None
 
     def __enter__(self) -> DaemonBench:
-        from chaos import production_stack
+        import chaos
 
-        self._context = production_stack(
+        chaos.ROOT = self.tree  # the daemon's workspace, dagster.yaml and code: the tree's
+        self._context = chaos.production_stack(
             self.work,
             {
                 "AGENTFORGE_DRILLS": "true",
@@ -398,12 +399,12 @@ class DaemonBench:
                 # A folder with a sitecustomize.py first on the path (e.g. a profiler of the run
                 # workers): AGENTFORGE_BENCH_PYTHONPATH.
                 "PYTHONPATH": os.pathsep.join(
-                    p for p in (os.environ.get("AGENTFORGE_BENCH_PYTHONPATH"), str(ROOT)) if p
+                    p for p in (os.environ.get("AGENTFORGE_BENCH_PYTHONPATH"), str(self.tree)) if p
                 ),
             },
         )
         self.stack = self._context.__enter__()
-        self.yaml = (ROOT / "dagster.yaml").read_text()
+        self.yaml = (self.tree / "dagster.yaml").read_text()
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -518,6 +519,8 @@ def submit_order(stack: Any, raw: dict[str, Any]) -> None:
 
 def profile_cases(profile: str) -> dict[str, list[Case]]:
     """The cases of a profile, by system. Reliability at a short latency, throughput at 5 s."""
+    if profile == "cpu":  # one daemon case: the CPU of an order, for a before/after with --tree
+        return {"plain": [], "inprocess": [], "daemon": [Case("daemon", 12, 0.0, 4, 1.0, seed=2)]}
     if profile == "quick":
         return {
             "plain": [Case("plain", n, f, 8, 0.05) for f, n in ((0.0, 200), (0.3, 200))]
@@ -554,9 +557,15 @@ def daemon_limits(case: Case, runs: int | None) -> tuple[int, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", choices=("quick", "full"), default="quick")
+    parser.add_argument("--profile", choices=("quick", "full", "cpu"), default="quick")
     parser.add_argument("--systems", default="plain,inprocess,daemon")
     parser.add_argument("--runs", type=int, help="max_concurrent_runs for every daemon case")
+    parser.add_argument(
+        "--tree",
+        type=Path,
+        default=ROOT,
+        help="the checkout the daemon runs (its code, dagster.yaml, workspace.yaml): a before/after",
+    )
     parser.add_argument("--write", type=Path, help="write the results as Markdown here")
     parser.add_argument("--json", type=Path, help="also keep the raw results here")
     parser.add_argument("--inprocess-worker", help=argparse.SUPPRESS)
@@ -580,7 +589,7 @@ def main() -> int:
     if "daemon" in chosen:
         work = Path(tempfile.mkdtemp(prefix="agentforge-bench-"))
         try:
-            with DaemonBench(work) as bench:
+            with DaemonBench(work, args.tree.resolve()) as bench:
                 for case in cases["daemon"]:
                     runs, pool = daemon_limits(case, args.runs)
                     log(

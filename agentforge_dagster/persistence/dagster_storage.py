@@ -1,4 +1,6 @@
-"""Dagster's PostgreSQL storage with one fix: changing a pool's default limit no longer fails steps.
+"""Dagster's PostgreSQL storage with one fix and one economy.
+
+**The fix: changing a pool's default limit no longer fails steps.**
 
 Dagster 1.13.27 (``SqlEventLogStorage.initialize_concurrency_limit_to_default``) sets a pool's limit
 from ``concurrency.pools.default_limit`` by inserting the pool's row and, on ``IntegrityError``,
@@ -9,6 +11,14 @@ then fails, run after run), and when two runs create the same pool's row at once
 ``dagster.yaml`` names :class:`AgentForgePostgresStorage` instead of ``storage: postgres``; it is
 ``dagster-postgres``'s storage, with the pool's row written in one statement,
 ``INSERT … ON CONFLICT (concurrency_key) DO UPDATE``, which neither fails nor races.
+
+**The economy: a connection is kept, not opened per statement.** dagster-postgres gives its run and
+event-log storages a ``NullPool``: every statement opens a new connection (authentication, and a
+new backend process forked on the server). A run worker opened about 330 a run (profiled under the
+daemon, bench/suite.py). Here each of those two storages keeps one connection, checked before use
+(``pool_pre_ping``: a restarted server costs a reconnect, not an error) and opens more only while
+statements overlap, closing them after, as Dagster's webserver does
+(``optimize_for_webserver``). A process holds two idle connections to PostgreSQL at most.
 """
 
 from __future__ import annotations
@@ -16,17 +26,69 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from dagster._core.storage.base_storage import DagsterStorage
 from dagster._core.storage.event_log.schema import ConcurrencyLimitsTable
 from dagster._serdes import ConfigurableClassData
-from dagster_postgres import DagsterPostgresStorage, PostgresEventLogStorage
-from dagster_postgres.utils import get_token_provider_from_config, pg_url_from_config
+from dagster_postgres import (
+    DagsterPostgresStorage,
+    PostgresEventLogStorage,
+    PostgresRunStorage,
+    PostgresScheduleStorage,
+)
+from dagster_postgres.utils import (
+    create_pg_engine,
+    get_token_provider_from_config,
+    pg_url_from_config,
+)
 from sqlalchemy.dialects.postgresql import insert
 
 MODULE = __name__
+OVERFLOW = 8  # connections opened beyond the kept one while statements overlap, closed after
+RECYCLE_SECONDS = 3600
+
+
+def keep_one_connection(storage: PostgresEventLogStorage | PostgresRunStorage) -> None:
+    """Give a dagster-postgres storage an engine that keeps one connection instead of none."""
+    if storage._engine.pool.__class__.__name__ != "NullPool":
+        return  # already pooled (optimize_for_webserver)
+    storage._engine.dispose()
+    storage._engine = create_pg_engine(
+        storage.postgres_url,
+        storage._token_provider,
+        isolation_level="AUTOCOMMIT",
+        pool_size=1,
+        max_overflow=OVERFLOW,
+        pool_recycle=RECYCLE_SECONDS,
+        pool_pre_ping=True,
+    )
+
+
+class PooledPostgresRunStorage(PostgresRunStorage):
+    """``PostgresRunStorage`` that keeps one connection."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        keep_one_connection(self)
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> PooledPostgresRunStorage:
+        return cls(
+            inst_data=inst_data,
+            postgres_url=pg_url_from_config(config_value),
+            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
+            token_provider=get_token_provider_from_config(config_value),
+        )
 
 
 class PoolSafePostgresEventLogStorage(PostgresEventLogStorage):
-    """``PostgresEventLogStorage`` whose pool defaults are written by an upsert."""
+    """``PostgresEventLogStorage`` whose pool defaults are written by an upsert, keeping one
+    connection."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        keep_one_connection(self)
 
     @classmethod
     def from_config_value(
@@ -62,7 +124,7 @@ class PoolSafePostgresEventLogStorage(PostgresEventLogStorage):
 
 
 class AgentForgePostgresStorage(DagsterPostgresStorage):
-    """``storage: postgres`` of ``dagster-postgres``, with :class:`PoolSafePostgresEventLogStorage`."""
+    """``storage: postgres`` of ``dagster-postgres``, with the storages of this module."""
 
     def __init__(
         self,
@@ -71,10 +133,21 @@ class AgentForgePostgresStorage(DagsterPostgresStorage):
         inst_data: ConfigurableClassData | None = None,
         token_provider: Any = None,
     ) -> None:
-        super().__init__(postgres_url, should_autocreate_tables, inst_data, token_provider)
+        # DagsterPostgresStorage.__init__ with this module's storages (building its own first
+        # would check the tables of each storage twice).
+        self.postgres_url = postgres_url
+        self.should_autocreate_tables = should_autocreate_tables
+        self._inst_data = inst_data
+        self._run_storage = PooledPostgresRunStorage(
+            postgres_url, should_autocreate_tables, token_provider=token_provider
+        )
         self._event_log_storage = PoolSafePostgresEventLogStorage(
             postgres_url, should_autocreate_tables, token_provider=token_provider
         )
+        self._schedule_storage = PostgresScheduleStorage(
+            postgres_url, should_autocreate_tables, token_provider=token_provider
+        )
+        DagsterStorage.__init__(self)  # type: ignore[arg-type]
 
     @classmethod
     def from_config_value(  # type: ignore[override]
@@ -85,6 +158,14 @@ class AgentForgePostgresStorage(DagsterPostgresStorage):
             postgres_url=pg_url_from_config(config_value),  # type: ignore[arg-type]
             should_autocreate_tables=config_value.get("should_autocreate_tables", True),
             token_provider=get_token_provider_from_config(config_value),  # type: ignore[arg-type]
+        )
+
+    @property
+    def run_storage_data(self) -> ConfigurableClassData | None:
+        if self.inst_data is None:
+            return None
+        return ConfigurableClassData(
+            MODULE, PooledPostgresRunStorage.__name__, self.inst_data.config_yaml
         )
 
     @property

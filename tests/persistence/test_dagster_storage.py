@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 from dagster import DagsterInstance
+from sqlalchemy import Engine, event, make_url, text
 from sqlalchemy.exc import InternalError
 
 from agentforge_dagster.persistence.dagster_storage import PoolSafePostgresEventLogStorage
@@ -79,3 +80,30 @@ def test_ours_follows_a_changed_default_and_survives_a_race(
         assert done == [True] * 8
         assert pool_limit(instance, "model_y") == 3
         assert instance.event_log_storage.get_concurrency_keys() >= {"model_x", "model_y"}
+
+
+def test_ours_keeps_a_connection_where_dagster_postgres_opens_one_a_statement(
+    tmp_path: Path, pg_url: str, pg_admin: Engine
+) -> None:
+    def connections_opened(storage: dict, home: Path) -> int:
+        opened: list[int] = []
+        with instance_with(home, storage, 2) as instance:
+            for engine in (instance.run_storage._engine, instance.event_log_storage._engine):
+                event.listen(engine, "connect", lambda *_: opened.append(1))
+            for _ in range(25):
+                instance.get_runs_count()
+                instance.event_log_storage.get_concurrency_keys()
+            # The server ends every connection (a restart): the next statement still works.
+            with pg_admin.connect() as conn:
+                conn.execute(
+                    text(
+                        "select pg_terminate_backend(pid) from pg_stat_activity "
+                        "where datname = :db and pid <> pg_backend_pid()"
+                    ),
+                    {"db": make_url(pg_url).database},
+                )
+            assert instance.get_runs_count() == 0
+        return len(opened)
+
+    assert connections_opened({"postgres": {"postgres_url": pg_url}}, tmp_path / "a") >= 51
+    assert connections_opened(ours(pg_url), tmp_path / "b") <= 3
