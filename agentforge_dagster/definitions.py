@@ -17,7 +17,6 @@ from agentforge_dagster.execution.faults import FaultInjector
 from agentforge_dagster.execution.resources import (
     ModelResource,
     StepOptions,
-    parse_model_specs,
 )
 from agentforge_dagster.metrics.assets import (
     FIGURES_JOB,
@@ -151,10 +150,6 @@ def artifact_io_manager(settings: AgentForgeSettings) -> ConfigurableIOManager:
     return LocalArtifactIOManager(base_dir=str(settings.resolved_artifacts_dir()))
 
 
-def primary_provider(settings: AgentForgeSettings) -> str:
-    return parse_model_specs(settings.models)[0].provider
-
-
 def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = None) -> Definitions:
     """The code location for ``settings``; ``drills`` (default: as the settings say) adds fault
     injection, which the demo, the benchmarks, the tests and fault campaigns switch on."""
@@ -165,7 +160,7 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
     )
     return Definitions(
         assets=[
-            *build_order_assets(primary_provider(settings), drills=drills),
+            *build_order_assets(drills=drills),
             daily_business_figures,
             daily_reliability,
             dead_letter_queue_asset,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from dagster import Backoff, Definitions, Jitter
 
-from agentforge_dagster.execution.assets import ORDER_GROUP, model_pool
+from agentforge_dagster.execution.assets import MODEL_POOL, ORDER_GROUP
 from agentforge_dagster.execution.steps import STEPS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -58,6 +58,6 @@ def test_six_order_assets_with_retry_policy_and_pools(defs: Definitions) -> None
     for spec in STEPS:
         node_def = job.graph.node_named(spec.asset_name).definition
         assert getattr(node_def, "retry_policy", None) is None, "one policy, on the job"
-        assert node_def.pool == (model_pool("offline") if spec.uses_model else None)  # type: ignore[union-attr]
+        assert node_def.pool == (MODEL_POOL if spec.uses_model else None)  # type: ignore[union-attr]
         assets_def = defs.resolve_assets_def(spec.asset_name)
         assert assets_def.group_names_by_key[assets_def.key] == ORDER_GROUP

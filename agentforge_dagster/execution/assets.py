@@ -49,9 +49,10 @@ ORDERS_PARTITIONS = DynamicPartitionsDefinition(name=ORDERS_PARTITIONS_NAME)
 ORDER_GROUP = "orders"
 
 
-def model_pool(provider: str) -> str:
-    """The concurrency pool of the steps that call ``provider`` (limits in dagster.yaml)."""
-    return f"model_{provider}"
+# The concurrency pool of every step that calls a model (its limit in dagster.yaml): the overall
+# cap on model steps. Which provider answers is decided at call time (fallback, open breakers), so
+# each provider's own limits are kept by the shared limiter (persistence/rate_limits.py), not here.
+MODEL_POOL = "model_calls"
 
 
 def run_step(
@@ -300,6 +301,6 @@ def build_step_asset(spec: StepSpec, pool: str, *, drills: bool = False) -> Asse
     return _step_asset
 
 
-def build_order_assets(provider: str, *, drills: bool = False) -> list[AssetsDefinition]:
-    """The six order assets; the model steps share the provider's concurrency pool."""
-    return [build_step_asset(spec, model_pool(provider), drills=drills) for spec in STEPS]
+def build_order_assets(*, drills: bool = False) -> list[AssetsDefinition]:
+    """The six order assets; the model steps share the pool :data:`MODEL_POOL`."""
+    return [build_step_asset(spec, MODEL_POOL, drills=drills) for spec in STEPS]
