@@ -17,6 +17,7 @@ from agentforge_dagster.execution.faults import FaultInjector
 from agentforge_dagster.execution.resources import (
     ModelResource,
     StepOptions,
+    parse_model_specs,
 )
 from agentforge_dagster.metrics.assets import (
     FIGURES_JOB,
@@ -192,7 +193,31 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
     )
 
 
+def run_worker_modules(settings: AgentForgeSettings) -> list[str]:
+    """What a run worker of this code location imports besides Dagster (run_worker_start.py)."""
+    modules = [__name__]
+    providers = {spec.provider for spec in parse_model_specs(settings.models)}
+    modules += [sdk for sdk in ("openai", "anthropic") if sdk in providers]
+    modules += [
+        f"agentforge_dagster.execution.llm_{sdk}"
+        for sdk in ("openai", "anthropic")
+        if sdk in providers
+    ]
+    if settings.s3_bucket:
+        modules += [
+            "boto3",
+            "dagster_aws.s3.compute_log_manager",
+            "agentforge_dagster.persistence.io_managers_s3",
+        ]
+    return modules
+
+
 @definitions
 def defs() -> Definitions:
     """The code location: loaded lazily, so the environment is read when Dagster loads it."""
-    return build_definitions(load_settings())
+    settings = load_settings()
+    if settings.run_worker_start == "forkserver":
+        from agentforge_dagster.orchestration.run_worker_start import preload_run_workers
+
+        preload_run_workers(run_worker_modules(settings))
+    return build_definitions(settings)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -105,6 +106,11 @@ class AgentForgeSettings(BaseSettings):
     )
     model_timeout_seconds: float = Field(default=120.0, gt=0)
     # Orchestration under the daemon.
+    run_worker_start: Literal["forkserver", "spawn"] = Field(
+        default="forkserver",
+        description="How the code server starts run workers: forked from a process that has "
+        "imported Dagster and this code once (forkserver), or Dagster's own spawn.",
+    )
     sensor_interval_seconds: int = Field(default=15, ge=1)
     queue_batch: int = Field(default=50, ge=1)
     order_run_max_runtime_seconds: int = Field(default=900, ge=10)

@@ -187,9 +187,16 @@ def code_servers() -> list[int]:
 
 
 def run_workers() -> list[int]:
-    """Run workers: the code server starts each run as a child process of its own."""
+    """Run workers: the code server starts each run as a process of its own, a child of its
+    forkserver (orchestration/run_worker_start.py), or its own child with Dagster's spawn."""
     servers = set(code_servers())
-    return [p.pid for p in processes() if p.ppid in servers and "spawn_main" in p.cmdline]
+    found = processes()
+    forkservers = {p.pid for p in found if p.ppid in servers and "forkserver" in p.cmdline}
+    return [
+        p.pid
+        for p in found
+        if p.ppid in forkservers or (p.ppid in servers and "spawn_main" in p.cmdline)
+    ]
 
 
 # -- the workload -----------------------------------------------------------------------------------

@@ -142,19 +142,37 @@ def bill(fake: FakeLLMServer, result: Result) -> None:
     result.in_flight = busy / (hi - lo) if hi > lo else 0.0
 
 
-def run_child(args: list[str], env: dict[str, str] | None = None) -> tuple[dict[str, Any], float]:
-    """Run a Python child to completion: its JSON answer and its CPU-seconds (children included)."""
+def run_children(
+    commands: list[list[str]], envs: list[dict[str, str] | None]
+) -> tuple[list[dict[str, Any]], float]:
+    """Run Python children side by side to completion: their JSON answers and the CPU-seconds
+    they and their children used."""
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    done = subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, env=env, cwd=ROOT, check=False
-    )
+    children = [
+        subprocess.Popen(
+            [sys.executable, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            cwd=ROOT,
+        )
+        for args, env in zip(commands, envs, strict=True)
+    ]
+    outputs = [child.communicate() for child in children]
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if done.returncode != 0:
-        raise RuntimeError(f"{args[0]} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    for args, child, (_, stderr) in zip(commands, children, outputs, strict=True):
+        if child.returncode != 0:
+            raise RuntimeError(f"{args[0]} failed ({child.returncode}):\n{stderr[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return json.loads(done.stdout.strip().splitlines()[-1]), cpu
+    return [json.loads(stdout.strip().splitlines()[-1]) for stdout, _ in outputs], cpu
+
+
+def run_child(args: list[str], env: dict[str, str] | None = None) -> tuple[dict[str, Any], float]:
+    answers, cpu = run_children([args], [env])
+    return answers[0], cpu
 
 
 # -- (a) the plain script -----------------------------------------------------------------------------
@@ -200,27 +218,38 @@ def project_env(fake: FakeLLMServer, case: Case) -> dict[str, str]:
 
 
 def run_inprocess(case: Case) -> Result:
+    """``agentforge run`` on its own home; a large case on two homes side by side (two shells,
+    one core each), each running every other order."""
     result = Result(case)
+    shards = 2 if case.orders >= 200 else 1
+    if shards > 1:
+        result.notes = f"{shards} processes side by side, each on its own home"
     with provider(case) as fake, tempfile.TemporaryDirectory(prefix="bench-b-") as tmp:
-        env = {
-            **{k: v for k, v in os.environ.items() if not k.startswith("AGENTFORGE_")},
-            **project_env(fake, case),
-            "AGENTFORGE_HOME": f"{tmp}/agentforge",
-            "DAGSTER_HOME": f"{tmp}/dagster_home",
-            "PYTHONPATH": str(ROOT),
-        }
+        envs: list[dict[str, str] | None] = [
+            {
+                **{k: v for k, v in os.environ.items() if not k.startswith("AGENTFORGE_")},
+                **project_env(fake, case),
+                "AGENTFORGE_HOME": f"{tmp}/{shard}/agentforge",
+                "DAGSTER_HOME": f"{tmp}/{shard}/dagster_home",
+                "PYTHONPATH": str(ROOT),
+            }
+            for shard in range(shards)
+        ]
+        commands = [
+            ["bench/suite.py", "--inprocess-worker", json.dumps([asdict(case), shard, shards])]
+            for shard in range(shards)
+        ]
         started = time.monotonic()
-        answer, result.cpu_s = run_child(
-            ["bench/suite.py", "--inprocess-worker", json.dumps(asdict(case))], env=env
-        )
+        answers, result.cpu_s = run_children(commands, envs)
         result.wall_s = time.monotonic() - started
         bill(fake, result)
-    for key in ("delivered", "dead_lettered", "lost", "twice", "replays", "latencies"):
-        setattr(result, key, answer[key])
+    for key in ("delivered", "dead_lettered", "lost", "twice", "replays"):
+        setattr(result, key, sum(answer[key] for answer in answers))
+    result.latencies = [x for answer in answers for x in answer["latencies"]]
     return result
 
 
-def inprocess_worker(case: Case) -> dict[str, Any]:
+def inprocess_worker(case: Case, shard: int = 0, shards: int = 1) -> dict[str, Any]:
     """Child of (b): submit the orders, run them here, then the automatic replays, and count."""
     from dagster import DagsterInstance
 
@@ -236,7 +265,10 @@ def inprocess_worker(case: Case) -> dict[str, Any]:
     (Path(settings.dagster_home) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     store = BusinessStore.from_url(settings.resolved_database_url())
     store.upgrade()
-    ids = [store.submit(parse_order(order(case, i))).order_id for i in range(case.orders)]
+    ids = [
+        store.submit(parse_order(order(case, i))).order_id
+        for i in range(shard, case.orders, shards)
+    ]
     submitted = {order_id: time.time() for order_id in ids}
     run_config = {
         "loggers": {"console": {"config": {"log_level": "CRITICAL"}}},
@@ -324,8 +356,8 @@ def kind_of(cmdline: str) -> str:
         return "daemon"
     if "dagster api grpc" in cmdline:
         return "code server"
-    if "spawn_main" in cmdline or "execute_run" in cmdline:
-        return "run worker"
+    if "spawn_main" in cmdline or "forkserver" in cmdline or "execute_run" in cmdline:
+        return "run worker"  # the forkserver and its forks, or Dagster's spawned workers
     return "other"
 
 
@@ -359,9 +391,11 @@ def session_cpu(session: int) -> dict[str, float]:
     by_kind: dict[str, float] = {}
     for usage in session_processes(session).values():
         by_kind[usage.kind] = by_kind.get(usage.kind, 0.0) + usage.own
-        reaped_kind = {"code server": "run worker", "daemon": "code server"}.get(
-            usage.kind, "other"
-        )
+        reaped_kind = {
+            "code server": "run worker",
+            "run worker": "run worker",  # the forkserver reaps the workers forked from it
+            "daemon": "code server",
+        }.get(usage.kind, "other")
         by_kind[reaped_kind] = by_kind.get(reaped_kind, 0.0) + usage.reaped
     return by_kind
 
@@ -521,6 +555,14 @@ def profile_cases(profile: str) -> dict[str, list[Case]]:
     """The cases of a profile, by system. Reliability at a short latency, throughput at 5 s."""
     if profile == "cpu":  # one daemon case: the CPU of an order, for a before/after with --tree
         return {"plain": [], "inprocess": [], "daemon": [Case("daemon", 12, 0.0, 4, 1.0, seed=2)]}
+    if profile == "throughput":  # the daemon at the provider's limit only
+        return {
+            "plain": [],
+            "inprocess": [],
+            "daemon": [
+                Case("daemon", 6 * limit, 0.0, limit, 5.0, purpose="throughput") for limit in (4, 8)
+            ],
+        }
     if profile == "quick":
         return {
             "plain": [Case("plain", n, f, 8, 0.05) for f, n in ((0.0, 200), (0.3, 200))]
@@ -538,7 +580,10 @@ def profile_cases(profile: str) -> dict[str, list[Case]]:
             Case("plain", 6 * limit, 0.0, limit, 5.0, purpose="throughput")
             for limit in (2, 4, 8, 16)
         ],
-        "inprocess": [Case("inprocess", n, f, 8, 0.05) for f, n in rates]
+        "inprocess": [
+            Case("inprocess", n, f, 8, 0.05)
+            for f, n in ((0.0, 60), (0.1, 60), (0.3, 1000), (0.5, 60))
+        ]
         + [Case("inprocess", 4, 0.0, 4, 5.0, purpose="throughput")],
         "daemon": [
             Case("daemon", n, f, 8, 0.05) for f, n in ((0.0, 30), (0.1, 30), (0.3, 100), (0.5, 30))
@@ -557,7 +602,9 @@ def daemon_limits(case: Case, runs: int | None) -> tuple[int, int]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--profile", choices=("quick", "full", "cpu"), default="quick")
+    parser.add_argument(
+        "--profile", choices=("quick", "full", "cpu", "throughput"), default="quick"
+    )
     parser.add_argument("--systems", default="plain,inprocess,daemon")
     parser.add_argument("--runs", type=int, help="max_concurrent_runs for every daemon case")
     parser.add_argument(
@@ -571,7 +618,8 @@ def main() -> int:
     parser.add_argument("--inprocess-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inprocess_worker:
-        print(json.dumps(inprocess_worker(Case(**json.loads(args.inprocess_worker)))))
+        case, shard, shards = json.loads(args.inprocess_worker)
+        print(json.dumps(inprocess_worker(Case(**case), shard, shards)))
         return 0
     cases = profile_cases(args.profile)
     chosen = args.systems.split(",")
