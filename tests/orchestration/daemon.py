@@ -42,6 +42,19 @@ class Daemon:
         self.process.send_signal(signal.SIGKILL)
         self.process.wait(timeout=30)
 
+    def session_commands(self) -> list[str]:
+        """The command lines of the processes the running daemon started (its session)."""
+        assert self.process is not None
+        found = []
+        for entry in Path("/proc").iterdir():
+            try:
+                session = int((entry / "stat").read_text().rsplit(") ", 1)[1].split()[3])
+                if entry.name.isdigit() and session == self.process.pid:
+                    found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode())
+            except (OSError, IndexError, ValueError):
+                continue
+        return found
+
     def stop_everything(self) -> None:
         for group in self.groups:
             with contextlib.suppress(ProcessLookupError):
