@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import dagster
+import yaml
 from dagster import (
     AssetKey,
     AssetMaterialization,
@@ -123,11 +124,18 @@ def postgres_version(admin_url: str) -> str:
 
 
 def write_instance_config(home: Path, dagster_url: str) -> None:
-    """PostgreSQL storage, as in the repository's dagster.yaml; nothing else is needed here."""
+    """The storage of the repository's dagster.yaml (dagster-postgres with the project's fix and
+    kept connection); nothing else of it is needed here."""
     home.mkdir(parents=True, exist_ok=True)
-    (home / "dagster.yaml").write_text(
-        f"storage:\n  postgres:\n    postgres_url: {dagster_url}\ntelemetry:\n  enabled: false\n"
-    )
+    storage = {
+        "custom": {
+            "module": "agentforge_dagster.persistence.dagster_storage",
+            "class": "AgentForgePostgresStorage",
+            "config": {"postgres_url": dagster_url},
+        }
+    }
+    config = {"storage": storage, "telemetry": {"enabled": False}}
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config))
 
 
 @dataclass
@@ -497,8 +505,9 @@ def main() -> int:
                     f"{os.cpu_count()} cores (shared with other work; load average {load_before:.2f} at "
                     f"the start, {load_after:.2f} at the end), "
                     f"Python {platform.python_version()}, Dagster {dagster.__version__}, "
-                    f"PostgreSQL {server_version} on 127.0.0.1 holding the instance's storage and "
-                    "the business store. Median of "
+                    f"PostgreSQL {server_version} on 127.0.0.1 holding the instance's storage "
+                    "(the repository's: dagster-postgres with the project's fix and kept "
+                    "connection) and the business store. Median of "
                     f"{args.repeats} repetitions; the whole run took {total / 60:.1f} min.",
                     "",
                     f"Command: `.venv/bin/python {command}`",

@@ -38,6 +38,7 @@ from agentforge_dagster.execution.ecs_launcher import (
     task_size_for,
 )
 from agentforge_dagster.execution.launcher import decide_cap, parse_memory
+from agentforge_dagster.persistence.dagster_storage import PoolSafePostgresEventLogStorage
 from tests.execution.test_ecs_launcher import OFFLINE_AWS
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,7 +69,7 @@ def test_the_ecs_instance_loads_with_its_launcher_and_without_calling_aws(
     home.mkdir()
     shutil.copy(ECS_YAML, home / "dagster.yaml")
     with DagsterInstance.from_config(str(home)) as instance:
-        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
+        assert isinstance(instance.event_log_storage, PoolSafePostgresEventLogStorage)
         assert type(instance.compute_log_manager).__name__ == "S3ComputeLogManager"
         assert instance.run_monitoring_enabled and instance.run_retries_enabled
         launcher = instance.run_launcher
