@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: venv services demo test lint format bench bench-quick bench-reliability soak chaos notebook report ui dagster-home clean images up down deploy rollback
+.PHONY: venv services demo test lint format bench bench-quick bench-reliability bench-partitions soak chaos notebook report ui dagster-home clean images up down deploy rollback
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -50,6 +50,12 @@ bench-quick: venv
 ## bench-reliability: the in-process reliability table by fault rate and seed (bench/RELIABILITY.md)
 bench-reliability: venv
 	$(BIN)/python bench/reliability.py --write bench/RELIABILITY.md
+
+## bench-partitions: what 10k and 100k order partitions cost (sensor tick, adding one, the UI's
+## Partitions tab in a real dagster-webserver) beside 100, on throwaway PostgreSQL databases of the
+## server at 127.0.0.1:5432 (make services); results to bench/PARTITIONS.md (about 2 minutes)
+bench-partitions: venv
+	$(BIN)/python bench/partitions.py --write bench/PARTITIONS.md
 
 ## soak: 100 orders under the real daemon (faults, a SIGKILL mid-way); figures to bench/SOAK.md
 soak: venv services
