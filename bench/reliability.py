@@ -4,7 +4,7 @@ For each (fault rate, seed) it runs N fresh orders through Dagster in-process wi
 policy, then records the measured end-to-end success next to the no-retry prediction (1 - f)^6,
 and the wall time per order. ``--write FILE`` writes the results as Markdown.
 
-    .venv/bin/python bench/reliability.py --orders 20 --write bench/RESULTS.md
+    .venv/bin/python bench/reliability.py --orders 20 --write bench/RELIABILITY.md
 """
 
 from __future__ import annotations

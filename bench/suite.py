@@ -12,7 +12,8 @@ in one run of this script:
 (c) ``daemon`` — this project under ``dagster-daemon`` with the repository's ``dagster.yaml``
     (PostgreSQL storage on a cluster of its own, S3 compute logs and artifacts on a moto server);
     the concurrency section is set per case (runs, the model pool) and said in the results;
-(d) ``docker`` — the same with the Docker run launcher (see ``bench/docker_case.py``).
+(d) the Docker run launcher is not part of the suite yet: ``tests/deploy`` runs real orders in run
+    containers, but no figures are measured there.
 
 For each case it measures orders delivered (automatic replays counted, no manual step), lost,
 delivered twice and dead-lettered; model spend per delivered order (the tokens the fake billed, at
@@ -447,7 +448,7 @@ class DaemonBench:
     def run(self, case: Case, runs: int, pool: int) -> Result:
         from chaos import code_servers, wait_for
 
-        result = Result(case, notes=f"max_concurrent_runs {runs}, model pool {pool}")
+        result = Result(case, notes=f"runs {runs}, pool {pool}")
         stack = self.stack
         home = Path(stack.daemon.env["DAGSTER_HOME"])
         (home / "dagster.yaml").write_text(concurrency_yaml(self.yaml, runs, pool))
@@ -475,6 +476,9 @@ class DaemonBench:
             result.cpu_by_kind = {
                 k: round(v / case.orders, 2) for k, v in spent.items() if v > 0.05
             }
+            result.notes += "; CPU s/order: " + ", ".join(
+                f"{kind} {value}" for kind, value in sorted(result.cpu_by_kind.items())
+            )
             bill(fake, result)
         figures = store_figures(stack.store, ids, submitted)
         for key in ("delivered", "dead_lettered", "lost", "twice", "replays", "latencies"):

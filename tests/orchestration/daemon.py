@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import yaml
 
 ROOT = Path(__file__).resolve().parents[2]
 DAEMON = str(Path(sys.executable).parent / "dagster-daemon")
@@ -74,7 +75,10 @@ def daemon_environment(
 ) -> tuple[Path, dict[str, str]]:
     home = tmp_path / "dagster_home"
     home.mkdir(exist_ok=True)
-    shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+    # The repository's instance, with the model pool at 2: few orders still meet the cap.
+    config = yaml.safe_load((ROOT / "dagster.yaml").read_text())
+    config["concurrency"]["pools"]["default_limit"] = 2
+    (home / "dagster.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
     env = {
         **os.environ,
         "DAGSTER_HOME": str(home),
