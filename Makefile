@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: venv services demo test lint format bench bench-quick bench-reliability bench-partitions soak chaos notebook report ui dagster-home clean images up down deploy rollback
+.PHONY: venv services demo test lint format bench bench-quick bench-docker bench-reliability bench-partitions soak chaos notebook report ui dagster-home clean images up down deploy rollback
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,12 @@ bench: venv
 bench-quick: venv
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/suite.py --profile quick
+
+## bench-docker: benchmark (d), 20 orders at f = 0.3 with the Docker run launcher (installs the
+## engine and builds the images as make test does); writes bench/DOCKER.md
+bench-docker: venv services
+	AGENTFORGE_BENCH_DOCKER_FAULT_RATE=0.3 $(BIN)/pytest -p no:cacheprovider -m bench \
+		tests/deploy/test_bench_docker.py
 
 ## bench-reliability: the in-process reliability table by fault rate and seed (bench/RELIABILITY.md)
 bench-reliability: venv

@@ -142,12 +142,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     wall = time.monotonic() - started
     invoices.close()
     await client.close()
+    completed = len(latencies)  # every step done, the invoice included
     return {
         "orders": len(orders),
-        "delivered": len(delivered),
+        "delivered": completed,
         "twice": sum(1 for n in delivered.values() if n > 1),
         "failed": len(failed),
-        "lost": len(orders) - len(delivered) - len(failed),
+        "lost": len(orders) - completed - len(failed),
         "step_attempts": attempts,
         "latencies": latencies,
         "wall_s": wall,

@@ -619,6 +619,11 @@ def main() -> int:
     )
     parser.add_argument("--write", type=Path, help="write the results as Markdown here")
     parser.add_argument("--json", type=Path, help="also keep the raw results here")
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        help="the raw results of an earlier run (--json): keep those of the systems not run now",
+    )
     parser.add_argument("--inprocess-worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inprocess_worker:
@@ -654,16 +659,45 @@ def main() -> int:
         finally:
             shutil.rmtree(work, ignore_errors=True)
     wall = time.monotonic() - started
+    if args.resume:
+        kept, kept_memory, kept_wall = load_results(args.resume)
+        results = [r for r in kept if r.case.system not in chosen] + results
+        memory = memory or kept_memory
+        wall += kept_wall
+        order_of = {system: n for n, system in enumerate(NAMES)}
+        results.sort(key=lambda r: order_of[r.case.system])  # stable: cases keep their order
     report = render(results, memory, args, wall)
     print(report)
     if args.json:
-        args.json.write_text(json.dumps([{**asdict(r), "case": asdict(r.case)} for r in results]))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "results": [{**asdict(r), "case": asdict(r.case)} for r in results],
+                    "memory": memory,
+                    "wall_s": wall,
+                }
+            )
+        )
     if args.write:
         figures(results, args.write.parent / "figures")
         args.write.write_text(report)
     return (
         0 if all(r.lost == 0 and r.twice == 0 for r in results if r.case.system != "plain") else 1
     )
+
+
+def load_results(path: Path) -> tuple[list[Result], dict[str, float], float]:
+    """Results kept with --json (a list of results, or the results with memory and wall time)."""
+    data = json.loads(path.read_text())
+    if isinstance(data, list):
+        data = {"results": data, "memory": {}, "wall_s": 0.0}
+    results = []
+    for raw in data["results"]:
+        raw = dict(raw)
+        case = Case(**raw.pop("case"))
+        raw["spend_by_order"] = {int(k): v for k, v in raw.get("spend_by_order", {}).items()}
+        results.append(Result(case, **raw))
+    return results, data.get("memory", {}), data.get("wall_s", 0.0)
 
 
 def summary(r: Result) -> str:

@@ -294,6 +294,16 @@ def docker_deployment(
     # Drills (slow models, memory ballast) are not production wiring: switched on for the code
     # server and, through the launcher's env_vars, for every run container.
     config["run_launcher"]["config"]["env_vars"].append("AGENTFORGE_DRILLS")
+    # make bench-docker (test_bench_docker.py): faults on every step, automatic replays as in
+    # production; the code server and every run container see the same settings.
+    bench = {
+        "AGENTFORGE_FAULT_RATE": os.environ.get("AGENTFORGE_BENCH_DOCKER_FAULT_RATE", "0"),
+        "AGENTFORGE_DLQ_MAX_REPLAYS": "3",
+        "AGENTFORGE_DLQ_COOLDOWN_SECONDS": "5",
+    }
+    benching = "AGENTFORGE_BENCH_DOCKER_FAULT_RATE" in os.environ
+    if benching:
+        config["run_launcher"]["config"]["env_vars"] += sorted(bench)
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
     port = _free_port()
     workspace = tmp / "workspace.yaml"
@@ -352,6 +362,7 @@ def docker_deployment(
         "AWS_REGION": "us-east-1",
         "AWS_SECRET_ACCESS_KEY": CANARY,  # moto takes any
         "AGENTFORGE_SECRETS_DIR": str(secrets_dir),
+        **(bench if benching else {}),
     }
     store = BusinessStore.from_url(business_url)
     store.upgrade()
