@@ -267,12 +267,24 @@ class ModelGateway:
             time.sleep(grant.wait_s)
             waited += grant.wait_s
         try:
-            return call_with_timeout(provider.complete, request, timeout_s=self.timeout_s)
+            response = call_with_timeout(provider.complete, request, timeout_s=self.timeout_s)
         except ProviderRateLimited as exc:  # a 429: slow everyone down at once
+            self.store.end_call(name, limits, grant.call_id)
             self.store.throttle(name, limits, exc.retry_after)
             raise
-        finally:
+        except BaseException:
             self.store.end_call(name, limits, grant.call_id)
+            raise
+        # The provider's own count of what is left (its rate-limit headers), where it gave one:
+        # a limit set too high here, or shared with callers we do not see, is kept all the same.
+        self.store.end_call(
+            name,
+            limits,
+            grant.call_id,
+            remaining_requests=response.remaining_requests,
+            remaining_tokens=response.remaining_tokens,
+        )
+        return response
 
     def _reserve_budget(self, provider: ModelProvider, request: ModelRequest) -> int | None:
         """Reserve the call's worst-case cost against the month's cap; None: no cap."""

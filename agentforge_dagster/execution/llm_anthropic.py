@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from typing import Any
 
 import anthropic
@@ -32,6 +33,10 @@ class AnthropicProvider(_SdkProvider[anthropic.Anthropic, anthropic.APIStatusErr
     """
 
     _default_name = "anthropic"
+    _remaining_headers = (
+        "anthropic-ratelimit-requests-remaining",
+        "anthropic-ratelimit-tokens-remaining",
+    )
     _answer_kind = "message"
     _structured_wording = re.compile(r"\btools?\b|tool_choice|input_schema|tool use", re.IGNORECASE)
     _errors = _SdkErrors(
@@ -89,8 +94,9 @@ class AnthropicProvider(_SdkProvider[anthropic.Anthropic, anthropic.APIStatusErr
             arguments["tool_choice"] = {"type": "tool", "name": name}
         return arguments
 
-    def _send(self, arguments: dict[str, Any]) -> object:
-        return self._client.messages.create(**arguments)
+    def _send(self, arguments: dict[str, Any]) -> tuple[object, Mapping[str, str]]:
+        raw = self._client.messages.with_raw_response.create(**arguments)
+        return raw.parse(), raw.headers
 
     def _error_text(self, err: anthropic.APIStatusError) -> tuple[str, str]:
         message = err.api_message or err.message

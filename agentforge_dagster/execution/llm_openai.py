@@ -32,6 +32,7 @@ class OpenAICompatibleProvider(_SdkProvider[openai.OpenAI, openai.APIStatusError
 
     _default_name = "openai"
     _answer_kind = "completion"
+    _remaining_headers = ("x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens")
     _structured_wording = re.compile(
         r"response_format|json_schema|structured output|guided_json", re.IGNORECASE
     )
@@ -64,8 +65,9 @@ class OpenAICompatibleProvider(_SdkProvider[openai.OpenAI, openai.APIStatusError
             }
         return arguments
 
-    def _send(self, arguments: dict[str, Any]) -> object:
-        return self._client.chat.completions.create(**arguments)
+    def _send(self, arguments: dict[str, Any]) -> tuple[object, Mapping[str, str]]:
+        raw = self._client.chat.completions.with_raw_response.create(**arguments)
+        return raw.parse(), raw.headers
 
     def _error_text(self, err: openai.APIStatusError) -> tuple[str, str]:
         body = err.body

@@ -46,7 +46,7 @@ import time
 import traceback
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any, ClassVar, Generic, NoReturn, Protocol, TypeVar
 
@@ -258,6 +258,8 @@ class _SdkProvider(ABC, Generic[_Client, _StatusError]):
     _structured_wording: ClassVar[re.Pattern[str]]
     _errors: _SdkErrors[_StatusError]
     _answer_kind: ClassVar[str]  # what a usable response body holds, for error messages
+    # The answer's headers saying how many requests and tokens are left of the provider's limits.
+    _remaining_headers: ClassVar[tuple[str, str]]
 
     def __init__(
         self,
@@ -328,6 +330,13 @@ class _SdkProvider(ABC, Generic[_Client, _StatusError]):
                 return self._read(answer, request, system, started)
             self._raise(failure, cause)
 
+    def _remaining(self, headers: Mapping[str, str]) -> tuple[int | None, int | None]:
+        """Requests and tokens left, as the answer's rate-limit headers say (None: not said)."""
+        return (
+            _header_int(headers, self._remaining_headers[0]),
+            _header_int(headers, self._remaining_headers[1]),
+        )
+
     @abstractmethod
     def _new_client(self, **options: Any) -> _Client:
         """The SDK client, from the options both SDKs take alike (key, base URL, timeout, retries)."""
@@ -337,8 +346,8 @@ class _SdkProvider(ABC, Generic[_Client, _StatusError]):
         """The SDK call's arguments; with ``structured``, asking for output in the request's schema."""
 
     @abstractmethod
-    def _send(self, arguments: dict[str, Any]) -> object:
-        """One HTTP request; what the SDK made of the answer."""
+    def _send(self, arguments: dict[str, Any]) -> tuple[object, Mapping[str, str]]:
+        """One HTTP request; what the SDK made of the answer, and the answer's headers."""
 
     @abstractmethod
     def _error_text(self, err: _StatusError) -> tuple[str, str]:
@@ -352,14 +361,21 @@ class _SdkProvider(ABC, Generic[_Client, _StatusError]):
         """
 
     def _read(
-        self, answer: object, request: ModelRequest, system: str, started: float
+        self,
+        answer: tuple[object, Mapping[str, str]],
+        request: ModelRequest,
+        system: str,
+        started: float,
     ) -> ModelResponse:
-        text, usage = self._answer(answer)
+        body, headers = answer
+        text, usage = self._answer(body)
         if not text.strip():
             raise self._failure(MalformedResponse, "the model returned an empty answer")
         if usage is None:  # some local servers report no usage: estimate it
             usage = estimate_tokens(system + request.prompt), estimate_tokens(text)
-        return self._response(text, *usage, started)
+        response = self._response(text, *usage, started)
+        requests_left, tokens_left = self._remaining(headers)
+        return replace(response, remaining_requests=requests_left, remaining_tokens=tokens_left)
 
     def _wants_structured(self, request: ModelRequest) -> bool:
         return self.structured_output and request.output_schema.get("type") == "object"
@@ -474,6 +490,15 @@ class _SdkProvider(ABC, Generic[_Client, _StatusError]):
             cost_usd=cost,
             latency_s=latency,
         )
+
+
+def _header_int(headers: Mapping[str, str], name: str) -> int | None:
+    """A header's whole number, None when absent or not a number."""
+    value = headers.get(name)
+    try:
+        return int(float(value)) if value is not None else None
+    except ValueError:
+        return None
 
 
 def _short(error: BaseException) -> str:

@@ -67,10 +67,18 @@ class ModelResponse:
     output_tokens: int
     cost_usd: float
     latency_s: float
+    # What the provider's rate-limit headers said was left of its limits after this answer
+    # (None: it did not say); the shared limiter believes them (persistence/rate_limits.py).
+    remaining_requests: int | None = None
+    remaining_tokens: int | None = None
 
     def row(self, *, without: str) -> dict[str, Any]:
         """The answer's fields by name, all but ``without``: the columns a stored row keeps."""
-        return {name: value for name, value in asdict(self).items() if name != without}
+        return {
+            name: value
+            for name, value in asdict(self).items()
+            if name not in (without, "remaining_requests", "remaining_tokens")
+        }
 
 
 class ModelProvider(Protocol):

@@ -74,3 +74,39 @@ def test_our_shared_limit_keeps_eight_workers_inside_the_providers(store: Busine
     assert plain.rate_limited > 0 and answered_alone < 8
     assert shared.rate_limited == 0 and answered_shared == 8
     assert shared.most_at_once == 2
+
+
+def test_our_limit_follows_the_providers_headers_when_set_too_high(store: BusinessStore) -> None:
+    """Configured at 100 requests a minute for a provider that allows 3: from its headers the
+    limiter knows after each answer what is left, and the fourth call waits here instead of
+    going out to meet a 429."""
+    limits = RateLimits(requests_per_minute=100)
+
+    def four_calls(fake: FakeLLMServer, name: str) -> list[str]:
+        provider = OpenAICompatibleProvider("m1", "key", fake.openai_base_url, 10.0, name=name)
+        outcomes = []
+        for order in range(4):
+            gateway = ModelGateway(
+                store=store,
+                providers=[provider],
+                order_id=f"{name}-{order}",
+                step="plan",
+                run_id=f"run-{order}",
+                attempt=1,
+                rate_limits={f"{name}:m1": limits},
+                breaker=BreakerPolicy(threshold=0),
+                max_rate_wait_s=0.0,
+            )
+            try:
+                gateway.complete(ModelRequest(task="plan", prompt=f"Plan post {order}."))
+                outcomes.append("answered")
+            except TransientError as exc:
+                outcomes.append(type(exc).__name__)
+        provider.close()
+        return outcomes
+
+    with FakeLLMServer(limits=ProviderLimits(requests_per_minute=3)) as fake:
+        outcomes = four_calls(fake, "headers")
+        assert outcomes[:3] == ["answered"] * 3
+        assert outcomes[3] == "ProviderRateLimited"  # our limiter's refusal: nothing was sent
+        assert len(fake.requests) == 3 and fake.rate_limited == 0
