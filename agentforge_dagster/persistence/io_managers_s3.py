@@ -3,7 +3,6 @@ a deployment with a bucket imports the AWS SDK (``dagster-aws``, boto3, botocore
 
 from __future__ import annotations
 
-import threading
 from typing import Any
 
 from botocore.exceptions import ClientError
@@ -21,23 +20,6 @@ from agentforge_dagster.persistence.io_managers import (
     not_retried,
     step_artifact_key,
 )
-
-_clients: dict[str, Any] = {}
-_lock = threading.Lock()
-
-
-def shared_client(s3: S3Resource) -> Any:
-    """One boto3 S3 client a process per configuration (clients are thread-safe).
-
-    Each new client loads and parses botocore's S3 model again: a run worker made three (artifacts,
-    deliveries, compute logs) for every run, a tenth of its CPU (profiled, bench/suite.py).
-    """
-    key = s3.model_dump_json()
-    with _lock:
-        if key not in _clients:
-            _clients[key] = s3.get_client()
-        return _clients[key]
-
 
 def ensure_bucket(client: Any, bucket: str) -> None:
     """Create the bucket if missing and keep every version of every object."""
@@ -60,7 +42,7 @@ class S3ArtifactIOManager(ConfigurableIOManager):
     _client: Any = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        self._client = shared_client(self.s3)
+        self._client = self.s3.get_client()
         ensure_bucket(self._client, self.bucket)
 
     def _key(self, context: InputContext | OutputContext) -> str:

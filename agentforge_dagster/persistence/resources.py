@@ -110,9 +110,9 @@ class DeliverablesResource(ConfigurableResource):
             return LocalDeliverables(Path(self.local_dir))
         from dagster_aws.s3 import S3Resource
 
-        from agentforge_dagster.persistence.io_managers_s3 import ensure_bucket, shared_client
+        from agentforge_dagster.persistence.io_managers_s3 import ensure_bucket
 
-        s3 = shared_client(S3Resource(endpoint_url=self.endpoint_url, region_name=self.region_name))
+        s3 = S3Resource(endpoint_url=self.endpoint_url, region_name=self.region_name).get_client()
         ensure_bucket(s3, self.bucket)
         return S3Deliverables(s3, self.bucket, self.prefix)
 
