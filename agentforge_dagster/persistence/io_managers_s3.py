@@ -21,6 +21,7 @@ from agentforge_dagster.persistence.io_managers import (
     step_artifact_key,
 )
 
+
 def ensure_bucket(client: Any, bucket: str) -> None:
     """Create the bucket if missing and keep every version of every object."""
     existing = {b["Name"] for b in client.list_buckets().get("Buckets", [])}
