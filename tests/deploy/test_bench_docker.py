@@ -54,6 +54,8 @@ def test_orders_in_run_containers_at_a_fault_rate(docker_deployment: DockerDeplo
         time.sleep(5)
     wall = time.monotonic() - started
     figures = suite.store_figures(deployment.store, ids, submitted)
+    events = [row["event"] for o in ids for row in deployment.store.audit_rows(o)]
+    attempts, failed = events.count("step_started"), events.count("step_failed")
     latencies = figures["latencies"]
     p50 = statistics.median(latencies) if latencies else None
     p95 = suite.percentile(latencies, 95)
@@ -63,12 +65,15 @@ def test_orders_in_run_containers_at_a_fault_rate(docker_deployment: DockerDeplo
         f"{orders} orders submitted at once, f = {rate} on every step, the offline model, one "
         "hardened container a run (tests/deploy/conftest.py's deployment), automatic replays as in "
         "production. Command: `make bench-docker`.\n\n"
-        "| orders | delivered | no retries (1−f)^6 | dead-lettered | lost | twice | automatic "
-        "replays | p50 | p95 | wall |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
+        "| orders | delivered | no retries (1−f)^6 | step attempts (failed) | dead-lettered | lost "
+        "| twice | automatic replays | p50 | p95 | wall |\n"
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n"
         f"| {orders} | {figures['delivered']} ({figures['delivered'] / orders:.0%}) | "
-        f"{(1 - rate) ** 6:.1%} | {figures['dead_lettered']} | {figures['lost']} | "
+        f"{(1 - rate) ** 6:.1%} | {attempts} ({failed}) | {figures['dead_lettered']} | "
+        f"{figures['lost']} | "
         f"{figures['twice']} | {figures['replays']} | {suite.fmt_s(p50)} | {suite.fmt_s(p95)} | "
         f"{wall:.0f} s |\n"
     )
+    assert failed > 0 if rate > 0 else failed == 0, "the faults reached the run containers"
     assert figures["lost"] == 0 and figures["twice"] == 0, figures
     assert figures["delivered"] + figures["dead_lettered"] == orders, figures
