@@ -35,7 +35,6 @@ import os
 import platform
 import re
 import shutil
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,6 +47,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from chaos import percentile  # noqa: E402 (the fault campaign's, the same figures)
 
 from tests.fakes.brain import offline_brain  # noqa: E402
 from tests.fakes.llm_server import FakeLLMServer, ProviderLimits  # noqa: E402
@@ -99,14 +100,6 @@ class Result:
     @property
     def utilisation(self) -> float:
         return self.in_flight / self.case.limit
-
-
-def percentile(values: list[float], q: int) -> float | None:
-    if not values:
-        return None
-    if len(values) == 1:
-        return values[0]
-    return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
 # -- the fake provider and what it saw --------------------------------------------------------------

@@ -47,6 +47,15 @@ OVERFLOW = 8  # connections opened beyond the kept one while statements overlap,
 RECYCLE_SECONDS = 3600
 
 
+def from_config(config_value: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments of a dagster-postgres storage from its config, as it reads them."""
+    return {
+        "postgres_url": pg_url_from_config(config_value),
+        "should_autocreate_tables": config_value.get("should_autocreate_tables", True),
+        "token_provider": get_token_provider_from_config(config_value),
+    }
+
+
 def keep_one_connection(storage: PostgresEventLogStorage | PostgresRunStorage) -> None:
     """Give a dagster-postgres storage an engine that keeps one connection instead of none."""
     if storage._engine.pool.__class__.__name__ != "NullPool":
@@ -74,12 +83,7 @@ class PooledPostgresRunStorage(PostgresRunStorage):
     def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> PooledPostgresRunStorage:
-        return cls(
-            inst_data=inst_data,
-            postgres_url=pg_url_from_config(config_value),
-            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
-            token_provider=get_token_provider_from_config(config_value),
-        )
+        return cls(inst_data=inst_data, **from_config(config_value))
 
 
 class PoolSafePostgresEventLogStorage(PostgresEventLogStorage):
@@ -94,12 +98,7 @@ class PoolSafePostgresEventLogStorage(PostgresEventLogStorage):
     def from_config_value(
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> PoolSafePostgresEventLogStorage:
-        return cls(
-            inst_data=inst_data,
-            postgres_url=pg_url_from_config(config_value),
-            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
-            token_provider=get_token_provider_from_config(config_value),
-        )
+        return cls(inst_data=inst_data, **from_config(config_value))
 
     def initialize_concurrency_limit_to_default(self, concurrency_key: str) -> bool:
         if not (self.has_concurrency_limits_table and self.has_instance):
@@ -153,12 +152,7 @@ class AgentForgePostgresStorage(DagsterPostgresStorage):
     def from_config_value(  # type: ignore[override]
         cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
     ) -> AgentForgePostgresStorage:
-        return cls(
-            inst_data=inst_data,
-            postgres_url=pg_url_from_config(config_value),  # type: ignore[arg-type]
-            should_autocreate_tables=config_value.get("should_autocreate_tables", True),
-            token_provider=get_token_provider_from_config(config_value),  # type: ignore[arg-type]
-        )
+        return cls(inst_data=inst_data, **from_config(config_value))
 
     @property
     def run_storage_data(self) -> ConfigurableClassData | None:

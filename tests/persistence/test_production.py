@@ -64,8 +64,9 @@ def test_orders_run_on_postgres_with_artifacts_in_s3(production, s3_client) -> N
     store: BusinessStore = production["store"]
     settings = load_settings()
     with DagsterInstance.get() as instance:
-        assert type(instance.run_storage).__name__ == "PostgresRunStorage"
-        # dagster-postgres's, with the pool-default fix (persistence/dagster_storage.py)
+        # dagster-postgres's, with the pool-default fix and a kept connection
+        # (persistence/dagster_storage.py)
+        assert type(instance.run_storage).__name__ == "PooledPostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PoolSafePostgresEventLogStorage"
         order = store.submit(make_order())
         result = run_order(build_definitions(settings), instance, store, order.order_id)
