@@ -36,11 +36,13 @@ format: venv
 	$(BIN)/ruff format agentforge_dagster tests bench
 	$(BIN)/ruff check --fix agentforge_dagster tests bench
 
-## bench: the benchmark suite, full profile (about 45 minutes): ours in-process and under the daemon
-## against the plain asyncio + tenacity script, side by side; results and figures to bench/RESULTS.md
-bench: venv
+## bench: the benchmark suite, full profile (about 40 minutes): ours in-process and under the daemon
+## against the plain asyncio + tenacity script, side by side (results and figures to
+## bench/RESULTS.md), then the Docker run launcher (bench-docker, bench/DOCKER.md)
+bench: venv services
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/suite.py --profile full --write bench/RESULTS.md
+	$(MAKE) bench-docker
 
 ## bench-quick: the same suite on a few orders (under 5 minutes); prints, writes nothing
 bench-quick: venv
