@@ -395,13 +395,32 @@ def percentile(values: list[float], q: float) -> float | None:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
+def booked_or_delivered_twice(store: Any, ids: list[str]) -> set[str]:
+    """Orders with more than one ledger entry or more than one delivery row."""
+    from sqlalchemy import func, select
+
+    from agentforge_dagster.persistence.schema import deliveries, ledger
+
+    twice: set[str] = set()
+    with store.engine.connect() as conn:
+        for table in (ledger, deliveries):
+            twice |= set(
+                conn.execute(
+                    select(table.c.order_id)
+                    .where(table.c.order_id.in_(ids))
+                    .group_by(table.c.order_id)
+                    .having(func.count() > 1)
+                ).scalars()
+            )
+    return twice
+
+
 def phase_row(
     stack: Stack, phase: str, orders: list[Submitted], final: Census, runs: Counter[str]
 ) -> dict[str, Any]:
     """The figures of one phase's orders, from the business store and Dagster's run storage."""
     from sqlalchemy import select
 
-    from agentforge_dagster.persistence.schema import deliveries, ledger
     from agentforge_dagster.persistence.schema import orders as orders_table
 
     ids = [o.order_id for o in orders]
@@ -413,15 +432,7 @@ def phase_row(
                 )
             ).all()
         )
-        booked = Counter(
-            conn.execute(select(ledger.c.order_id).where(ledger.c.order_id.in_(ids))).scalars()
-        )
-        delivered = Counter(
-            conn.execute(
-                select(deliveries.c.order_id).where(deliveries.c.order_id.in_(ids))
-            ).scalars()
-        )
-    twice = set()
+    twice = booked_or_delivered_twice(stack.store, ids)
     replays = 0
     for order_id in ids:
         rows = stack.store.audit_rows(order_id)
@@ -435,7 +446,6 @@ def phase_row(
         replays += sum(
             1 for row in rows if row["event"] == "transition" and row["detail"]["to"] == "replayed"
         )
-    twice |= {o for o, n in booked.items() if n > 1} | {o for o, n in delivered.items() if n > 1}
     repaid = stack.store.repaid_calls()
     submitted_at = {o.order_id: o.at for o in orders}
     latencies = [

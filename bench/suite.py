@@ -48,7 +48,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from chaos import percentile  # noqa: E402 (the fault campaign's, the same figures)
+from chaos import booked_or_delivered_twice, percentile  # noqa: E402 (the campaign's figures)
 
 from tests.fakes.brain import offline_brain  # noqa: E402
 from tests.fakes.llm_server import FakeLLMServer, ProviderLimits  # noqa: E402
@@ -293,7 +293,6 @@ def store_figures(store: Any, ids: list[str], submitted: dict[str, float]) -> di
 
     from sqlalchemy import select
 
-    from agentforge_dagster.persistence.schema import deliveries, ledger
     from agentforge_dagster.persistence.schema import orders as orders_table
 
     with store.engine.connect() as conn:
@@ -302,14 +301,6 @@ def store_figures(store: Any, ids: list[str], submitted: dict[str, float]) -> di
                 orders_table.c.order_id.in_(ids)
             )
         ).all()
-        booked = Counter(
-            conn.execute(select(ledger.c.order_id).where(ledger.c.order_id.in_(ids))).scalars()
-        )
-        delivered = Counter(
-            conn.execute(
-                select(deliveries.c.order_id).where(deliveries.c.order_id.in_(ids))
-            ).scalars()
-        )
     status = {order_id: state for order_id, state, _ in rows}
     done_at = {o: at for o, state, at in rows if state == "completed"}
     replays = sum(
@@ -322,9 +313,7 @@ def store_figures(store: Any, ids: list[str], submitted: dict[str, float]) -> di
         "delivered": len(done_at),
         "dead_lettered": sum(1 for s in status.values() if s == "dead_lettered"),
         "lost": sum(1 for o in ids if o not in status),
-        "twice": len(
-            {o for o, n in booked.items() if n > 1} | {o for o, n in delivered.items() if n > 1}
-        ),
+        "twice": len(booked_or_delivered_twice(store, ids)),
         "replays": replays,
         "latencies": [
             (at if at.tzinfo else at.replace(tzinfo=UTC)).timestamp() - submitted[o]

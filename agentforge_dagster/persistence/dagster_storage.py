@@ -72,33 +72,28 @@ def keep_one_connection(storage: PostgresEventLogStorage | PostgresRunStorage) -
     )
 
 
-class PooledPostgresRunStorage(PostgresRunStorage):
+class _KeepsOneConnection:
+    """What both storages of this module add to dagster-postgres's: one kept connection, and the
+    constructor from config that builds this class rather than Dagster's."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        keep_one_connection(self)  # type: ignore[arg-type]
+
+    @classmethod
+    def from_config_value(
+        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
+    ) -> Any:
+        return cls(inst_data=inst_data, **from_config(config_value))
+
+
+class PooledPostgresRunStorage(_KeepsOneConnection, PostgresRunStorage):
     """``PostgresRunStorage`` that keeps one connection."""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        keep_one_connection(self)
 
-    @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
-    ) -> PooledPostgresRunStorage:
-        return cls(inst_data=inst_data, **from_config(config_value))
-
-
-class PoolSafePostgresEventLogStorage(PostgresEventLogStorage):
+class PoolSafePostgresEventLogStorage(_KeepsOneConnection, PostgresEventLogStorage):
     """``PostgresEventLogStorage`` whose pool defaults are written by an upsert, keeping one
     connection."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        keep_one_connection(self)
-
-    @classmethod
-    def from_config_value(
-        cls, inst_data: ConfigurableClassData | None, config_value: Mapping[str, Any]
-    ) -> PoolSafePostgresEventLogStorage:
-        return cls(inst_data=inst_data, **from_config(config_value))
 
     def initialize_concurrency_limit_to_default(self, concurrency_key: str) -> bool:
         if not (self.has_concurrency_limits_table and self.has_instance):
