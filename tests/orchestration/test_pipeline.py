@@ -101,12 +101,17 @@ def test_a_run_for_an_unknown_order_is_refused_before_any_step(
 def test_twenty_orders_at_thirty_percent_faults_none_lost(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore
 ) -> None:
-    order_ids = [store.submit(make_order(i)).order_id for i in range(20)]
+    # Fixed ids: the injected faults are a function of seed, order, step and attempt, so the same
+    # orders fail in the same places on every run of the test.
+    order_ids = [
+        store.submit(make_order(i, order_id=f"faulty-{i:02d}")).order_id for i in range(20)
+    ]
     results = run_orders(defs, instance, store, order_ids, run_config=fault_run_config(0.3, 11))
 
     statuses = store.statuses()
     assert sorted(statuses) == sorted(order_ids)
-    assert {statuses[o] for o in order_ids} <= {"completed", "failed"}
+    # An order whose step runs out of retries is dead-lettered (recorded, replayable), never lost.
+    assert {statuses[o] for o in order_ids} <= {"completed", "dead_lettered"}
     completed = [o for o in order_ids if statuses[o] == "completed"]
     ledger = [row["order_id"] for row in store.ledger_rows()]
     assert sorted(ledger) == sorted(completed) and len(set(ledger)) == len(ledger)
