@@ -19,6 +19,11 @@ REPLAY_FROM_TAG = "agentforge/replay_from"  # the step a replay run starts at
 ORDER_PIPELINE = "order_pipeline"
 ORDERS_PARTITIONS_NAME = "orders"
 LAUNCH_STEP = "launch"  # where a run that failed before any step started is said to have failed
+# Metadata of the engine event in which the run launcher reports how a run's container ended.
+CONTAINER_EXIT_CODE_KEY = "container_exit_code"
+CONTAINER_OOM_KEY = "container_oom_killed"
+CONTAINER_HEADLINE_KEY = "container_report"
+CONTAINER_OUTPUT_KEY = "container_output"
 
 
 def order_of_run(tags: Mapping[str, str]) -> str | None:

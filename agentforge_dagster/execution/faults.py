@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import socket
 import time
 from collections.abc import Mapping
 from typing import NotRequired, TypedDict, Unpack
@@ -93,6 +94,28 @@ class SlowModel:
         return self.inner.complete(request)
 
 
+class LatchedModel:
+    """A provider whose calls wait until a latch opens: a TCP port on loopback that accepts.
+
+    Lets a test hold a run inside a step for exactly as long as it needs (until a deploy has
+    landed, say) instead of guessing a latency long enough; ``deadline_s`` bounds the wait.
+    """
+
+    def __init__(self, inner: ModelProvider, port: int, deadline_s: float) -> None:
+        self.inner, self.port, self.deadline_s = inner, port, deadline_s
+        self.name, self.model = inner.name, inner.model
+
+    def complete(self, request: ModelRequest) -> ModelResponse:
+        deadline = time.monotonic() + self.deadline_s
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.2)
+        return self.inner.complete(request)
+
+
 class FaultInjector(ConfigurableResource):
     """Raises transient faults on purpose, before and after each step's work.
 
@@ -117,6 +140,11 @@ class FaultInjector(ConfigurableResource):
     model_latency_seconds: float = Field(
         default=0.0, ge=0, description="Simulated latency added to every model call."
     )
+    hold_until_port: int | None = Field(
+        default=None,
+        description="Model calls wait until 127.0.0.1:PORT accepts a connection (a latch a "
+        "test opens), at most hang_seconds.",
+    )
     allocate_mb: dict[str, int] = Field(
         default_factory=dict,
         description="Megabytes a step allocates and holds during its work: an out-of-memory "
@@ -127,6 +155,8 @@ class FaultInjector(ConfigurableResource):
         """The provider as this attempt sees it: hung, slowed down, or untouched."""
         if attempt <= self.hang_first.get(step, 0):
             return SlowModel(provider, self.hang_seconds)
+        if self.hold_until_port is not None:
+            return LatchedModel(provider, self.hold_until_port, self.hang_seconds)
         if self.model_latency_seconds > 0:
             return SlowModel(provider, self.model_latency_seconds)
         return provider

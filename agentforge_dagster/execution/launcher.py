@@ -23,19 +23,49 @@ too is refused when the launcher is built.
 Run containers are hardened unless the operator's ``container_kwargs`` say otherwise: read-only
 root filesystem with a writable ``/tmp``, every capability dropped, ``no-new-privileges``; the
 image's own non-root user.
+
+A run container resolves what the daemon resolves: with ``copy_host_entries`` the launcher copies
+the host entries of its own ``/etc/hosts`` that Docker's defaults do not explain (in compose, the
+daemon service's ``extra_hosts``: one list, no second copy) into every run container, and the
+container's command first checks that every configured host resolves
+(``agentforge_dagster.execution.hosts``), ending at once with a message naming the host if not.
+
+A run container that dies says why, at once. Containers are not auto-removed (that lost their
+state and their output): a watch thread in the daemon (started by the first launch or health
+check there) fails a STARTING run whose container has already exited within one poll — Dagster's
+run monitoring does not health-check STARTING runs and would wait out ``start_timeout_seconds`` —
+and, like :meth:`get_run_worker_debug_info` (which run monitoring calls at its start and cancel
+timeouts and on a failed health check), records the container's exit code, OOM flag and last
+lines of output as an engine event with metadata, which the order's dead letter carries
+(``orchestration/failures.py``). Then it removes the container; containers of successful runs are
+removed too. It is not a sensor because sensors run in the code server, which has no access to
+the engine: only the daemon is allowed the engine's logs and delete calls
+(``docker/proxy/docker-api.allowlist``).
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Self
 
 import docker.errors
-from dagster import Array, Field, IntSource, StringSource
+from dagster import (
+    Array,
+    BoolSource,
+    DagsterRunStatus,
+    Field,
+    IntSource,
+    MetadataValue,
+    RunsFilter,
+    StringSource,
+)
 from dagster._core.errors import DagsterInvariantViolationError, DagsterUserCodeUnreachableError
+from dagster._core.events import EngineEventData
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._core.remote_origin import GrpcServerCodeLocationOrigin
 from dagster._core.storage.dagster_run import DagsterRun
@@ -49,11 +79,27 @@ from dagster_docker import DockerRunLauncher
 from dagster_docker.docker_run_launcher import DOCKER_CONTAINER_ID_TAG
 from dagster_docker.utils import DOCKER_CONFIG_SCHEMA
 
+from agentforge_dagster.domain.runs import (
+    CONTAINER_EXIT_CODE_KEY,
+    CONTAINER_HEADLINE_KEY,
+    CONTAINER_OOM_KEY,
+    CONTAINER_OUTPUT_KEY,
+)
+from agentforge_dagster.execution.hosts import host_entries
+
 MEM_LIMIT_TAG = "agentforge/mem_limit"
 NANO_CPUS_TAG = "agentforge/nano_cpus"
 IMAGE_ID_TAG = "agentforge/image_id"
 ROLE_LABEL = "agentforge/role"
 SECRETS_MOUNT = "/run/secrets"
+OUTPUT_LINES = 50  # of a dead run container's output, kept in its run's event log
+# Variables a run container must never get from the daemon's environment.
+NEVER_FORWARDED = frozenset({"DOCKER_HOST", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY"})
+HOST_CHECK = ["python", "-m", "agentforge_dagster.execution.hosts", "run container", "--then"]
+FINISHED = frozenset(
+    {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
+)
+log = logging.getLogger(__name__)
 # Defaults of every run container (container_kwargs may override each one).
 HARDENING: dict[str, Any] = {
     "read_only": True,
@@ -139,6 +185,27 @@ CAPPED_DOCKER_CONFIG_SCHEMA = merge_dicts(
             default_value=[],
             description="Variables a run gets as NAME_FILE=/run/secrets/name, never as values.",
         ),
+        "copy_host_entries": Field(
+            BoolSource,
+            is_required=False,
+            default_value=False,
+            description="Give every run container the host entries of the launching process's "
+            "/etc/hosts (in compose: the daemon's extra_hosts), so it resolves what it does.",
+        ),
+        "check_hosts": Field(
+            BoolSource,
+            is_required=False,
+            default_value=True,
+            description="A run container first checks that every configured host resolves "
+            "(agentforge_dagster.execution.hosts) and ends at once, naming the host, if not.",
+        ),
+        "watch_interval_seconds": Field(
+            IntSource,
+            is_required=False,
+            description="How often the daemon looks at the containers it launched (a STARTING "
+            "run whose container exited is failed; finished runs' containers are removed). "
+            "Default: run monitoring's poll_interval_seconds.",
+        ),
     },
 )
 
@@ -153,9 +220,23 @@ class CappedDockerRunLauncher(DockerRunLauncher):
         max_nano_cpus: int | None = None,
         secrets_dir: str | None = None,
         secrets: list[str] | None = None,
+        copy_host_entries: bool = False,
+        check_hosts: bool = True,
+        watch_interval_seconds: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(inst_data=inst_data, **kwargs)
+        self.copy_host_entries = copy_host_entries
+        self.check_hosts = check_hosts
+        self.watch_interval_seconds = watch_interval_seconds
+        self._watch: ContainerWatch | None = None
+        self._watch_lock = threading.Lock()
+        forwarded = {item.split("=", 1)[0] for item in self.env_vars or []}
+        if forwarded & NEVER_FORWARDED:
+            raise DagsterInvariantViolationError(
+                f"run_launcher: env_vars lists {', '.join(sorted(forwarded & NEVER_FORWARDED))}: "
+                "a run container never gets the engine's address"
+            )
         self.max_mem_limit = parse_memory(max_mem_limit) if max_mem_limit else None
         self.max_nano_cpus = max_nano_cpus
         self.secrets_dir = secrets_dir
@@ -290,6 +371,12 @@ class CappedDockerRunLauncher(DockerRunLauncher):
                 message="Per-run caps: " + "; ".join(notes), dagster_run=run, cls=self.__class__
             )
 
+        if self.copy_host_entries:
+            configured = container_kwargs.get("extra_hosts") or {}
+            container_kwargs["extra_hosts"] = {**host_entries(), **dict(configured)}
+        if self.check_hosts:
+            command = [*HOST_CHECK, *command]
+
         networks = container_context.networks
         container = client.containers.create(
             image=docker_image,
@@ -323,6 +410,19 @@ class CappedDockerRunLauncher(DockerRunLauncher):
             },
         )
         container.start()
+        self.watch().follow(run.run_id)
+
+    def watch(self) -> ContainerWatch:
+        """The daemon's watch over the containers it launched, started on first use."""
+        with self._watch_lock:
+            if self._watch is None:
+                interval = (
+                    self.watch_interval_seconds
+                    or self._instance.run_monitoring_poll_interval_seconds
+                )
+                self._watch = ContainerWatch(self, float(interval))
+                self._watch.start()
+            return self._watch
 
     def _image_id(self, client: Any, docker_image: str) -> str:
         """The local id of the image; pulled first only if the engine does not have it."""
@@ -332,15 +432,230 @@ class CappedDockerRunLauncher(DockerRunLauncher):
             return str(client.images.pull(docker_image).id)
 
     def check_run_worker_health(self, run: DagsterRun) -> CheckRunHealthResult:
-        """The base check, plus why a removed container died (``auto_remove`` loses its state)."""
+        """Whether the run's container runs; if not, why it ended, in one line.
+
+        Called by run monitoring in the daemon only, so it also starts the container watch there
+        (a restarted daemon's first poll picks up what the previous one launched).
+        """
+        self.watch().follow(run.run_id)
         result = super().check_run_worker_health(run)
-        if result.status is not WorkerStatus.NOT_FOUND:
+        container_id = run.tags.get(DOCKER_CONTAINER_ID_TAG)
+        if result.status is WorkerStatus.RUNNING or not container_id:
             return result
+        client = self._get_client(self.get_container_context(run))
+        if result.status is WorkerStatus.NOT_FOUND:
+            death = container_death(client, container_id)
+            return CheckRunHealthResult(result.status, msg=f"{result.msg} {death}".strip())
+        report = ContainerReport.of(client, container_id)
+        return CheckRunHealthResult(result.status, msg=report.headline() if report else result.msg)
+
+    def get_run_worker_debug_info(
+        self, run: DagsterRun, include_container_logs: bool | None = True
+    ) -> str | None:
+        """What the run's container says of itself: state, exit code, OOM, its last lines.
+
+        Run monitoring calls this at its start and cancel timeouts and when a health check
+        failed, just before it fails the run; the report also goes into the run's event log with
+        its figures as metadata (the order's dead letter reads them from there). The output is
+        included whatever ``include_container_logs`` says: it is bounded to the last lines.
+        """
         container_id = run.tags.get(DOCKER_CONTAINER_ID_TAG)
         if not container_id:
-            return result
-        death = container_death(self._get_client(self.get_container_context(run)), container_id)
-        return CheckRunHealthResult(result.status, msg=f"{result.msg} {death}".strip())
+            return None
+        report = ContainerReport.of(self._get_client(self.get_container_context(run)), container_id)
+        if report is None:
+            return None
+        self.record(run, report)
+        return report.text()
+
+    def record(self, run: DagsterRun, report: ContainerReport) -> None:
+        """The report as an engine event of the run, figures as metadata."""
+        self._instance.report_engine_event(
+            message=report.text(),
+            dagster_run=run,
+            engine_event_data=EngineEventData(metadata=report.metadata()),
+            cls=self.__class__,
+        )
+
+    def remove_container(self, run: DagsterRun) -> bool:
+        """Remove the run's container (killed first if it still runs); False if it is gone."""
+        container_id = run.tags.get(DOCKER_CONTAINER_ID_TAG)
+        if not container_id:
+            return False
+        client = self._get_client(self.get_container_context(run))
+        try:
+            client.api.remove_container(container_id, force=True)
+        except docker.errors.NotFound:
+            return False
+        return True
+
+
+@dataclass(frozen=True)
+class ContainerReport:
+    """A run container's end as the engine tells it."""
+
+    container_id: str
+    status: str  # created | running | exited | dead | ...
+    exit_code: int | None
+    oom_killed: bool
+    error: str
+    output: str  # the last OUTPUT_LINES lines, stdout and stderr
+
+    @classmethod
+    def of(cls, client: Any, container_id: str) -> ContainerReport | None:
+        """The report of a container the engine still has, or None."""
+        try:
+            attrs = client.api.inspect_container(container_id)
+            raw = client.api.logs(container_id, stdout=True, stderr=True, tail=OUTPUT_LINES)
+        except docker.errors.NotFound:
+            return None
+        state = attrs.get("State") or {}
+        running = state.get("Status") == "running"
+        return cls(
+            container_id=container_id,
+            status=str(state.get("Status") or "unknown"),
+            exit_code=None if running else state.get("ExitCode"),
+            oom_killed=bool(state.get("OOMKilled")),
+            error=str(state.get("Error") or ""),
+            output=raw.decode("utf-8", errors="replace").rstrip(),
+        )
+
+    @property
+    def exited(self) -> bool:
+        return self.status in ("exited", "dead")
+
+    def last_line(self) -> str:
+        lines = [line for line in self.output.splitlines() if line.strip()]
+        return lines[-1].strip() if lines else ""
+
+    def headline(self) -> str:
+        """One line: how the container ended, and the last thing it said."""
+        if not self.exited:
+            said = f" Its last line: {self.last_line()}" if self.last_line() else ""
+            return f"The run container {self.container_id[:12]} is {self.status}.{said}"
+        oom = " (OOM-killed)" if self.oom_killed else ""
+        error = f", engine error: {self.error}" if self.error else ""
+        said = f" Its last line: {self.last_line()}" if self.last_line() else ""
+        return (
+            f"The run container {self.container_id[:12]} exited with code "
+            f"{self.exit_code}{oom}{error}.{said}"
+        )
+
+    def text(self) -> str:
+        lines = len(self.output.splitlines())
+        body = self.output or "(no output)"
+        return f"{self.headline()}\nIts last {lines} lines of output:\n{body}"
+
+    def metadata(self) -> dict[str, Any]:
+        return {
+            CONTAINER_HEADLINE_KEY: MetadataValue.text(self.headline()),
+            CONTAINER_EXIT_CODE_KEY: MetadataValue.int(
+                self.exit_code if self.exit_code is not None else -1
+            ),
+            CONTAINER_OOM_KEY: MetadataValue.bool(self.oom_killed),
+            CONTAINER_OUTPUT_KEY: MetadataValue.text(self.output),
+        }
+
+
+class ContainerWatch(threading.Thread):
+    """The daemon's eye on the containers it launched, one pass every ``interval`` seconds.
+
+    A STARTING run whose container has exited is failed with the container's report (Dagster
+    would wait out ``start_timeout_seconds``); a finished run's container is removed, once its
+    report is recorded if the run did not succeed. Runs are followed by id, so a pass costs one
+    run lookup and one container inspect per followed run.
+    """
+
+    def __init__(self, launcher: CappedDockerRunLauncher, interval: float) -> None:
+        super().__init__(name="agentforge-container-watch", daemon=True)
+        self.launcher, self.interval = launcher, interval
+        self.followed: set[str] = set()
+        self.lock = threading.Lock()
+        self.stopping = threading.Event()
+
+    def follow(self, run_id: str) -> None:
+        with self.lock:
+            self.followed.add(run_id)
+
+    def run(self) -> None:
+        self.adopt()
+        while not self.stopping.wait(self.interval):
+            try:
+                self.sweep()
+            except Exception:  # a pass that failed (storage down): the next one tries again
+                log.exception("container watch: a pass failed")
+
+    def adopt(self) -> None:
+        """Runs a previous daemon launched that may still have a container: follow them too."""
+        instance = self.launcher._instance
+        try:
+            runs = instance.get_runs(
+                RunsFilter(statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED])
+            )
+        except Exception:
+            log.exception("container watch: could not list runs in flight")
+            return
+        for run in runs:
+            if run.tags.get(DOCKER_CONTAINER_ID_TAG):
+                self.follow(run.run_id)
+
+    def sweep(self) -> None:
+        with self.lock:
+            followed = sorted(self.followed)
+        instance = self.launcher._instance
+        for run_id in followed:
+            run = instance.get_run_by_id(run_id)
+            if run is None or not run.tags.get(DOCKER_CONTAINER_ID_TAG):
+                self.forget(run_id)
+                continue
+            if run.status is DagsterRunStatus.STARTING:
+                self.fail_if_dead(run)
+            elif run.status in FINISHED:
+                self.clear(run)
+
+    def forget(self, run_id: str) -> None:
+        with self.lock:
+            self.followed.discard(run_id)
+
+    def fail_if_dead(self, run: DagsterRun) -> None:
+        launcher = self.launcher
+        client = launcher._get_client(launcher.get_container_context(run))
+        report = ContainerReport.of(client, run.tags[DOCKER_CONTAINER_ID_TAG])
+        if report is None or not report.exited:
+            return
+        current = launcher._instance.get_run_by_id(run.run_id)
+        if current is None or current.status is not DagsterRunStatus.STARTING:
+            return  # it started after all, between the two looks
+        launcher.record(run, report)
+        launcher._instance.report_run_failed(
+            run, f"The run's container ended before the run started. {report.headline()}"
+        )
+
+    def clear(self, run: DagsterRun) -> None:
+        launcher = self.launcher
+        client = launcher._get_client(launcher.get_container_context(run))
+        report = ContainerReport.of(client, run.tags[DOCKER_CONTAINER_ID_TAG])
+        if report is None:
+            self.forget(run.run_id)
+            return
+        if not report.exited and run.status is DagsterRunStatus.SUCCESS:
+            return  # the worker is still on its way out
+        if run.status is not DagsterRunStatus.SUCCESS and not _reported(launcher, run):
+            launcher.record(run, report)
+        launcher.remove_container(run)
+        self.forget(run.run_id)
+
+
+def _reported(launcher: CappedDockerRunLauncher, run: DagsterRun) -> bool:
+    """Whether the run's event log already holds a report of its container."""
+    from dagster import DagsterEventType
+
+    for entry in launcher._instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT):
+        event = entry.dagster_event
+        data = event.event_specific_data if event is not None else None
+        if data is not None and CONTAINER_OUTPUT_KEY in (getattr(data, "metadata", None) or {}):
+            return True
+    return False
 
 
 def _with_volumes(configured: Any, extra: list[str]) -> Any:

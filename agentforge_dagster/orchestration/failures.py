@@ -33,6 +33,8 @@ from dagster import (
 from agentforge_dagster.domain import errors
 from agentforge_dagster.domain.errors import IllegalTransition, UnknownOrder
 from agentforge_dagster.domain.runs import (
+    CONTAINER_HEADLINE_KEY,
+    CONTAINER_OUTPUT_KEY,
     LAUNCH_STEP,
     ORDER_PIPELINE,
     PARTITION_TAG,
@@ -72,6 +74,7 @@ class RunFailure:
     error_type: str
     message: str  # one line
     attempts: int
+    worker_output: str | None = None  # a run container's last lines, when it died around steps
 
     def letter(self) -> dict[str, Any]:
         """The dead letter's fields (``BusinessStore.dead_letter``'s keywords)."""
@@ -81,6 +84,7 @@ class RunFailure:
             "error_type": self.error_type,
             "message": self.message,
             "attempts": self.attempts,
+            "worker_output": self.worker_output,
         }
 
 
@@ -118,9 +122,11 @@ def failure_of_run(instance: DagsterInstance, run_id: str) -> RunFailure:
             DagsterEventType.STEP_UP_FOR_RETRY,
             DagsterEventType.STEP_FAILURE,
             DagsterEventType.RUN_FAILURE,
+            DagsterEventType.ENGINE_EVENT,
         },
     )
     events = [entry.dagster_event for entry in entries if entry.dagster_event is not None]
+    container = _container_report(events)
     failures = [e for e in events if e.event_type == DagsterEventType.STEP_FAILURE]
     started = [e.step_key for e in events if e.event_type == DagsterEventType.STEP_START]
     if failures:
@@ -148,6 +154,11 @@ def failure_of_run(instance: DagsterInstance, run_id: str) -> RunFailure:
             )
             if error_type == "RunFailure" and reason is not None:
                 error_type = reason.value  # e.g. a worker that died: no error, only a reason
+        if container is not None:
+            # Dagster's own message (a timeout, a failed health check) first, then the
+            # container's end: its exit code, OOM flag and the last thing it said.
+            first = message.splitlines()[0] if message else ""
+            message = first if container[0] in first else f"{first} {container[0]}".strip()
     retries = sum(
         1
         for e in events
@@ -159,7 +170,23 @@ def failure_of_run(instance: DagsterInstance, run_id: str) -> RunFailure:
         error_type=error_type,
         message=one_line(message),
         attempts=(retries + 1) if step_key in started else 0,
+        worker_output=container[1] if container is not None and not failures else None,
     )
+
+
+def _container_report(events: list[Any]) -> tuple[str, str] | None:
+    """(headline, output) of the run launcher's last report of the run's container, if any."""
+    for event in reversed(events):
+        if event.event_type != DagsterEventType.ENGINE_EVENT:
+            continue
+        metadata = getattr(event.event_specific_data, "metadata", None) or {}
+        if CONTAINER_OUTPUT_KEY in metadata:
+            headline = metadata.get(CONTAINER_HEADLINE_KEY)
+            return (
+                str(getattr(headline, "value", headline) or ""),
+                str(getattr(metadata[CONTAINER_OUTPUT_KEY], "value", "")),
+            )
+    return None
 
 
 def dagster_will_retry(instance: DagsterInstance, run: DagsterRun) -> bool | None:

@@ -22,6 +22,7 @@ from agentforge_dagster.persistence.schema import dead_letters, orders
 from agentforge_dagster.persistence.sql import StoreConcern, dialect_insert
 
 _MESSAGE_CHARS = 2000
+_OUTPUT_CHARS = 20_000  # 50 lines of a run container, each at most 400 characters
 
 
 def upsert_letter(conn: Connection, order_id: str, letter: dict[str, Any]) -> None:
@@ -33,7 +34,14 @@ def upsert_letter(conn: Connection, order_id: str, letter: dict[str, Any]) -> No
 
 
 def letter_columns(
-    *, run_id: str, step: str, error_class: str, error_type: str, message: str, attempts: int
+    *,
+    run_id: str,
+    step: str,
+    error_class: str,
+    error_type: str,
+    message: str,
+    attempts: int,
+    worker_output: str | None = None,
 ) -> dict[str, Any]:
     """A fresh letter's columns (all but the replay count); no replay requested yet."""
     return {
@@ -47,6 +55,7 @@ def letter_columns(
         "replay_requested_at": None,
         "replay_run_key": None,
         "replay_from": None,
+        "worker_output": worker_output[-_OUTPUT_CHARS:] if worker_output else None,
     }
 
 
@@ -123,8 +132,12 @@ class DeadLetterStore(StoreConcern):
         error_type: str,
         message: str,
         attempts: int,
+        worker_output: str | None = None,
     ) -> None:
-        """Move a failed order to the dead-letter queue with what is needed to replay it."""
+        """Move a failed order to the dead-letter queue with what is needed to replay it.
+
+        ``worker_output``: the last lines of a run container that died around the steps.
+        """
         with self.begin() as conn:
             transition_in(
                 conn,
@@ -149,6 +162,7 @@ class DeadLetterStore(StoreConcern):
                     error_type=error_type,
                     message=message,
                     attempts=attempts,
+                    worker_output=worker_output,
                 ),
             )
 
@@ -172,6 +186,16 @@ class DeadLetterStore(StoreConcern):
                 error_type="BudgetExhausted",
                 message=message,
             )
+
+    def dead_letter_of(self, order_id: str) -> dict[str, Any] | None:
+        """The order's letter (whatever the order's status now), or None."""
+        with self.engine.connect() as conn:
+            row = (
+                conn.execute(select(dead_letters).where(dead_letters.c.order_id == order_id))
+                .mappings()
+                .first()
+            )
+        return dict(row) if row is not None else None
 
     def dead_letters(self, error_class: str | None = None) -> list[dict[str, Any]]:
         """Orders waiting in the dead-letter queue (status dead_lettered), oldest first."""

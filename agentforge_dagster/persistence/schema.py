@@ -146,6 +146,7 @@ dead_letters = Table(
     Column("replay_requested_at", DateTime(timezone=True)),
     Column("replay_run_key", String(120)),
     Column("replay_from", String(40)),  # a step named by whoever asked for the replay
+    Column("worker_output", Text),  # the run container's last lines, when it died around steps
 )
 
 model_calls = Table(

@@ -44,7 +44,7 @@ TIMINGS: dict[str, float] = {}
 FINISHED = {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 # Orders launched by hand (dagster job launch), put in processing before the daemon starts so the
 # queue sensor never launches them too.
-HAND_LAUNCHED = ("caps", "oom", "long", "back_on_a", "real_model", "canary")
+HAND_LAUNCHED = ("caps", "oom", "long", "back_on_a", "real_model", "canary", "dies_at_start")
 # A secret that must appear nowhere but in its file: database password, S3 secret, model key.
 CANARY = f"canary-{uuid.uuid4().hex}"
 PROXY_UID = 10002  # the proxy image's user

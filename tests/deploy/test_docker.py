@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import subprocess
 import urllib.request
 from collections.abc import Iterator
@@ -22,7 +23,13 @@ import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterRunStatus, RunsFilter
 
 from agentforge_dagster.domain.state import OrderStatus
-from agentforge_dagster.execution.launcher import IMAGE_ID_TAG, container_death, parse_memory
+from agentforge_dagster.execution.hosts import host_entries
+from agentforge_dagster.execution.launcher import (
+    HOST_CHECK,
+    IMAGE_ID_TAG,
+    container_death,
+    parse_memory,
+)
 from agentforge_dagster.orchestration.deploy import (
     CODE_SERVER_ROLE,
     DeployError,
@@ -99,7 +106,8 @@ def test_a_launched_order_runs_in_a_capped_container_of_this_image(
     assert host["NanoCpus"] == 500_000_000, "a request under the max is granted"
     assert host["PidsLimit"] == 512
     assert host["SecurityOpt"] == ["no-new-privileges"]
-    assert host["NetworkMode"] == "host" and host["AutoRemove"] is True
+    # Kept after it ends until the daemon has read how it ended, then removed (below).
+    assert host["NetworkMode"] == "host" and host["AutoRemove"] is False
     # Hardened: read-only root with a writable /tmp, no capabilities, the image's non-root user.
     assert host["ReadonlyRootfs"] is True and "/tmp" in host["Tmpfs"]
     assert host["CapDrop"] == ["ALL"] and not host["CapAdd"] and not host["Privileged"]
@@ -114,6 +122,13 @@ def test_a_launched_order_runs_in_a_capped_container_of_this_image(
         env
     )
     assert CANARY not in json.dumps(container.attrs)
+    assert "DOCKER_HOST" not in env, "the daemon's engine address stays with the daemon"
+    # It resolves what the daemon resolves (the daemon's own host entries, copied), and checks
+    # every configured host before the run worker starts.
+    assert sorted(host["ExtraHosts"] or []) == sorted(
+        f"{name}:{address}" for name, address in host_entries().items()
+    )
+    assert container.attrs["Config"]["Cmd"][: len(HOST_CHECK)] == HOST_CHECK
     assert env["AGENTFORGE_IMAGE"] == dep.images["A"]
     assert env["AGENTFORGE_IMAGE_ID"] == dep.image_ids["A"]
 
@@ -209,6 +224,76 @@ def test_a_step_over_the_memory_cap_is_killed_retried_and_dead_lettered(
     dep.assert_no_run_container_left()
 
 
+def test_a_run_whose_container_dies_before_it_starts_says_why_at_once(
+    docker_deployment: DockerDeployment,
+) -> None:
+    """A container OOM-killed while its interpreter starts: the run never reaches STARTED.
+
+    Dagster does not health-check STARTING runs (it would wait out start_timeout_seconds, 120 s
+    here, and fail the run as a bare START_TIMEOUT); the launcher's watch in the daemon fails it
+    with how the container ended, which the order's dead letter carries.
+    """
+    dep = docker_deployment
+    order_id = dep.orders["dies_at_start"]
+    run_id = dep.launch(order_id, tags={"agentforge/mem_limit": "8m"})
+    wait_until(
+        lambda: dep.store.get(order_id).status is OrderStatus.DEAD_LETTERED,
+        240,
+        f"order {order_id} to be dead-lettered",
+        dep.log,
+    )
+    runs = dep.instance.get_runs(RunsFilter(tags={"dagster/partition": order_id}))
+    assert {run.run_id for run in runs} >= {run_id}
+    for run in runs:
+        assert run.status is DagsterRunStatus.FAILURE
+        [failure] = dep.instance.all_logs(run.run_id, of_type=DagsterEventType.RUN_FAILURE)
+        message = failure.dagster_event.message or ""
+        assert "ended before the run started" in message, message
+        assert "timed out" not in message, "failed by the watch, not by the start timeout"
+        reports = [
+            entry.dagster_event.event_specific_data.metadata
+            for entry in dep.instance.all_logs(run.run_id, of_type=DagsterEventType.ENGINE_EVENT)
+            if "container_output" in entry.dagster_event.event_specific_data.metadata
+        ]
+        assert [r["container_exit_code"].value for r in reports] == [137]
+        assert [r["container_oom_killed"].value for r in reports] == [True]
+    letter = dep.store.dead_letter_of(order_id)
+    assert letter is not None and letter["error_class"] == "infrastructure"
+    assert "exited with code 137 (OOM-killed)" in letter["message"], letter["message"]
+    shown = dep.agentforge("dlq", "show", order_id)
+    assert "exited with code 137 (OOM-killed)" in shown
+    dep.assert_no_run_container_left()
+
+
+def test_a_run_container_that_cannot_resolve_a_host_names_it(
+    docker_engine: Any, images: dict[str, str]
+) -> None:
+    """The run container's first command: every configured host must resolve, or it says which."""
+    done = subprocess.run(
+        [
+            "docker", "run", "--rm", "--network", "host",
+            "-e", "DAGSTER_PG_HOST=postgres",
+            "-e", "AGENTFORGE_S3_ENDPOINT_URL=http://minio.invalid:9000",
+            "-e", "AGENTFORGE_DATABASE_URL=postgresql://u:secret-pw@127.0.0.1/db",
+            images["A"],
+            *HOST_CHECK, "true",
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert done.returncode == 68, done.stderr
+    assert "host 'minio.invalid' (AGENTFORGE_S3_ENDPOINT_URL) does not resolve" in done.stderr
+    assert "host 'postgres' (DAGSTER_PG_HOST) does not resolve" in done.stderr
+    assert "secret-pw" not in done.stderr + done.stdout
+    resolved = subprocess.run(
+        [
+            "docker", "run", "--rm", "--network", "host", "--add-host", "postgres:127.0.0.1",
+            "-e", "DAGSTER_PG_HOST=postgres", images["A"], *HOST_CHECK, "echo", "started",
+        ],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert resolved.returncode == 0 and resolved.stdout.strip() == "started", resolved.stderr
+
+
 def test_a_deploy_that_does_not_come_up_leaves_the_serving_image(
     docker_deployment: DockerDeployment,
 ) -> None:
@@ -238,11 +323,22 @@ def test_deploy_b_and_roll_back_to_a_each_run_records_its_image(
 ) -> None:
     dep = docker_deployment
     image_a, image_b = dep.images["A"], dep.images["B"]
-    long_run = dep.launch(dep.orders["long"], config=SLOWER_MODEL)
+    # The long run is held in its first model call by a latch (a loopback port that accepts
+    # only once the test opens it), so the deploy lands mid-run however slow the machine is.
+    latch = socket.socket()
+    latch.bind(("127.0.0.1", 0))
+    held = {"resources": {"faults": {"config": {"hold_until_port": latch.getsockname()[1]}}}}
+    long_run = dep.launch(dep.orders["long"], config=held)
     dep.wait_container(long_run)
+    wait_until(
+        lambda: dep.run(long_run).status is DagsterRunStatus.STARTED,
+        120,
+        f"run {long_run} to start",
+        dep.log,
+    )
 
     dep.agentforge("deploy", "--image", image_b)
-    assert dep.run(long_run).status is DagsterRunStatus.STARTED, "the deploy should land mid-run"
+    assert dep.run(long_run).status is DagsterRunStatus.STARTED, "the latch holds the run"
     [server] = code_servers(dep.client, dep.port)
     assert server.image.id == dep.image_ids["B"]
     # Launched by the sensor right after the deploy: the daemon's copy of the workspace may still
@@ -265,7 +361,12 @@ def test_deploy_b_and_roll_back_to_a_each_run_records_its_image(
     assert server.image.id == dep.image_ids["A"]
     back_on_a = dep.launch(dep.orders["back_on_a"])
     assert dep.wait_run(back_on_a).status is DagsterRunStatus.SUCCESS
-    assert dep.wait_run(long_run).status is DagsterRunStatus.SUCCESS, "deploys broke a running run"
+    assert dep.run(long_run).status is DagsterRunStatus.STARTED, "the latch holds the run"
+    latch.listen()  # open: the held model calls go on
+    try:
+        assert dep.wait_run(long_run).status is DagsterRunStatus.SUCCESS, "deploys broke it"
+    finally:
+        latch.close()
 
     assert dep.step_images(dep.orders["long"], long_run) == {(image_a, dep.image_ids["A"])}
     assert dep.step_images(on_b_order, on_b) == {(image_b, dep.image_ids["B"])}

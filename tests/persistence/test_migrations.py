@@ -15,12 +15,12 @@ def differences(store: BusinessStore) -> list[object]:
 
 
 def test_sqlite_schema_matches_the_declared_tables(store: BusinessStore) -> None:
-    assert store.schema_revision() == "0010"
+    assert store.schema_revision() == "0011"
     assert differences(store) == []
 
 
 def test_postgres_schema_matches_the_declared_tables(pg_store: BusinessStore) -> None:
-    assert pg_store.schema_revision() == "0010"
+    assert pg_store.schema_revision() == "0011"
     assert differences(pg_store) == []
     pg_store.upgrade()  # a second upgrade is a no-op
-    assert pg_store.schema_revision() == "0010"
+    assert pg_store.schema_revision() == "0011"
