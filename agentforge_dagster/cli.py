@@ -600,6 +600,26 @@ def dlq_list(settings: AgentForgeSettings, error_class: str | None) -> None:
         )
 
 
+@dlq.command("show")
+@click.argument("order_id")
+@click.pass_obj
+@_user_errors
+def dlq_show(settings: AgentForgeSettings, order_id: str) -> None:
+    """ORDER's dead letter in full: why it failed and, if its run's container died, its last lines."""
+    letter = _store(settings).dead_letter_of(order_id)
+    if letter is None:
+        raise click.ClickException(f"{order_id} has no dead letter")
+    for key in ("order_id", "run_id", "failed_step", "error_class", "error_type", "attempts"):
+        click.echo(f"{key:<14}{letter[key]}")
+    click.echo(f"{'replays':<14}{letter['replays']}")
+    click.echo(f"{'lettered at':<14}{letter['dead_lettered_at']}")
+    click.echo(f"{'message':<14}{letter['message']}")
+    if letter.get("worker_output"):
+        click.echo("the run container's last lines:")
+        for line in str(letter["worker_output"]).splitlines():
+            click.echo(f"  {line}")
+
+
 @dlq.command("replay")
 @click.argument("order_id", required=False)
 @click.option("--all", "replay_all", is_flag=True, help="Replay every letter (of --error-class).")
