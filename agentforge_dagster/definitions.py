@@ -39,6 +39,7 @@ from agentforge_dagster.orchestration.dead_letter_ui import (
     dead_letters_schedule,
     replay_dead_letters_job,
 )
+from agentforge_dagster.orchestration.intake_job import take_order_job
 from agentforge_dagster.orchestration.jobs import order_pipeline_job
 from agentforge_dagster.orchestration.retention import build_retention
 from agentforge_dagster.orchestration.review_gate import (
@@ -169,6 +170,7 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
         ],
         jobs=[
             order_pipeline_job(settings),
+            take_order_job(settings),
             review_decision_job,
             replay_dead_letters_job,
             dead_letters_job,
