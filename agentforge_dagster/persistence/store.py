@@ -16,7 +16,7 @@ from typing import Any
 from alembic import command as alembic_command
 from alembic.config import Config as AlembicConfig
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, create_engine, event, make_url
+from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 
 from agentforge_dagster.persistence.audit import AuditStore
 from agentforge_dagster.persistence.breakers import BreakerStore
@@ -31,6 +31,9 @@ from agentforge_dagster.persistence.review_holds import ReviewHoldStore
 __all__ = ["MIGRATIONS", "BusinessStore", "OrderRecord", "make_engine"]
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+# The PostgreSQL advisory lock every upgrader of the business schema takes (any fixed bigint does:
+# this one spells "AgFoMigr"); only our upgraders use it.
+MIGRATION_LOCK_KEY = 0x4167466F4D696772
 
 
 def make_engine(url: str) -> Engine:
@@ -50,6 +53,13 @@ def make_engine(url: str) -> Engine:
 
         return engine
     return create_engine(url, pool_pre_ping=True)
+
+
+def _lock_for_migration(conn: Connection) -> None:
+    """Wait for the migration lock until the transaction ends (PostgreSQL). SQLite takes none:
+    the embedded default is one file on one machine, upgraded by the command that first opens it."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
 
 
 class BusinessStore(
@@ -77,10 +87,18 @@ class BusinessStore(
         return store
 
     def upgrade(self) -> None:
-        """Bring the business tables to the newest Alembic revision (the only way tables are made)."""
+        """Bring the business tables to the newest Alembic revision (the only way tables are made).
+
+        Safe when several processes start at once (a fresh stack's services, a CLI command): on
+        PostgreSQL each takes the same advisory lock first, in the migration's own transaction, so
+        they go one at a time and the later ones find the schema at head; the lock goes with the
+        commit. Without it two upgraders of an empty database both create ``alembic_version``
+        and one fails (``tests/persistence/test_migrations_concurrent.py``).
+        """
         config = AlembicConfig()
         config.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.begin() as conn:
+            _lock_for_migration(conn)
             config.attributes["connection"] = conn
             alembic_command.upgrade(config, "head")
 
