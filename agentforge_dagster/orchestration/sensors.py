@@ -12,13 +12,15 @@ reason (audited, in the sensor's log and in ``agentforge dlq list``), and the re
 # No "from __future__ import annotations" here: Dagster reads these annotations at definition time.
 
 import csv
+import functools
 import hashlib
 import io
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from dagster import (
     DagsterInstance,
@@ -32,6 +34,7 @@ from dagster import (
     SkipReason,
     sensor,
 )
+from sqlalchemy.exc import SQLAlchemyError
 
 from agentforge_dagster.domain.errors import IllegalTransition, InvalidOrder
 from agentforge_dagster.domain.models import load_order_json, parse_order
@@ -55,12 +58,40 @@ from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings
 
+NOT_MIGRATED = "the business database is not migrated: run agentforge db upgrade"
+F = TypeVar("F", bound=Callable[..., Any])
+
 UNFINISHED_STATUSES = (
     DagsterRunStatus.QUEUED,
     DagsterRunStatus.NOT_STARTED,
     DagsterRunStatus.STARTING,
     DagsterRunStatus.STARTED,
 )
+
+
+def _migrated(store: BusinessStore) -> bool:
+    """False only when the database answers and has no schema revision (never upgraded)."""
+    try:
+        return store.schema_revision() is not None
+    except SQLAlchemyError:
+        return True  # it does not answer: the tick's own error says so
+
+
+def skip_unless_migrated(evaluate: F) -> F:
+    """A tick on a business database never upgraded skips and says what to do, instead of
+    failing on a missing table every tick (a fresh stack before ``agentforge db upgrade``)."""
+
+    @functools.wraps(evaluate)  # Dagster reads the context and resource parameters through it
+    def tick(context: SensorEvaluationContext, **resources: Any) -> Any:
+        try:
+            return evaluate(context, **resources)
+        except SQLAlchemyError:
+            if _migrated(resources["store"].get_store()):
+                raise
+            context.log.warning(NOT_MIGRATED)
+            return SkipReason(NOT_MIGRATED)
+
+    return tick  # type: ignore[return-value]
 
 
 def order_run_key(order_id: str) -> str:
@@ -262,6 +293,7 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
         **every,
         description="Launch one order_pipeline run per queued order (run key order-<id>).",
     )
+    @skip_unless_migrated
     def order_queue_sensor(
         context: SensorEvaluationContext, store: BusinessStoreResource
     ) -> list[RunRequest]:
@@ -272,6 +304,7 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
         **every,
         description="Queue orders from JSON/CSV files dropped in AGENTFORGE_DROP_DIR.",
     )
+    @skip_unless_migrated
     def drop_folder_sensor(
         context: SensorEvaluationContext, store: BusinessStoreResource
     ) -> SkipReason:
@@ -290,6 +323,7 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
         description="Settle every failed order run once Dagster has said whether it retries it: "
         "a run it retries is left to the retry, any other moves its order to the dead letters.",
     )
+    @skip_unless_migrated
     def dead_letter_sensor(
         context: SensorEvaluationContext, store: BusinessStoreResource
     ) -> SkipReason:
@@ -311,6 +345,7 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
         description="Launch replays of dead letters, from the failed step on, or from the "
         "earliest step whose output is missing from the artifact store (run key replay-<id>-<n>).",
     )
+    @skip_unless_migrated
     def replay_sensor(
         context: SensorEvaluationContext,
         store: BusinessStoreResource,
@@ -342,6 +377,7 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
         description="Resume orders paused for the model budget once it allows (cap raised or "
         "new month); dead_letter_replays then launches them.",
     )
+    @skip_unless_migrated
     def budget_sensor(context: SensorEvaluationContext, store: BusinessStoreResource) -> SkipReason:
         resumed = resume_waiting_for_budget(store.get_store(), settings.monthly_budget_usd)
         return SkipReason(f"resumed {len(resumed)} orders waiting for the budget")
