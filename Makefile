@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: venv services demo test lint format bench bench-quick bench-docker bench-reliability bench-partitions soak chaos notebook report ui dagster-home clean images up down deploy rollback
+.PHONY: venv services demo test test-deploy lint format bench bench-quick bench-docker bench-reliability bench-partitions soak chaos notebook report ui dagster-home clean images up down deploy rollback
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,12 @@ services:
 ## stack share it on one worker)
 test: venv services
 	$(BIN)/pytest -n 2 --dist loadgroup
+
+## test-deploy: the compose deployment brought up whole by the README's commands
+## (docker/deploy-steps.sh) in a copy of this tree, orders taken the three ways and delivered,
+## then torn down (tests/stack; images cached after the first run)
+test-deploy: venv services
+	AGENTFORGE_STACK_RESULTS=$(CURDIR)/bench/DEPLOY.md $(BIN)/pytest -p no:cacheprovider -m stack tests/stack
 
 lint: venv
 	$(BIN)/ruff check agentforge_dagster tests bench
