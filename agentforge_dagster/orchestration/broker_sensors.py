@@ -21,7 +21,7 @@ from dagster import (
     sensor,
 )
 
-from agentforge_dagster.orchestration.sensors import every_tick
+from agentforge_dagster.orchestration.sensors import every_tick, skip_unless_migrated
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings
@@ -169,6 +169,7 @@ def build_broker_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]
         description="Queue orders from the RabbitMQ intake queue (AGENTFORGE_RABBITMQ_URL); each "
         "message acknowledged after its order or refusal is committed.",
     )
+    @skip_unless_migrated
     def rabbitmq_intake(
         context: SensorEvaluationContext, store: BusinessStoreResource
     ) -> SensorResult:
@@ -180,6 +181,7 @@ def build_broker_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]
         description="Queue orders from the Redis intake stream's consumer group "
         "(AGENTFORGE_REDIS_URL); each entry acknowledged after its order or refusal is committed.",
     )
+    @skip_unless_migrated
     def redis_intake(
         context: SensorEvaluationContext, store: BusinessStoreResource
     ) -> SensorResult:
@@ -191,6 +193,7 @@ def build_broker_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]
         description="Publish order events from the outbox to the configured brokers; each marked "
         "sent once the broker confirmed it.",
     )
+    @skip_unless_migrated
     def order_events_outbox(
         context: SensorEvaluationContext, store: BusinessStoreResource
     ) -> SensorResult:
@@ -201,6 +204,7 @@ def build_broker_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]
         **{**every, "minimum_interval_seconds": max(settings.sensor_interval_seconds, 60)},
         description="Observe each model provider's shared circuit breaker (state, failures).",
     )
+    @skip_unless_migrated
     def model_providers(
         context: SensorEvaluationContext, store: BusinessStoreResource
     ) -> SensorResult:

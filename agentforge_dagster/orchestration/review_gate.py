@@ -17,6 +17,7 @@ from datetime import timedelta
 import dagster as dg
 
 from agentforge_dagster.execution.resources import parse_model_specs
+from agentforge_dagster.orchestration.sensors import skip_unless_migrated
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.review_holds import (
     DECISIONS,
@@ -123,6 +124,7 @@ def build_escalation_sensor(settings: AgentForgeSettings) -> dg.SensorDefinition
         "AGENTFORGE_REVIEW_ESCALATE_AFTER_HOURS (audited; agentforge status and review list "
         "show them).",
     )
+    @skip_unless_migrated
     def review_escalation_sensor(
         context: dg.SensorEvaluationContext, store: BusinessStoreResource
     ) -> dg.SkipReason:

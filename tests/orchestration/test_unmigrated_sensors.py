@@ -48,3 +48,20 @@ def test_store_sensors_skip_until_the_database_is_upgraded(
         assert tick("order_queue") == [], "the schema is there: an ordinary tick"
     finally:
         store.engine.dispose()
+
+
+def test_the_review_and_provider_sensors_skip_until_the_database_is_upgraded(
+    settings: AgentForgeSettings, instance: DagsterInstance
+) -> None:
+    from agentforge_dagster.orchestration.broker_sensors import build_broker_sensors
+    from agentforge_dagster.orchestration.review_gate import build_escalation_sensor
+
+    sensors = [
+        build_escalation_sensor(settings),
+        *(s for s in build_broker_sensors(settings) if s.name == "model_providers"),
+    ]
+    resources = {"store": BusinessStoreResource(database_url=settings.resolved_database_url())}
+    for sensor in sensors:
+        with build_sensor_context(instance=instance, resources=resources) as context:
+            skipped = sensor(context)
+        assert isinstance(skipped, SkipReason) and skipped.skip_message == NOT_MIGRATED, sensor.name
