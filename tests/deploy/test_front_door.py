@@ -1,5 +1,8 @@
 """The front door: TLS, basic auth, a read-only credential, websockets, and nothing else exposed.
 
+Logins are made by docker/make-secrets.sh (bcrypt cost 10, as for operators); the password is
+checked once per login, later requests carry the signed session cookie (docker/proxy/session.js).
+
 Brought up on the package's Docker deployment (tests/deploy/conftest.py): two webservers of the
 project image (one ``--read-only``) bound to loopback, reaching the engine through the socket
 proxy, secrets as files; the nginx front door of the proxy image, the one listener on a
@@ -30,7 +33,7 @@ import pytest
 from sqlalchemy import create_engine, make_url, text
 
 from tests.conftest import PG_ADMIN_URL
-from tests.deploy.conftest import CANARY, PROXY_UID, DockerDeployment, _free_port
+from tests.deploy.conftest import CANARY, PROXY_UID, ROOT, DockerDeployment, _free_port
 from tests.orchestration.daemon import wait_until
 
 pytestmark = [pytest.mark.service, pytest.mark.xdist_group("deploy")]
@@ -42,16 +45,23 @@ LAUNCH = """mutation {
 }"""
 
 
-def _htpasswd(client: Any, proxy_image: str, user: str, password: str) -> str:
-    """A bcrypt line made by the proxy image's own htpasswd (what the README tells operators)."""
-    output = client.containers.run(
-        proxy_image,
-        ["-nbB", user, password],
-        entrypoint="htpasswd",
-        network_mode="none",
-        remove=True,
+SESSION = "agentforge_session"
+
+
+def make_login(secrets: Path, proxy_image: str, user: str, password: str, role: str) -> None:
+    """A login as the README tells operators: docker/make-secrets.sh DIR user NAME [viewer]."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DAGSTER_", "AGENTFORGE_"))}
+    done = subprocess.run(
+        ["bash", "docker/make-secrets.sh", str(secrets), "user", user, role, "--password-stdin"],
+        input=password + "\n",
+        env={**env, "ENV_FILE": "/nonexistent", "PROXY_IMAGE": proxy_image},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
-    return str(output.decode().strip())
+    assert done.returncode == 0, done.stderr
 
 
 def start_front_door(
@@ -63,11 +73,12 @@ def start_front_door(
     read_only_upstream: str,
 ) -> Any:
     """The proxy image as the front door, hardened like the rest; users and TLS state in folder."""
-    users, state = folder / "users", folder / "state"
-    users.mkdir(parents=True)
-    state.mkdir()
-    (users / "operators.htpasswd").write_text(_htpasswd(dep.client, proxy_image, *OPERATOR) + "\n")
-    (users / "viewers.htpasswd").write_text(_htpasswd(dep.client, proxy_image, *VIEWER) + "\n")
+    secrets, state = folder / "secrets", folder / "state"
+    users = secrets / "front-door"
+    state.mkdir(parents=True)
+    if not users.exists():
+        make_login(secrets, proxy_image, *OPERATOR, "operator")
+        make_login(secrets, proxy_image, *VIEWER, "viewer")
     os.chown(state, PROXY_UID, PROXY_UID)
     label_key, label_value = dep.label.split("=")
     return dep.client.containers.run(
@@ -166,10 +177,27 @@ class FrontDoor:
         finally:
             connection.close()
 
-    def graphql(self, query: str, auth: tuple[str, str]) -> dict[str, Any]:
-        status, _, body = self.request("/graphql", auth, {"query": query})
+    def graphql(
+        self, query: str, auth: tuple[str, str] | None, headers: dict[str, str] | None = None
+    ) -> dict[str, Any]:
+        status, _, body = self.request("/graphql", auth, {"query": query}, headers=headers)
         assert status == 200, body[:500]
         return dict(json.loads(body))
+
+    def session(self, who: tuple[str, str]) -> str:
+        """Log in with the password; the session cookie the front door sets (name=value)."""
+        status, headers, _ = self.request("/server_info", who)
+        assert status in (200, 204), status
+        return _session_cookie(headers)
+
+
+def _session_cookie(headers: dict[str, str]) -> str:
+    cookie = headers.get("Set-Cookie", "")
+    assert cookie.startswith(f"{SESSION}="), headers
+    attributes = {part.strip().split("=")[0] for part in cookie.split(";")[1:]}
+    assert {"Path", "Max-Age", "Secure", "HttpOnly", "SameSite"} <= attributes, cookie
+    assert "SameSite=Strict" in cookie
+    return cookie.split(";")[0]
 
 
 @pytest.fixture(scope="module")
@@ -221,6 +249,115 @@ def test_only_the_right_password_gets_in_to_the_ui_and_its_graphql(front_door: F
     assert status == 200 and b"<html" in page.lower()
     assert headers["Strict-Transport-Security"].startswith("max-age=")
     assert front_door.graphql("{ version }", OPERATOR)["data"]["version"]
+
+
+def test_a_login_gets_a_session_and_the_password_is_checked_once(front_door: FrontDoor) -> None:
+    """After basic auth, the signed cookie alone gets in: no bcrypt on every request."""
+    operator, viewer = front_door.session(OPERATOR), front_door.session(VIEWER)
+
+    def permissions(cookie: str) -> dict[str, bool]:
+        data = front_door.graphql(
+            "{ permissions { permission value } }", None, headers={"Cookie": cookie}
+        )["data"]
+        return {p["permission"]: p["value"] for p in data["permissions"]}
+
+    assert permissions(operator)["launch_pipeline_execution"] is True
+    assert permissions(viewer)["launch_pipeline_execution"] is False
+    refused = front_door.graphql(LAUNCH, None, headers={"Cookie": viewer})
+    assert refused["data"]["launchPipelineExecution"]["__typename"] == "UnauthorizedError"
+    # A request on a session gets no new cookie.
+    status, headers, _ = front_door.request("/server_info", headers={"Cookie": operator})
+    assert status == 200 and "Set-Cookie" not in headers
+    # Forged: the viewer's cookie renamed to the operator, a bad signature, an expired one.
+    expiry, mac, _ = viewer.split("=", 1)[1].split(".", 2)
+    forged = [
+        f"{SESSION}={expiry}.{mac}.operator",
+        f"{SESSION}={expiry}.{'0' * 64}.viewer",
+        f"{SESSION}=1000000000.{mac}.viewer",
+        f"{SESSION}=garbage",
+    ]
+    for cookie in forged:  # from 127.0.0.3: failed logins, and the rate limit counts them
+        status = front_door.request("/server_info", source="127.0.0.3", headers={"Cookie": cookie})[
+            0
+        ]
+        assert status == 401, cookie
+
+
+def _cpu_seconds(container: Any) -> float:
+    """CPU time the container has used so far, from its cgroup (v1 or v2), else docker stats."""
+    cid = container.id
+    for path in (
+        f"/sys/fs/cgroup/cpuacct/docker/{cid}/cpuacct.usage",
+        f"/sys/fs/cgroup/cpu,cpuacct/docker/{cid}/cpuacct.usage",
+    ):
+        if os.path.exists(path):
+            return int(Path(path).read_text()) / 1e9
+    for path in (
+        f"/sys/fs/cgroup/system.slice/docker-{cid}.scope/cpu.stat",
+        f"/sys/fs/cgroup/docker/{cid}/cpu.stat",
+    ):
+        if os.path.exists(path):
+            stat = dict(line.split() for line in Path(path).read_text().splitlines())
+            return int(stat["usage_usec"]) / 1e6
+    stats = container.stats(stream=False)
+    return float(stats["cpu_stats"]["cpu_usage"]["total_usage"]) / 1e9
+
+
+def _first_page_load(door: FrontDoor, who: tuple[str, str], session: bool) -> int:
+    """The UI's first page as a browser loads it: the index, every file it names, GraphQL posts.
+
+    Over keep-alive connections (a browser keeps ~6 open), so TLS handshakes are not what is
+    measured. A browser sends the password on every request once asked; with ``session`` it
+    also sends the cookie it was given, as browsers do. Returns the number of requests.
+    """
+    connection = http.client.HTTPSConnection("localhost", door.port, context=door.tls, timeout=60)
+    headers = {"Authorization": "Basic " + base64.b64encode(":".join(who).encode()).decode()}
+    count = 0
+
+    def get(path: str, body: dict[str, Any] | None = None) -> bytes:
+        nonlocal count
+        sent = {**headers, **({"Content-Type": "application/json"} if body else {})}
+        connection.request(
+            "POST" if body else "GET", path, json.dumps(body) if body else None, sent
+        )
+        answer = connection.getresponse()
+        content = answer.read()
+        count += 1
+        assert answer.status == 200, (path, answer.status)
+        cookie = answer.headers.get("Set-Cookie")
+        if session and cookie:
+            headers["Cookie"] = cookie.split(";")[0]
+        return content
+
+    try:
+        index = get("/").decode()
+        files = sorted(set(re.findall(r'(?:src|href)="(/[^"]+)"', index)))
+        assert any(f.endswith(".js") for f in files), files
+        for path in files:
+            get(path)
+        queries = ["{ version }", "{ permissions { permission value } }"]
+        for number in range(20):  # the overview's queries, then polling
+            get("/graphql", {"query": queries[number % 2]})
+    finally:
+        connection.close()
+    return count
+
+
+def test_the_front_doors_cpu_for_the_uis_first_page_load(front_door: FrontDoor) -> None:
+    """bcrypt (cost 10) once per login, not per request: the figure is in README, "Security"."""
+    figures = {}
+    for session in (False, True):
+        before = _cpu_seconds(front_door.container)
+        requests = _first_page_load(front_door, OPERATOR, session)
+        figures[session] = (_cpu_seconds(front_door.container) - before, requests)
+    (basic, requests), (with_session, _) = figures[False], figures[True]
+    print(
+        f"\nfront door CPU, UI first page load ({requests} requests, bcrypt cost 10): "
+        f"password on every request {basic:.2f} s ({basic / requests * 1000:.0f} ms a request), "
+        f"with the session cookie {with_session:.3f} s"
+    )
+    assert with_session < 0.4, figures
+    assert with_session < basic / 4, figures
 
 
 def test_a_viewer_watches_but_cannot_launch_a_run(front_door: FrontDoor) -> None:
@@ -295,19 +432,31 @@ def test_the_user_name_goes_upstream_and_the_password_does_not(
             port, ssl.create_default_context(cafile=str(cert)), tmp_path, container, []
         )
         wait_until(lambda: _answers(door), 30, "the second front door")
+        viewer_session = door.session(VIEWER)
         seen.clear()
         # A client cannot claim to be someone else: its header is replaced.
         for who in (OPERATOR, VIEWER):
             assert door.request("/x", who, headers={"X-Forwarded-User": "mallory"})[0] == 204
+        # Nor by a session plus someone else's name in Authorization (unchecked on a session):
+        # the session's user counts; the session cookie stays at the front door.
+        sent = {"X-Forwarded-User": "mallory", "Cookie": f"a=1; {viewer_session}; b=2"}
+        assert door.request("/x", ("operator", "not-checked"), headers=sent)[0] == 204
+        # A restart makes a new signing key: every session ends, the password gets in again.
+        container.restart()
+        wait_until(lambda: _answers(door), 30, "the restarted front door")
+        assert door.request("/x", headers={"Cookie": viewer_session})[0] == 401
     finally:
         container.remove(force=True)
         for server in servers:
             server.shutdown()
-    operator, viewer = seen
+    operator, viewer, on_session = seen[:3]
     assert operator["X-Forwarded-User"] == "operator" and viewer["X-Forwarded-User"] == "viewer"
+    assert on_session["X-Forwarded-User"] == "viewer"
+    assert on_session["port"] == str(servers[1].server_address[1]), "a viewer's session: read-only"
+    assert on_session["Cookie"] == "a=1; b=2"
     assert operator["port"] == str(servers[0].server_address[1]), "operators: the full UI"
     assert viewer["port"] == str(servers[1].server_address[1]), "viewers: the read-only UI"
-    assert not {"Authorization", "authorization"} & (set(operator) | set(viewer))
+    assert not {"Authorization", "authorization"} & (set(operator) | set(viewer) | set(on_session))
     assert operator["X-Forwarded-Proto"] == "https"
 
 
