@@ -349,9 +349,12 @@ class CappedDockerRunLauncher(DockerRunLauncher):
                 container_kwargs.get("volumes"), secret_volumes
             )
         container_kwargs.pop("stop_timeout", None)
-        labels = container_kwargs.pop("labels", {})
-        if isinstance(labels, list):
-            labels = {key: "" for key in labels}
+        configured_labels = container_kwargs.pop("labels", {})
+        labels = (
+            {key: "" for key in configured_labels}
+            if isinstance(configured_labels, list)
+            else dict(configured_labels)  # a copy: the operator's dict serves every launch
+        )
         labels.update(
             {"dagster/run_id": run.run_id, "dagster/job_name": run.job_name, ROLE_LABEL: "run"}
         )

@@ -43,7 +43,9 @@ READY_LINE = "Started Dagster code proxy server"
 SERVICE_HOSTS = {"user_code": "127.0.0.1", "postgres": "127.0.0.1", "minio": "127.0.0.1"}
 # Passed from the deployer's environment to the code server: what its sensors need.
 PASSED_PREFIXES = ("AGENTFORGE_", "DAGSTER_PG_", "AWS_")
-# Host-side paths and the deploy's own settings mean nothing inside the container.
+# Host-side paths and the deploy's own settings mean nothing inside the container. The secrets
+# folder is passed: the instance config names it (the run launcher mounts it into run
+# containers), and a sensor that reads the instance's run launcher fails without it.
 NOT_PASSED = frozenset(
     {
         "AGENTFORGE_HOME",
@@ -54,7 +56,6 @@ NOT_PASSED = frozenset(
         "AGENTFORGE_DELIVERIES_DIR",
         "AGENTFORGE_BACKUP_DIR",
         "AGENTFORGE_DROP_DIR",
-        "AGENTFORGE_SECRETS_DIR",
     }
 )
 

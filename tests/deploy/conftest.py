@@ -188,10 +188,10 @@ class DockerDeployment:
     def run_containers(self, run_id: str | None = None) -> list[Any]:
         label = f"dagster/run_id={run_id}" if run_id else "agentforge/role=run"
         found = []
-        # Listed, then inspected one by one: a run container removes itself when its run ends,
+        # Listed, then inspected one by one: a run container is removed once its run has ended,
         # and one that went between the two steps is simply not there any more.
         for container in self.client.containers.list(
-            all=True, sparse=True, filters={"label": label}
+            all=True, sparse=True, filters={"label": [label, self.label]}
         ):
             try:
                 container.reload()
@@ -294,6 +294,10 @@ def docker_deployment(
     # Drills (slow models, memory ballast) are not production wiring: switched on for the code
     # server and, through the launcher's env_vars, for every run container.
     config["run_launcher"]["config"]["env_vars"].append("AGENTFORGE_DRILLS")
+    port = _free_port()
+    # This stack's run containers carry its label too: found and cleaned up with the stack,
+    # never confused with another stack's on the same engine.
+    config["run_launcher"]["config"]["container_kwargs"]["labels"] = {"agentforge/port": str(port)}
     # make bench-docker (test_bench_docker.py): faults on every step, automatic replays as in
     # production; the code server and every run container see the same settings.
     bench = {
@@ -305,7 +309,6 @@ def docker_deployment(
     if benching:
         config["run_launcher"]["config"]["env_vars"] += sorted(bench)
     (home / "dagster.yaml").write_text(yaml.safe_dump(config))
-    port = _free_port()
     workspace = tmp / "workspace.yaml"
     workspace.write_text(
         yaml.safe_dump(
