@@ -51,6 +51,7 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 
 import docker.errors
@@ -99,6 +100,9 @@ HOST_CHECK = ["python", "-m", "agentforge_dagster.execution.hosts", "run contain
 FINISHED = frozenset(
     {DagsterRunStatus.SUCCESS, DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED}
 )
+# Finished runs a starting watch looks at, in case their containers were left behind.
+ADOPT_HOURS = 24
+ADOPT_LIMIT = 1000
 log = logging.getLogger(__name__)
 # Defaults of every run container (container_kwargs may override each one).
 HARDENING: dict[str, Any] = {
@@ -589,14 +593,26 @@ class ContainerWatch(threading.Thread):
                 log.exception("container watch: a pass failed")
 
     def adopt(self) -> None:
-        """Runs a previous daemon launched that may still have a container: follow them too."""
+        """Runs a previous daemon launched that may still have a container: follow them too.
+
+        Those in flight, and those that ended in the last ``ADOPT_HOURS`` (a daemon restarted
+        between a run's end and the removal of its container left it behind); a run whose
+        container is gone already is forgotten at the first pass.
+        """
         instance = self.launcher._instance
+        since = datetime.now(UTC) - timedelta(hours=ADOPT_HOURS)
         try:
-            runs = instance.get_runs(
-                RunsFilter(statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED])
-            )
+            runs = [
+                *instance.get_runs(
+                    RunsFilter(statuses=[DagsterRunStatus.STARTING, DagsterRunStatus.STARTED])
+                ),
+                *instance.get_runs(
+                    RunsFilter(statuses=sorted(FINISHED, key=str), updated_after=since),
+                    limit=ADOPT_LIMIT,
+                ),
+            ]
         except Exception:
-            log.exception("container watch: could not list runs in flight")
+            log.exception("container watch: could not list the runs to follow")
             return
         for run in runs:
             if run.tags.get(DOCKER_CONTAINER_ID_TAG):

@@ -91,6 +91,7 @@ class Stack:
     s3: Any = None
     orders: dict[str, str] = field(default_factory=dict)
     decisions: dict[str, str] = field(default_factory=dict)
+    images: list[str] = field(default_factory=list)
 
     def run(self, args: list[str] | str, what: str, stdin: str | None = None) -> str:
         """A command in the tree, as the operator's shell runs it; its output is logged."""
@@ -237,6 +238,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
                 timeout=300,
                 check=False,
             )
+        for container_id in _run_containers(stack):
+            subprocess.run(["docker", "rm", "-f", container_id], capture_output=True, check=False)
         if stack.store is not None:
             stack.store.engine.dispose()
         subprocess.run(["rabbitmqctl", "delete_vhost", vhost], capture_output=True, check=False)
@@ -247,8 +250,11 @@ def _delivered_matches(stack: Stack, order_id: str) -> None:
     """The order's S3 object is the recorded version, with the recorded SHA-256, and one of it."""
     delivery = stack.business().delivery(order_id)
     assert delivery is not None, f"{order_id} has no delivery"
-    bucket, key, version = parse_s3_location(delivery.location)
-    body = stack.bucket().get_object(Bucket=bucket, Key=key, VersionId=version)["Body"].read()
+    where = parse_s3_location(delivery.location)
+    bucket, key = where.bucket, where.key
+    assert where.version_id, delivery.location
+    body = stack.bucket().get_object(Bucket=bucket, Key=key, VersionId=where.version_id)
+    body = body["Body"].read()
     assert hashlib.sha256(body).hexdigest() == delivery.content_sha256
     versions = stack.bucket().list_object_versions(Bucket=bucket, Prefix=key).get("Versions", [])
     assert len([v for v in versions if v["Key"] == key]) == 1, f"{order_id} delivered twice"
@@ -280,9 +286,21 @@ def test_the_readme_commands_bring_the_stack_up_and_every_order_is_delivered(
     passwords = f"{ALICE[1]}\n{BOB[1]}\n"
     for name, text in steps(stack.tree / "docker" / "deploy-steps.sh"):
         if name == "up":
-            # Optional in the README, used here: orders from the machine's RabbitMQ.
-            stack.run("bash docker/make-secrets.sh broker", "make-secrets broker")
+            # Optional in the README, used here: orders from the machine's RabbitMQ, its URL
+            # (with the broker's password) a secret file like the others.
+            url = f"amqp://guest:guest@127.0.0.1:5672/{stack.vhost}"
+            stack.run(
+                f"AGENTFORGE_RABBITMQ_URL='{url}' bash docker/make-secrets.sh broker",
+                "make-secrets broker",
+            )
         stack.run(text, f"step {name}", stdin=passwords if name == "secrets" else None)
+        if name == "settings":
+            written = (stack.tree / "docker" / ".env").read_text()
+            stack.images = re.findall(r"^AGENTFORGE_IMAGE=(\S+)$", written, re.MULTILINE)
+            pairs = " ".join(f"{key}='{value}'" for key, value in stack.decisions.items())
+            stack.run(f"bash docker/set-env.sh {pairs}", "the operator edits docker/.env")
+            written = (stack.tree / "docker" / ".env").read_text()
+            assert f"AGENTFORGE_SECRETS_DIR={stack.secrets}\n" in written, "never /etc here"
 
     # (b) from the shell, as the README writes it: a submit in user_code, a take_order launch.
     shell_steps = dict(steps(stack.tree / "docker" / "order-steps.sh"))
@@ -323,9 +341,34 @@ def test_the_readme_commands_bring_the_stack_up_and_every_order_is_delivered(
         connection.close()
     stack.orders["broker"] = broker_order
 
+    started = time.monotonic()
     for order_id in stack.orders.values():
         stack.wait_status(order_id, OrderStatus.COMPLETED)
         _delivered_matches(stack, order_id)
+    TIMINGS["three orders delivered, after the last was taken"] = round(
+        time.monotonic() - started, 1
+    )
+    # Each run's container is removed once the daemon has read how it ended.
+    wait_until(
+        lambda: not _run_containers(stack),
+        120,
+        "the runs' containers to be removed",
+        stack.log,
+    )
+
+
+def _run_containers(stack: Stack) -> list[str]:
+    """Run containers of this stack's images still on the engine."""
+    found: list[str] = []
+    for image in stack.images:
+        found += subprocess.run(
+            [
+                "docker", "ps", "-aq", "--filter", "label=agentforge/role=run",
+                "--filter", f"ancestor={image}",
+            ],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+    return found
 
 
 def _queue_exists(connection: Any, queue: str) -> bool:
@@ -414,6 +457,7 @@ def test_agentforge_deploy_of_a_second_image_serves_the_next_order(stack: Stack)
     """README "Deploy and roll back" under compose: stop user_code, deploy an image, order."""
     image_b = stack.run("REVISION=stack-b bash docker/build-image.sh", "build image B")
     image_b = image_b.strip().splitlines()[-1]
+    stack.images.append(image_b)
     stack.compose("stop", "user_code")
     agentforge = ROOT / ".venv" / "bin" / "agentforge"  # the operator's, on the host
     try:
@@ -436,6 +480,11 @@ def test_agentforge_deploy_of_a_second_image_serves_the_next_order(stack: Stack)
             if row["event"] == "step_started"
         }
         assert images == {image_b}, images
+        # The restarted daemon's watch began at its first launch (this order's run) and took
+        # over what the daemon before it launched: every run container is gone once read.
+        wait_until(
+            lambda: not _run_containers(stack), 120, "the runs' containers to be removed", stack.log
+        )
     finally:
         subprocess.run(
             "docker ps -aq --filter label=agentforge/role=code-server "
@@ -482,6 +531,7 @@ def test_a_run_container_that_cannot_resolve_a_host_is_dead_lettered_naming_it(
 def test_idle_memory_per_service_is_written_down(stack: Stack) -> None:
     """``docker stats --no-stream`` of the stack at rest, with the steps' times (README figures)."""
     names = stack.compose("ps", "--services").split()
+    time.sleep(20)  # not a wait for anything: the figure is of a stack left alone a moment
     stats = subprocess.run(
         ["docker", "stats", "--no-stream", "--format", "{{.Name}}\t{{.MemUsage}}\t{{.CPUPerc}}"],
         capture_output=True,
