@@ -39,6 +39,7 @@ from sqlalchemy import make_url
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.persistence.deliverables import parse_s3_location
 from agentforge_dagster.persistence.store import BusinessStore
+from tests.deploy.test_front_door import _descendants
 from tests.orchestration.daemon import wait_until
 
 pytestmark = [pytest.mark.stack, pytest.mark.service]
@@ -388,23 +389,6 @@ def test_the_front_door_lets_in_only_the_right_logins(stack: Stack) -> None:
     assert stack.door("/", BOB)[0] == 200
     status, body = stack.door("/graphql", BOB, {"query": LAUNCH})
     assert status == 200 and b"UnauthorizedError" in body, body[:300]
-
-
-def _descendants(roots: set[int]) -> set[int]:
-    children: dict[int, set[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), set()).add(int(stat.parent.name))
-    found, todo = set(), list(roots)
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.add(pid)
-            todo.extend(children.get(pid, ()))
-    return found
 
 
 def test_nothing_but_the_front_door_listens_beyond_loopback(stack: Stack) -> None:
