@@ -148,12 +148,31 @@ class Stack:
             return None
 
     def wait_status(self, order_id: str, status: OrderStatus, timeout: float = 300) -> None:
-        wait_until(
-            lambda: self.status(order_id) is status,
-            timeout,
-            f"order {order_id} to be {status.value}",
-            self.log,
-        )
+        try:
+            wanted = f"order {order_id} to be {status.value}"
+            wait_until(lambda: self.status(order_id) is status, timeout, wanted)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}\n{self.diagnosis(order_id)}") from None
+
+    def diagnosis(self, order_id: str) -> str:
+        """What a stuck order's trail, the containers and the daemon's last lines say."""
+        lines = [f"order {order_id} is {self.status(order_id)}"]
+        try:
+            lines += [
+                f"  {row['event']} {json.dumps(row['detail'], default=str)[:300]}"
+                for row in self.business().audit_rows(order_id)
+            ]
+        except Exception as exc:  # the database is what is wrong
+            lines.append(f"  audit trail unreadable: {exc}")
+        for command in (
+            ["docker", "ps", "-a", "--format", "{{.Names}} {{.Status}} {{.Labels}}"],
+            [*COMPOSE, "logs", "--no-color", "--tail", "60", "daemon", "user_code"],
+        ):
+            done = subprocess.run(
+                command, cwd=self.tree, env=self.env, capture_output=True, text=True, check=False
+            )
+            lines.append(f"$ {' '.join(command)}\n{done.stdout[-6000:]}{done.stderr[-2000:]}")
+        return "\n".join(lines)
 
     def door(
         self, path: str, auth: tuple[str, str] | None = None, body: dict[str, Any] | None = None
