@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import json
 import os
 import random
@@ -61,9 +63,13 @@ def _instance(settings: AgentForgeSettings) -> DagsterInstance:
         os.environ["DAGSTER_HOME"] = str(home)  # say it once per command
     home.mkdir(parents=True, exist_ok=True)
     config = home / "dagster.yaml"
-    if not config.exists():  # the embedded default: SQLite storage in this folder
-        config.write_text("telemetry:\n  enabled: false\n")
-    return DagsterInstance.from_config(str(home))
+    # Two commands opening a new home at once would both create its SQLite storage, and Dagster
+    # would then find two schema heads: the first to open it does, the other waits.
+    with (home / ".opening.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not config.exists():  # the embedded default: SQLite storage in this folder
+            config.write_text("telemetry:\n  enabled: false\n")
+        return DagsterInstance.from_config(str(home))
 
 
 def _user_errors(fn: F) -> F:
@@ -79,6 +85,12 @@ def _user_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+_DISK_FULL = (
+    "; the disk is full: free some space and run the command again (orders in flight are taken "
+    "up by the next `agentforge run`)"
+)
+
+
 class _Commands(click.Group):
     """The command group: a database that cannot be used ends any command with one line."""
 
@@ -92,6 +104,13 @@ class _Commands(click.Group):
             raise click.ClickException(
                 f"the database cannot be used ({reason}); nothing could be recorded there "
                 f"(business database: {_safe_url(settings.resolved_database_url())})"
+                + (_DISK_FULL if "full" in reason else "")
+            ) from exc
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            raise click.ClickException(
+                f"{exc.strerror} ({exc.filename or 'a write'})" + _DISK_FULL
             ) from exc
 
 
@@ -220,30 +239,66 @@ def _run(
     fault_rate: float | None,
     seed: int,
 ) -> list[OrderRunResult]:
-    """Run the orders, then the replays requested, here: what the daemon's sensors would launch."""
+    """Run the orders, then the replays requested, here: what the daemon's sensors would launch.
+
+    Orders left by a runner that is gone are taken back first; SIGINT or SIGTERM stops the
+    process within seconds, leaving the order in flight to the next ``agentforge run``.
+    """
     from agentforge_dagster.definitions import build_definitions
-    from agentforge_dagster.orchestration.runner import fault_run_config, run_orders, run_replays
+    from agentforge_dagster.orchestration.runner import (
+        fault_run_config,
+        leave_current_run,
+        run_interruptibly,
+        run_orders,
+        run_replays,
+    )
 
     run_config: dict[str, Any] = dict(QUIET_LOGGING)
     if fault_rate is not None:
         run_config.update(fault_run_config(fault_rate, seed))
     defs = build_definitions(settings, drills=True if fault_rate is not None else None)
+    lease = settings.lease_seconds
     with (
         _instance(settings) as instance,
         counted(len(order_ids), "orders", _order_line(len(order_ids))) as advance,
     ):
-        results = run_orders(
-            defs,
-            instance,
-            store,
-            order_ids,
-            run_config=run_config,
-            progress=lambda r: advance(f"{r.order_id} {r.state:<10} run {r.run_id[:8]}"),
+
+        def work() -> list[OrderRunResult]:
+            results = run_orders(
+                defs,
+                instance,
+                store,
+                order_ids,
+                run_config=run_config,
+                progress=lambda r: advance(_result_line(r)),
+                lease_seconds=lease,
+            )
+            replays = run_replays(
+                defs, instance, store, run_config=dict(QUIET_LOGGING), lease_seconds=lease
+            )
+            return results + replays
+
+        everything = run_interruptibly(
+            work, lambda signum: leave_current_run(store, instance, signum)
         )
-        replayed = run_replays(defs, instance, store, run_config=dict(QUIET_LOGGING))
-    for result in replayed:
-        click.echo(f"replay {result.order_id} {result.state} run {result.run_id[:8]}")
-    return results + replayed
+    for result in everything[len(order_ids) :]:
+        click.echo(f"replay {_result_line(result)}")
+    return everything
+
+
+def _result_line(result: OrderRunResult) -> str:
+    if result.skipped is not None:
+        return f"{result.order_id} skipped: {result.skipped}"
+    return f"{result.order_id} {result.state:<10} run {result.run_id[:8]}"
+
+
+def _take_back(settings: AgentForgeSettings, store: BusinessStore) -> None:
+    """Orders whose runner is gone (killed, out of disk) go back to work before anything else."""
+    from agentforge_dagster.orchestration.leases import take_back_expired
+
+    with _instance(settings) as instance:
+        for taken in take_back_expired(store, instance, replay=True):
+            click.echo(taken.describe())
 
 
 @main.command()
@@ -265,13 +320,14 @@ def run(settings: AgentForgeSettings, fault_rate: float | None, seed: int) -> No
     from agentforge_dagster.orchestration.dead_letters import resume_waiting_for_budget
 
     store = _store(settings)
+    _take_back(settings, store)
     queued = store.order_ids(OrderStatus.QUEUED)
     resume_waiting_for_budget(store, settings.monthly_budget_usd)
     if not queued and not store.replays_to_launch():
         click.echo("no queued orders and no replays requested")
         return
     results = _run(settings, store, queued, fault_rate, seed)
-    if not all(result.success for result in results):
+    if not all(result.settled for result in results):
         sys.exit(EXIT_FAILED)
 
 

@@ -80,7 +80,9 @@ def build_resources(settings: AgentForgeSettings, *, drills: bool = False) -> di
     )
     return {
         **drill_resources,
-        "store": BusinessStoreResource(database_url=database_url),
+        "store": BusinessStoreResource(
+            database_url=database_url, lease_seconds=settings.lease_seconds
+        ),
         "model": ModelResource(
             models=settings.models,
             # Keys go in as EnvVar: the UI and the run config show the variable, never the value.

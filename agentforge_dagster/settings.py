@@ -112,6 +112,12 @@ class AgentForgeSettings(BaseSettings):
         "imported Dagster and this code once (forkserver), or Dagster's own spawn.",
     )
     sensor_interval_seconds: int = Field(default=15, ge=1)
+    lease_seconds: float = Field(
+        default=120.0,
+        ge=5,
+        description="How long a runner's claim on an order holds unless renewed (every third of "
+        "it); a runner that died is taken over once its lease has run out.",
+    )
     queue_batch: int = Field(default=50, ge=1)
     order_run_max_runtime_seconds: int = Field(default=900, ge=10)
     dlq_cooldown_seconds: float = Field(default=60.0, ge=0)

@@ -103,6 +103,14 @@ class ContentRefusal(PermanentError):
     person (quarantined), not failed — another model or an instruction may do it."""
 
 
+class OrderTaken(AgentForgeError):
+    """Another runner holds the order (its lease is live), or it is no longer this run's to work
+    on (finished, or taken back from a runner that stopped renewing its lease). The run stops; the
+    order is not this run's failure and is left as it is."""
+
+    error_class = "taken"
+
+
 class BudgetExhausted(AgentForgeError):
     """The next paid model call would exceed the month's model budget: pause, do not fail."""
 

@@ -30,12 +30,18 @@ from agentforge_dagster.domain.errors import (
     AgentForgeError,
     BudgetExhausted,
     ContentRefusal,
+    OrderTaken,
     PermanentError,
     TransientError,
 )
 from agentforge_dagster.domain.models import Artifact, Review
 from agentforge_dagster.domain.policy import Finding
-from agentforge_dagster.domain.runs import ORDERS_PARTITIONS_NAME, REPLAY_OF_TAG
+from agentforge_dagster.domain.runs import (
+    ORDERS_PARTITIONS_NAME,
+    PARENT_RUN_TAG,
+    REPLAY_OF_TAG,
+    ROOT_RUN_TAG,
+)
 from agentforge_dagster.execution.checks import STEP_CHECKS, StepCheck
 from agentforge_dagster.execution.faults import NO_DRILLS, FaultInjector, FaultPoint
 from agentforge_dagster.execution.resources import ModelResource, StepOptions
@@ -106,7 +112,17 @@ def run_step(
         detail={"inputs": sorted(inputs), "fault_rate": faults.rate, **image},
     )
     try:
-        business.claim(order_id, run_id=context.run_id, step=spec.name)
+        business.claim(
+            order_id,
+            run_id=context.run_id,
+            step=spec.name,
+            predecessors=frozenset(
+                context.run.tags[tag]
+                for tag in (PARENT_RUN_TAG, ROOT_RUN_TAG)
+                if tag in context.run.tags
+            ),
+            lease_seconds=store.lease_seconds,
+        )
         point = FaultPoint(
             order_id=order_id,
             step=spec.name,
@@ -149,6 +165,12 @@ def run_step(
                 "model_calls": len(env.model_calls),
             },
         )
+        if isinstance(exc, OrderTaken):  # another runner's: not this order's failure
+            raise Failure(
+                description=f"{spec.name} stopped: {exc}",
+                metadata={"error_class": error_class, "error_type": type(exc).__name__},
+                allow_retries=False,
+            ) from exc
         if isinstance(exc, BudgetExhausted):
             raise Failure(
                 description=f"{spec.name} paused: {exc}",

@@ -63,6 +63,7 @@ class Verdict(StrEnum):
     DEAD_LETTERED = "dead_lettered"
     WAITING_BUDGET = "waiting_budget"
     ALREADY_SETTLED = "already_settled"
+    TAKEN = "taken"  # the run stopped because another runner holds the order: not its failure
 
 
 @dataclass(frozen=True)
@@ -241,6 +242,8 @@ def settle_failed_run(
         if not _is_latest_run(instance, run, order_id):
             return Verdict.SUPERSEDED
     failure = failure_of_run(instance, run.run_id)
+    if failure.error_type == errors.OrderTaken.__name__:
+        return Verdict.TAKEN
     try:
         return _apply(store, order_id, run.run_id, failure)
     except UnknownOrder:
@@ -253,7 +256,7 @@ def _apply(store: BusinessStore, order_id: str, run_id: str, failure: RunFailure
     status = store.status(order_id)
     if status in (OrderStatus.QUEUED, OrderStatus.REPLAYED):
         # The run died before its first step took the order in: take it in, to fail it.
-        status = store.claim(order_id, run_id=run_id, step=failure.step)
+        status = store.claim(order_id, run_id=run_id, step=failure.step, lease_seconds=None)
     if status is OrderStatus.PROCESSING:
         if failure.error_class == "budget":
             store.park_for_budget(

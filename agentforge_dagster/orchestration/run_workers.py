@@ -19,7 +19,6 @@ checked: the Docker launcher has its own health check, and its workers are conta
 from __future__ import annotations
 
 from collections.abc import Collection
-from pathlib import Path
 
 from dagster import (
     DagsterEventType,
@@ -30,6 +29,7 @@ from dagster import (
 )
 
 from agentforge_dagster.domain.runs import ORDER_PIPELINE
+from agentforge_dagster.persistence.leases import process_alive
 
 
 def worker_pid(instance: DagsterInstance, run_id: str) -> int | None:
@@ -43,17 +43,6 @@ def worker_pid(instance: DagsterInstance, run_id: str) -> int | None:
         if pid is not None:
             return int(str(pid.value))
     return None
-
-
-def process_alive(pid: int, proc: Path = Path("/proc")) -> bool:
-    """Whether ``pid`` runs on this host; a zombie (exited, never reaped) is dead."""
-    try:
-        stat = (proc / str(pid) / "stat").read_text()
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True  # cannot tell: leave the run to run monitoring
-    return stat.rsplit(") ", 1)[1][:1] not in ("Z", "X")
 
 
 def fail_runs_with_dead_workers(

@@ -53,6 +53,7 @@ from agentforge_dagster.orchestration.intake import (
     register_orders,
     submit_order,
 )
+from agentforge_dagster.orchestration.leases import take_back_expired
 from agentforge_dagster.orchestration.run_workers import fail_runs_with_dead_workers
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.store import BusinessStore
@@ -372,6 +373,22 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
         return SkipReason(f"failed {len(failed)} runs whose worker was gone")
 
     @sensor(
+        name="expired_leases",
+        **every,
+        description="Take back orders whose runner stopped renewing its lease (a run worker "
+        "killed, out of disk, its host gone): the dead run is failed and the order dead-lettered, "
+        "to be replayed from its step after the replay cool-down.",
+    )
+    @skip_unless_migrated
+    def expired_leases_sensor(
+        context: SensorEvaluationContext, store: BusinessStoreResource
+    ) -> SkipReason:
+        taken = take_back_expired(store.get_store(), context.instance, replay=False)
+        for each in taken:
+            context.log.warning(each.describe())
+        return SkipReason(f"took back {len(taken)} orders whose runner was gone")
+
+    @sensor(
         name="budget_resume",
         **{**every, "minimum_interval_seconds": max(settings.sensor_interval_seconds, 60)},
         description="Resume orders paused for the model budget once it allows (cap raised or "
@@ -388,5 +405,6 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
         dead_letter_sensor,
         replay_sensor,
         lost_run_workers_sensor,
+        expired_leases_sensor,
         budget_sensor,
     ]

@@ -28,6 +28,11 @@ from agentforge_dagster.domain.errors import (
 from agentforge_dagster.domain.models import Order, utcnow
 from agentforge_dagster.domain.state import FINAL_STATUSES, OrderStatus, check_transition
 from agentforge_dagster.persistence import audit, outbox
+from agentforge_dagster.persistence.leases import (
+    DEFAULT_LEASE_SECONDS,
+    check_claim,
+    clear_lease_values,
+)
 from agentforge_dagster.persistence.schema import orders, rejected_orders
 from agentforge_dagster.persistence.sql import StoreConcern, dialect_insert
 
@@ -105,6 +110,8 @@ def transition_in(
     """
     detail = detail or {}
     values: dict[str, Any] = {"status": target.value}
+    if target is not OrderStatus.PROCESSING:
+        values.update(clear_lease_values())  # no runner holds an order out of processing
     if target is OrderStatus.FAILED:
         values.update(
             failed_step=step, last_error=error, failed_error_class=detail.get("error_class")
@@ -402,13 +409,29 @@ class OrderStore(StoreConcern):
                 conn, order_id, target, run_id=run_id, step=step, error=error, detail=detail
             )
 
-    def claim(self, order_id: str, *, run_id: str | None, step: str) -> OrderStatus:
-        """Put a queued or replayed order into processing as a run's first step starts on it.
+    def claim(
+        self,
+        order_id: str,
+        *,
+        run_id: str | None,
+        step: str,
+        predecessors: frozenset[str] = frozenset(),
+        lease_seconds: float | None = DEFAULT_LEASE_SECONDS,
+    ) -> OrderStatus:
+        """Put a queued or replayed order into processing as a step of ``run_id`` starts on it,
+        and take or renew the run's lease on it (:mod:`.leases`).
 
-        Returns the status after the claim; an order in any other state is left as it is, so a
-        run that lost the race for the order sees it processing rather than an error.
+        Raises :class:`~agentforge_dagster.domain.errors.OrderTaken` when the order is not this
+        run's to work on: another runner's lease is live, it is finished, or it was taken back
+        from this run. ``predecessors`` are the runs this one retries (their leases are its own).
+        Without ``lease_seconds`` (settling a run that died before its first step), no lease is
+        checked or taken, and an order in any other state is left as it is.
         """
         with self.begin() as conn:
+            if lease_seconds is not None and run_id is not None:
+                check_claim(
+                    conn, order_id, run_id, predecessors=predecessors, seconds=lease_seconds
+                )
             before = transition_in(
                 conn,
                 order_id,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from dagster import ConfigurableResource, InitResourceContext
-from pydantic import PrivateAttr
+from pydantic import Field, PrivateAttr
 
 from agentforge_dagster.domain.errors import UnknownOrder
 from agentforge_dagster.domain.runs import order_of_run
@@ -20,6 +20,7 @@ from agentforge_dagster.persistence.deliverables import (
     LocalDeliverables,
     S3Deliverables,
 )
+from agentforge_dagster.persistence.leases import DEFAULT_LEASE_SECONDS, LeaseKeeper
 from agentforge_dagster.persistence.store import BusinessStore
 
 
@@ -27,15 +28,26 @@ class BusinessStoreResource(ConfigurableResource):
     """The business database; one engine per process, opened when a run starts using it."""
 
     database_url: str
+    lease_seconds: float = Field(
+        default=DEFAULT_LEASE_SECONDS,
+        ge=5,
+        description="How long a run's claim on its order holds unless renewed (persistence/"
+        "leases.py).",
+    )
 
     _store: BusinessStore | None = PrivateAttr(default=None)
+    _keeper: LeaseKeeper | None = PrivateAttr(default=None)
 
     def setup_for_execution(self, context: InitResourceContext) -> None:
-        """Open the store; refuse, before any step runs, a run for an order never submitted."""
+        """Open the store; refuse, before any step runs, a run for an order never submitted.
+
+        An order's run keeps its lease on the order renewed while it runs, and gives it up when
+        it ends (:class:`~agentforge_dagster.persistence.leases.LeaseKeeper`).
+        """
         self._store = BusinessStore.from_url(self.database_url)
         run = context.dagster_run
         order_id = order_of_run(run.tags) if run is not None else None
-        if order_id is None:
+        if order_id is None or run is None:
             return
         try:
             self._store.status(order_id)
@@ -45,8 +57,13 @@ class BusinessStoreResource(ConfigurableResource):
                 f"order {order_id!r} was never submitted, so this run changes nothing: submit it "
                 "first (agentforge submit, or the drop folder), then launch the run"
             ) from exc
+        self._keeper = LeaseKeeper(self._store, run.run_id, seconds=self.lease_seconds)
+        self._keeper.start()
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:
+        if self._keeper is not None:
+            self._keeper.stop()
+            self._keeper = None
         if self._store is not None:
             self._store.engine.dispose()
 

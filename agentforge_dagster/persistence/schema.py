@@ -76,6 +76,11 @@ orders = Table(
     Column("failed_error_class", String(20)),
     _moment("launch_requested_at", nullable=True),  # first claimed by the queue sensor
     Column("require_approval", Boolean, nullable=False, server_default=false()),
+    # The runner working on the order (persistence/leases.py): its run, who it is, and until when
+    # its claim holds unless renewed. Cleared when the order leaves processing.
+    Column("lease_run_id", String(80)),
+    Column("lease_holder", String(300)),
+    _moment("lease_until", nullable=True),
 )
 
 rejected_orders = Table(

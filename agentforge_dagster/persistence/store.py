@@ -10,6 +10,9 @@ whole: the engine's settings and the schema's migrations.
 
 from __future__ import annotations
 
+import fcntl
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +25,7 @@ from agentforge_dagster.persistence.audit import AuditStore
 from agentforge_dagster.persistence.breakers import BreakerStore
 from agentforge_dagster.persistence.dead_letters import DeadLetterStore
 from agentforge_dagster.persistence.deliveries import DeliveryStore
+from agentforge_dagster.persistence.leases import LeaseStore
 from agentforge_dagster.persistence.model_calls import ModelCallStore
 from agentforge_dagster.persistence.orders import OrderRecord, OrderStore
 from agentforge_dagster.persistence.outbox import OutboxStore
@@ -56,14 +60,27 @@ def make_engine(url: str) -> Engine:
 
 
 def _lock_for_migration(conn: Connection) -> None:
-    """Wait for the migration lock until the transaction ends (PostgreSQL). SQLite takes none:
-    the embedded default is one file on one machine, upgraded by the command that first opens it."""
+    """Wait for the migration lock until the transaction ends (PostgreSQL)."""
     if conn.dialect.name == "postgresql":
         conn.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK_KEY})
 
 
+@contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """The SQLite counterpart: a lock file beside the database (two ``agentforge run`` started
+    at once on a new home both upgrade it; one waits for the other)."""
+    database = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+    if not database or database == ":memory:":
+        yield
+        return
+    with Path(f"{database}.upgrade.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
+
+
 class BusinessStore(
     OrderStore,
+    LeaseStore,
     DeliveryStore,
     DeadLetterStore,
     ReviewHoldStore,
@@ -97,7 +114,7 @@ class BusinessStore(
         """
         config = AlembicConfig()
         config.set_main_option("script_location", str(MIGRATIONS))
-        with self.engine.begin() as conn:
+        with _sqlite_file_lock(self.engine), self.engine.begin() as conn:
             _lock_for_migration(conn)
             config.attributes["connection"] = conn
             alembic_command.upgrade(config, "head")

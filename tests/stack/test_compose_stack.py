@@ -450,7 +450,7 @@ def test_a_daemon_restarted_mid_order_delivers_it_once(stack: Stack) -> None:
         what="order: submit (restart)",
     )  # fmt: skip
     order_id = _new_order(stack, before)
-    stack.wait_status(order_id, OrderStatus.PROCESSING, timeout=180)
+    stack.wait_status(order_id, OrderStatus.PROCESSING)
     stack.compose("restart", "daemon", what="docker-compose restart daemon")
     stack.wait_status(order_id, OrderStatus.COMPLETED)
     _delivered_matches(stack, order_id)
