@@ -13,6 +13,8 @@ from typing import Literal
 from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S, MAX_RESPONSE_BYTES
+
 
 class AgentForgeSettings(BaseSettings):
     model_config = SettingsConfigDict(
@@ -46,6 +48,19 @@ class AgentForgeSettings(BaseSettings):
         '"tpm": 200000, "concurrency": 8}}; a provider not named has none.',
     )
     model_max_rate_wait_seconds: float = Field(default=30.0, ge=0)
+    # A provider's answer is untrusted input (domain/limits.py).
+    max_provider_wait_seconds: float = Field(
+        default=MAX_PROVIDER_WAIT_S,
+        gt=0,
+        description="The longest wait a model provider may ask for (Retry-After); an answer "
+        "asking for more fails as rate-limited, and no wait for a provider is longer.",
+    )
+    model_max_response_bytes: int = Field(
+        default=MAX_RESPONSE_BYTES,
+        ge=1024,
+        description="The most bytes of a model provider's answer read; a larger one is refused "
+        "unread (MalformedResponse).",
+    )
     model_breaker_failures: int = Field(default=5, ge=0)
     model_breaker_window_seconds: float = Field(default=60.0, gt=0)
     model_breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
@@ -190,6 +205,17 @@ class AgentForgeSettings(BaseSettings):
                 f"step retries may wait {longest:.0f} s, more than half of "
                 f"AGENTFORGE_ORDER_RUN_MAX_RUNTIME_SECONDS ({self.order_run_max_runtime_seconds}): "
                 "lower AGENTFORGE_RETRY_MAX_DELAY_SECONDS or the retries, or raise the runtime"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _provider_waits_fit_the_run(self) -> AgentForgeSettings:
+        """The longest wait a provider may ask for must leave the run time to retry."""
+        if self.max_provider_wait_seconds * 2 > self.order_run_max_runtime_seconds:
+            raise ValueError(
+                f"AGENTFORGE_MAX_PROVIDER_WAIT_SECONDS ({self.max_provider_wait_seconds:g}) is "
+                "more than half of AGENTFORGE_ORDER_RUN_MAX_RUNTIME_SECONDS "
+                f"({self.order_run_max_runtime_seconds}): lower it, or raise the runtime"
             )
         return self
 

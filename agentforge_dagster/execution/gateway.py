@@ -30,10 +30,16 @@ Every model call of a step goes through :meth:`ModelGateway.ask`:
    empties the provider's buckets for everyone and pauses it for its ``Retry-After``.
 5. **Deadline**: the call runs under the step's model timeout; a hang is a transient error.
 6. **Re-prompt**: an answer that does not validate against the step's schema is sent back with
-   the validation error, at most ``max_reprompts`` times; then the step fails permanently.
+   the validation error, at most ``max_reprompts`` times; then the step fails permanently. Only
+   an answer that validated is kept in the response store (a paid answer that did not is
+   recorded as a call, with no key: there is nothing to reuse).
+7. **Untrusted answers**: whatever a provider says its answer used or cost, a token count that is
+   not believable is estimated and a cost is never negative (priced again from the table), so a
+   provider cannot lower the month's spend; a wait it asks for (``Retry-After``) pauses it for
+   everyone for no longer than ``max_provider_wait_s``.
 
-Each call (paid or served from the store) is a row of ``model_calls``: provider, model, tokens,
-latency, cost and cache hit. Each transient provider failure is an audit event (a trail, not the
+Each call (paid or served from the store) is a row of ``model_calls``: provider, model asked
+for and model that answered, tokens, latency, cost and cache hit. Each transient provider failure is an audit event (a trail, not the
 counter).
 """
 
@@ -41,12 +47,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import ROUND_CEILING, Decimal
 from typing import Any, TypeVar
 
@@ -59,12 +66,15 @@ from agentforge_dagster.domain.errors import (
     ProviderRateLimited,
     TransientError,
 )
+from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.execution.providers import (
     ModelProvider,
     ModelRequest,
     ModelResponse,
     estimate_tokens,
+    served_model,
+    token_count,
 )
 from agentforge_dagster.persistence.breakers import BreakerPolicy, BreakerState
 from agentforge_dagster.persistence.rate_limits import RateLimits
@@ -152,13 +162,18 @@ class ModelGateway:
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     rate_limits: dict[str, RateLimits] = field(default_factory=dict)  # by "name:model"
     max_rate_wait_s: float = 30.0
+    max_provider_wait_s: float = MAX_PROVIDER_WAIT_S
 
     def ask(self, request: ModelRequest, schema: type[P]) -> P:
-        """An answer to ``request`` that validates against ``schema``."""
+        """An answer to ``request`` that validates against ``schema``; only such answers are kept."""
         for reprompt in range(self.max_reprompts + 1):
-            response = self.complete(request)
+            answer = self._answer(request)
+            response = answer.response
+            valid = False
             try:
-                return schema.model_validate_json(_json_text(response.text))
+                parsed = schema.model_validate_json(_json_text(response.text))
+                valid = True
+                return parsed
             except ValidationError as exc:
                 problem = "; ".join(
                     f"{'.'.join(map(str, e['loc'])) or 'answer'}: {e['msg']}"
@@ -176,16 +191,25 @@ class ModelGateway:
                     context={**request.context, "validation_error": problem},
                     output_schema=request.output_schema,
                 )
+            finally:
+                self._settle(answer, keep=valid)
         raise AssertionError("unreachable")
 
     def complete(self, request: ModelRequest) -> ModelResponse:
-        """One answer: from the store if paid for already, else from the first provider that can."""
+        """One answer, recorded: from the store if paid for already, else from the first provider
+        that can. It is not kept in the store: :meth:`ask` keeps an answer once it validates."""
+        answer = self._answer(request)
+        self._settle(answer, keep=False)
+        return answer.response
+
+    def _answer(self, request: ModelRequest) -> _Answered:
+        """An answer not yet recorded; its budget reservation is held until :meth:`_settle`."""
         candidates = self._candidates()
         for index, provider in enumerate(candidates):
             key = cache_key(provider, request)
             stored = self.store.stored_response(key)
             if stored is not None:
-                return self._record(self._from_store(stored), key=key, started=utcnow(), hit=True)
+                return _Answered(self._from_store(stored), key, utcnow(), hit=True)
             if not self.store.breaker_allows(breaker_name(provider), self.breaker):
                 continue  # open: every order passes it over until its cool-down ends
             if self.replay_only:
@@ -196,7 +220,7 @@ class ModelGateway:
             reservation = self._reserve_budget(provider, request)
             started = utcnow()
             try:
-                response = self._call(provider, request)
+                response = self._believable(request, self._call(provider, request))
             except BaseException as exc:
                 if reservation is not None:
                     self.store.release_budget(reservation)
@@ -222,10 +246,7 @@ class ModelGateway:
                     continue  # the primary is down: the next provider answers
                 raise
             self.store.breaker_succeeded(breaker_name(provider), self.breaker)
-            self.store.store_response(cache_key=key, **response.row(without="latency_s"))
-            return self._record(
-                response, key=key, started=started, hit=False, reservation=reservation
-            )
+            return _Answered(response, key, started, hit=False, reservation=reservation)
         if not candidates:
             raise AssertionError("no model provider configured")
         raise CircuitOpen(
@@ -268,9 +289,9 @@ class ModelGateway:
             waited += grant.wait_s
         try:
             response = call_with_timeout(provider.complete, request, timeout_s=self.timeout_s)
-        except ProviderRateLimited as exc:  # a 429: slow everyone down at once
+        except ProviderRateLimited as exc:  # a 429: slow everyone down at once (not for long)
             self.store.end_call(name, limits, grant.call_id)
-            self.store.throttle(name, limits, exc.retry_after)
+            self.store.throttle(name, limits, exc.retry_after, longest_s=self.max_provider_wait_s)
             raise
         except BaseException:
             self.store.end_call(name, limits, grant.call_id)
@@ -313,8 +334,31 @@ class ModelGateway:
             )
         return reservation
 
+    def _believable(self, request: ModelRequest, response: ModelResponse) -> ModelResponse:
+        """The answer with what it says of itself checked, whichever provider gave it: counts
+        that are not believable are estimated, a cost that is negative or not a number is priced
+        again from the table (the answering model's price, else the requested model's)."""
+        served = served_model(response.served_model)
+        input_tokens = token_count(response.input_tokens) or estimate_tokens(request.prompt)
+        output_tokens = token_count(response.output_tokens) or estimate_tokens(response.text)
+        cost = response.cost_usd
+        counted = (input_tokens, output_tokens) == (response.input_tokens, response.output_tokens)
+        if not (isinstance(cost, int | float) and math.isfinite(cost) and cost >= 0 and counted):
+            price_in, price_out = self.prices.get(
+                served or response.model, self.prices.get(response.model, (0.0, 0.0))
+            )
+            cost = max(0.0, (input_tokens * price_in + output_tokens * price_out) / 1_000_000)
+        return replace(
+            response,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=float(cost),
+            served_model=served,
+        )
+
     @staticmethod
     def _from_store(row: dict[str, object]) -> ModelResponse:
+        served = row.get("served_model")
         return ModelResponse(
             text=str(row["text"]),
             provider=str(row["provider"]),
@@ -323,28 +367,37 @@ class ModelGateway:
             output_tokens=int(str(row["output_tokens"])),
             cost_usd=0.0,
             latency_s=0.0,
+            served_model=str(served) if served is not None else None,
         )
 
-    def _record(
-        self,
-        response: ModelResponse,
-        *,
-        key: str,
-        started: object,
-        hit: bool,
-        reservation: int | None = None,
-    ) -> ModelResponse:
+    def _settle(self, answer: _Answered, *, keep: bool) -> None:
+        """Record the call (its reservation released in the same transaction); with ``keep``, a
+        paid answer is kept in the store under its key. A paid answer not kept is recorded with
+        no key: no stored answer was paid for by it."""
+        response = answer.response
+        if keep and not answer.hit:
+            self.store.store_response(cache_key=answer.key, **response.row(without="latency_s"))
         self.responses.append(response)
         self.store.record_model_call(
-            reservation_id=reservation,
+            reservation_id=answer.reservation,
             **self._where(),
             **response.row(without="text"),
-            started_at=started,
+            started_at=answer.started,
             ended_at=utcnow(),
-            cache_hit=hit,
-            cache_key=key,
+            cache_hit=answer.hit,
+            cache_key=answer.key if keep or answer.hit else None,
         )
-        return response
+
+
+@dataclass(frozen=True)
+class _Answered:
+    """An answer between the call and its record: where it came from and what it holds."""
+
+    response: ModelResponse
+    key: str
+    started: object
+    hit: bool
+    reservation: int | None = None
 
 
 def _json_text(text: str) -> str:

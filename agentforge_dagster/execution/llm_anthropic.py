@@ -10,17 +10,25 @@ from typing import Any
 import anthropic
 from anthropic.types import Message, ToolUseBlock
 
+from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S, MAX_RESPONSE_BYTES
+from agentforge_dagster.execution import llm_wire
 from agentforge_dagster.execution.llm_providers import (  # the shared base
     ContentRefused,
     ContextTooLong,
     MalformedResponse,
     OutputTruncated,
     Prices,
+    _Answer,
+    _document,
     _SdkErrors,
     _SdkProvider,
+    _Sent,
     schema_name,
 )
-from agentforge_dagster.execution.providers import DEFAULT_PRICES, ModelRequest
+from agentforge_dagster.execution.providers import (
+    DEFAULT_PRICES,
+    ModelRequest,
+)
 
 
 class AnthropicProvider(_SdkProvider[anthropic.Anthropic, anthropic.APIStatusError]):
@@ -57,6 +65,8 @@ class AnthropicProvider(_SdkProvider[anthropic.Anthropic, anthropic.APIStatusErr
         *,
         structured_output: bool = True,
         name: str | None = None,
+        max_wait_s: float = MAX_PROVIDER_WAIT_S,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.max_tokens = max_tokens
         super().__init__(
@@ -67,13 +77,20 @@ class AnthropicProvider(_SdkProvider[anthropic.Anthropic, anthropic.APIStatusErr
             prices,
             structured_output=structured_output,
             name=name,
+            max_wait_s=max_wait_s,
+            max_response_bytes=max_response_bytes,
         )
 
     def _shown(self) -> dict[str, object]:
         return {**super()._shown(), "max_tokens": self.max_tokens}
 
     def _new_client(self, **options: Any) -> anthropic.Anthropic:
-        return anthropic.Anthropic(**options)
+        wire = llm_wire.bounded_client(
+            anthropic.DefaultHttpxClient,
+            max_bytes=self.max_response_bytes,
+            timeout=options["timeout"],
+        )
+        return anthropic.Anthropic(http_client=wire, **options)
 
     def _request(self, request: ModelRequest, system: str, *, structured: bool) -> dict[str, Any]:
         arguments: dict[str, Any] = {
@@ -94,9 +111,9 @@ class AnthropicProvider(_SdkProvider[anthropic.Anthropic, anthropic.APIStatusErr
             arguments["tool_choice"] = {"type": "tool", "name": name}
         return arguments
 
-    def _send(self, arguments: dict[str, Any]) -> tuple[object, Mapping[str, str]]:
+    def _send(self, arguments: dict[str, Any]) -> _Sent:
         raw = self._client.messages.with_raw_response.create(**arguments)
-        return raw.parse(), raw.headers
+        return _Sent(raw.parse(), raw.headers, _document(raw.http_response.content))
 
     def _error_text(self, err: anthropic.APIStatusError) -> tuple[str, str]:
         message = err.api_message or err.message
@@ -104,25 +121,45 @@ class AnthropicProvider(_SdkProvider[anthropic.Anthropic, anthropic.APIStatusErr
             str(part) for part in (message, err.type, err.error_code, err.body)
         )
 
-    def _answer(self, message: object) -> tuple[str, tuple[int, int] | None]:
+    def _answer(self, message: object, document: Mapping[str, Any]) -> _Answer:
+        # The SDK builds its models without validating them: any field may hold anything.
         if not isinstance(message, Message):
             raise self._failure(MalformedResponse, "the response is not a message")
-        if message.stop_reason == "refusal":
-            details = message.stop_details
-            category = f" (category {details.category})" if details and details.category else ""
+        if getattr(message, "type", "message") == "error" or not hasattr(message, "content"):
+            error = getattr(message, "error", None)
+            said = f": it carries an error ({str(error)[:200]})" if error else ""
+            raise self._failure(MalformedResponse, f"the response holds no message content{said}")
+        stop_reason = getattr(message, "stop_reason", None)
+        if stop_reason == "refusal":
+            details = getattr(message, "stop_details", None)
+            named = getattr(details, "category", None)
+            category = f" (category {str(named)[:80]})" if named else ""
             raise self._failure(ContentRefused, f"the model refused to answer{category}")
-        if message.stop_reason == "max_tokens":
+        if stop_reason == "max_tokens":
             raise self._failure(OutputTruncated, f"the answer hit max_tokens={self.max_tokens}")
-        if message.stop_reason == "model_context_window_exceeded":
+        if stop_reason == "model_context_window_exceeded":
             raise self._failure(ContextTooLong, "the conversation filled the context window")
-        blocks = message.content or []
+        blocks = getattr(message, "content", None) or []
+        if not isinstance(blocks, list):
+            kind = type(blocks).__name__
+            raise self._failure(MalformedResponse, f"the message's content is a {kind}, not blocks")
         calls = [b.input for b in blocks if isinstance(b, ToolUseBlock)]
+        text: object
         if calls:  # the forced tool was called: its input is the answer
+            if not isinstance(calls[0], dict):
+                kind = type(calls[0]).__name__
+                raise self._failure(MalformedResponse, f"the tool call's input is a {kind}")
             text = json.dumps(calls[0], ensure_ascii=False)
         else:  # a server that ignores tools (or none were sent) answers in text
             texts = [getattr(b, "text", None) for b in blocks if getattr(b, "type", None) == "text"]
+            if any(not isinstance(part, str) for part in texts):
+                raise self._failure(MalformedResponse, "a text block of the message is not text")
             text = "".join(part for part in texts if isinstance(part, str))
-        usage = message.usage
-        if usage is None or usage.input_tokens is None:
-            return text, None
-        return text, (usage.input_tokens, usage.output_tokens or 0)
+        usage = document.get("usage")  # as sent: the SDK would make "12" or true a count
+        usage = usage if isinstance(usage, Mapping) else {}
+        return _Answer(
+            text=text,
+            input_tokens=usage.get("input_tokens"),
+            output_tokens=usage.get("output_tokens"),
+            model=document.get("model"),
+        )

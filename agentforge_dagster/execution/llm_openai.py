@@ -9,12 +9,16 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
+from agentforge_dagster.execution import llm_wire
 from agentforge_dagster.execution.llm_providers import (  # the shared base
     ContentRefused,
     MalformedResponse,
     OutputTruncated,
+    _Answer,
+    _document,
     _SdkErrors,
     _SdkProvider,
+    _Sent,
     schema_name,
     strict_compatible,
 )
@@ -44,7 +48,10 @@ class OpenAICompatibleProvider(_SdkProvider[openai.OpenAI, openai.APIStatusError
     )
 
     def _new_client(self, **options: Any) -> openai.OpenAI:
-        return openai.OpenAI(**options)
+        wire = llm_wire.bounded_client(
+            openai.DefaultHttpxClient, max_bytes=self.max_response_bytes, timeout=options["timeout"]
+        )
+        return openai.OpenAI(http_client=wire, **options)
 
     def _request(self, request: ModelRequest, system: str, *, structured: bool) -> dict[str, Any]:
         arguments: dict[str, Any] = {
@@ -65,9 +72,9 @@ class OpenAICompatibleProvider(_SdkProvider[openai.OpenAI, openai.APIStatusError
             }
         return arguments
 
-    def _send(self, arguments: dict[str, Any]) -> tuple[object, Mapping[str, str]]:
+    def _send(self, arguments: dict[str, Any]) -> _Sent:
         raw = self._client.chat.completions.with_raw_response.create(**arguments)
-        return raw.parse(), raw.headers
+        return _Sent(raw.parse(), raw.headers, _document(raw.http_response.content))
 
     def _error_text(self, err: openai.APIStatusError) -> tuple[str, str]:
         body = err.body
@@ -78,21 +85,39 @@ class OpenAICompatibleProvider(_SdkProvider[openai.OpenAI, openai.APIStatusError
             message = body.strip()[:200]
         return message, " ".join(str(part) for part in (message, err.type, err.code, body))
 
-    def _answer(self, completion: object) -> tuple[str, tuple[int, int] | None]:
-        if not isinstance(completion, ChatCompletion) or not completion.choices:
-            raise self._failure(MalformedResponse, "the response holds no completion choices")
-        choice = completion.choices[0]
-        message = choice.message
+    def _answer(self, completion: object, document: Mapping[str, Any]) -> _Answer:
+        # The SDK builds its models without validating them: any field may hold anything.
+        choices = (
+            getattr(completion, "choices", None) if isinstance(completion, ChatCompletion) else None
+        )
+        if not isinstance(choices, list) or not choices:
+            error = (
+                getattr(completion, "error", None)
+                if isinstance(completion, ChatCompletion)
+                else None
+            )
+            said = f": it carries an error ({str(error)[:200]})" if error else ""
+            raise self._failure(
+                MalformedResponse, f"the response holds no completion choices{said}"
+            )
+        choice = choices[0]
+        message = getattr(choice, "message", None)
         refusal = getattr(message, "refusal", None) if message is not None else None
-        if choice.finish_reason == "content_filter" or refusal:
+        if not isinstance(refusal, str | None):
+            refusal = str(refusal)[:200]
+        if getattr(choice, "finish_reason", None) == "content_filter" or refusal:
             reason = f": {refusal}" if refusal else ""
             raise self._failure(
                 ContentRefused, f"the answer was withheld by a content filter{reason}"
             )
-        if choice.finish_reason == "length":
+        if getattr(choice, "finish_reason", None) == "length":
             raise self._failure(OutputTruncated, "the answer hit the output-token limit")
-        text = (message.content if message is not None else None) or ""
-        usage = completion.usage
-        if usage is None or usage.prompt_tokens is None:
-            return text, None
-        return text, (usage.prompt_tokens, usage.completion_tokens or 0)
+        text = getattr(message, "content", None) if message is not None else None
+        usage = document.get("usage")  # as sent: the SDK would make "12" or true a count
+        usage = usage if isinstance(usage, Mapping) else {}
+        return _Answer(
+            text="" if text is None else text,
+            input_tokens=usage.get("prompt_tokens"),
+            output_tokens=usage.get("completion_tokens"),
+            model=document.get("model"),
+        )

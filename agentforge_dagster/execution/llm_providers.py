@@ -18,6 +18,16 @@ What the SDK versions this was written against actually do (openai 3.57, anthrop
 * Both send the key as ``Authorization: Bearer ...`` (the Anthropic SDK no longer sends
   ``x-api-key``), and the Anthropic SDK logs whole request bodies (prompts) at DEBUG.
 
+Every field of an answer is untrusted input, bounded and validated at the wire
+(:mod:`~agentforge_dagster.execution.llm_wire` reads it): at most ``max_response_bytes`` are
+read, and a body over the cap, not UTF-8, nested past the parser, or of the wrong shape is a
+:class:`MalformedResponse` naming the provider; the whole call, body included, ends by
+``timeout_s`` (a drip is a :class:`ProviderTimeout`); a wait asked for (``Retry-After``) longer
+than ``max_wait_s`` is refused (:class:`RateLimited`, the asked-for wait kept as
+``asked_wait_s``, the wait used capped); a token count that is not a whole number between 1 and
+``MAX_TOKEN_COUNT`` (execution/providers.py) is estimated instead, so a cost is never negative; and the model the body
+says answered is kept (``served_model``) and priced when the table knows it.
+
 The API key never appears in our messages: provider text is scrubbed of it, and an SDK exception
 is chained as ``__cause__`` only when its traceback does not mention the key either.
 
@@ -57,11 +67,15 @@ from agentforge_dagster.domain.errors import (
     ProviderRateLimited,
     TransientError,
 )
+from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S, MAX_RESPONSE_BYTES
+from agentforge_dagster.execution import llm_wire
 from agentforge_dagster.execution.providers import (  # DEFAULT_PRICES is re-exported
     DEFAULT_PRICES,
     ModelRequest,
     ModelResponse,
     estimate_tokens,
+    served_model,
+    token_count,
 )
 
 log = logging.getLogger(__name__)
@@ -90,12 +104,15 @@ _POLICY_WORDING = re.compile(
 class _ProviderFailure:
     """Where a provider failure came from; mixed into each class below so handlers can log it.
 
-    ``status_code`` is None when no HTTP answer arrived (timeouts, dropped connections).
+    ``status_code`` is None when no HTTP answer arrived (timeouts, dropped connections);
+    ``asked_wait_s`` is the wait the provider asked for when it asked for one (``retry_after``
+    is what is waited: no more than the provider's ``max_wait_s``).
     """
 
     provider: str = ""
     status_code: int | None = None
     request_id: str | None = None
+    asked_wait_s: float | None = None
 
 
 class RateLimited(_ProviderFailure, ProviderRateLimited):
@@ -176,12 +193,16 @@ def _finite_float(value: str | None) -> float | None:
 
 
 def cost_usd(prices: Prices, model: str, input_tokens: int, output_tokens: int) -> float:
-    """Cost of one call from a USD-per-million-tokens table; 0.0 for a model it does not list."""
+    """Cost of one call from a USD-per-million-tokens table; 0.0 for a model it does not list.
+
+    Never negative, whatever the counts or the prices say.
+    """
     price = prices.get(model)
     if price is None:
         return 0.0
     input_price, output_price = price
-    return (input_tokens * input_price + output_tokens * output_price) / 1_000_000
+    cost = (input_tokens * input_price + output_tokens * output_price) / 1_000_000
+    return cost if math.isfinite(cost) and cost > 0 else 0.0
 
 
 def schema_name(request: ModelRequest) -> str:
@@ -271,6 +292,8 @@ class _SdkProvider(ABC, Generic[_Client, _StatusError]):
         *,
         structured_output: bool = True,
         name: str | None = None,
+        max_wait_s: float = MAX_PROVIDER_WAIT_S,
+        max_response_bytes: int = MAX_RESPONSE_BYTES,
     ) -> None:
         self.name = self._default_name if name is None else name
         self.model = model
@@ -278,6 +301,8 @@ class _SdkProvider(ABC, Generic[_Client, _StatusError]):
         self.timeout_s = timeout_s
         self.prices = dict(prices)
         self.structured_output = structured_output
+        self.max_wait_s = max_wait_s
+        self.max_response_bytes = max_response_bytes
         self._secret = api_key or ""
         self._client = self._new_client(
             api_key=api_key or NO_KEY_PLACEHOLDER,
@@ -307,7 +332,9 @@ class _SdkProvider(ABC, Generic[_Client, _StatusError]):
         while True:  # at most twice: a second pass only after structured output was refused
             structured = self._wants_structured(request)
             try:
-                answer = self._send(self._request(request, system, structured=structured))
+                with llm_wire.deadline(self.timeout_s):
+                    answer = self._send(self._request(request, system, structured=structured))
+                    return self._read(answer, request, system, started)
             except errors.status as err:
                 message, error_text = self._error_text(err)
                 status_code: int = getattr(err, "status_code")  # noqa: B009 (either SDK's)
@@ -320,14 +347,22 @@ class _SdkProvider(ABC, Generic[_Client, _StatusError]):
                 detail = f"no answer within {self.timeout_s}s"
                 failure, cause = self._failure(ProviderTimeout, detail), err
             except errors.connection as err:
-                detail = f"connection failed ({_short(err)})"
-                failure, cause = self._failure(ProviderUnavailable, detail), err
+                refused = llm_wire.refusal_in(err)
+                if refused is not None:  # the wire stopped reading: too large, or not decodable
+                    failure, cause = self._failure(MalformedResponse, str(refused)), err
+                else:
+                    detail = f"connection failed ({_short(err)})"
+                    failure, cause = self._failure(ProviderUnavailable, detail), err
+            except UnicodeDecodeError as err:
+                detail = f"the response body is not UTF-8 text ({_short(err)})"
+                failure, cause = self._failure(MalformedResponse, detail), err
+            except RecursionError as err:
+                detail = "the response body is nested deeper than it can be read"
+                failure, cause = self._failure(MalformedResponse, detail), err
             except (errors.invalid_body, json.JSONDecodeError) as err:
                 invalid = type(err).__name__
                 detail = f"the response body is not a valid {self._answer_kind} ({invalid})"
                 failure, cause = self._failure(MalformedResponse, detail), err
-            else:
-                return self._read(answer, request, system, started)
             self._raise(failure, cause)
 
     def _remaining(self, headers: Mapping[str, str]) -> tuple[int | None, int | None]:
@@ -346,35 +381,37 @@ class _SdkProvider(ABC, Generic[_Client, _StatusError]):
         """The SDK call's arguments; with ``structured``, asking for output in the request's schema."""
 
     @abstractmethod
-    def _send(self, arguments: dict[str, Any]) -> tuple[object, Mapping[str, str]]:
-        """One HTTP request; what the SDK made of the answer, and the answer's headers."""
+    def _send(self, arguments: dict[str, Any]) -> _Sent:
+        """One HTTP request: what the SDK made of the answer, its headers and its JSON."""
 
     @abstractmethod
     def _error_text(self, err: _StatusError) -> tuple[str, str]:
         """An HTTP error's message, and everything its body said (for matching its wording)."""
 
     @abstractmethod
-    def _answer(self, answer: object) -> tuple[str, tuple[int, int] | None]:
-        """The answer's text and its (input, output) tokens, None when the server reported none.
+    def _answer(self, answer: object, document: Mapping[str, Any]) -> _Answer:
+        """What the answer says: its text, usage and model, as sent (checked by :meth:`_read`);
+        ``answer`` is what the SDK made of the body, ``document`` the body's JSON as it came.
 
         Raises our class for an answer that was refused, cut short, or is not an answer at all.
         """
 
     def _read(
-        self,
-        answer: tuple[object, Mapping[str, str]],
-        request: ModelRequest,
-        system: str,
-        started: float,
+        self, answer: _Sent, request: ModelRequest, system: str, started: float
     ) -> ModelResponse:
-        body, headers = answer
-        text, usage = self._answer(body)
-        if not text.strip():
+        said = self._answer(answer.body, answer.document)
+        if not isinstance(said.text, str):
+            kind = type(said.text).__name__
+            raise self._failure(MalformedResponse, f"the answer's text is a {kind}, not text")
+        if not said.text.strip():
             raise self._failure(MalformedResponse, "the model returned an empty answer")
-        if usage is None:  # some local servers report no usage: estimate it
-            usage = estimate_tokens(system + request.prompt), estimate_tokens(text)
-        response = self._response(text, *usage, started)
-        requests_left, tokens_left = self._remaining(headers)
+        # A count that is missing (some local servers) or unbelievable is estimated.
+        input_tokens = token_count(said.input_tokens) or estimate_tokens(system + request.prompt)
+        output_tokens = token_count(said.output_tokens) or estimate_tokens(said.text)
+        response = self._response(
+            said.text, input_tokens, output_tokens, started, served_model(said.model)
+        )
+        requests_left, tokens_left = self._remaining(answer.headers)
         return replace(response, remaining_requests=requests_left, remaining_tokens=tokens_left)
 
     def _wants_structured(self, request: ModelRequest) -> bool:
@@ -441,7 +478,8 @@ class _SdkProvider(ABC, Generic[_Client, _StatusError]):
         self, status_code: int, headers: Mapping[str, str], message: str, error_text: str
     ) -> AgentForgeError:
         """Map an HTTP error to our class; ``error_text`` is everything the body said, for wording."""
-        retry_after = parse_retry_after(headers)
+        asked = parse_retry_after(headers)
+        retry_after = asked
         request_id = headers.get("x-request-id") or headers.get("request-id")
         detail = f"HTTP {status_code}: {message}"
         cls: type[AgentForgeError]
@@ -463,19 +501,37 @@ class _SdkProvider(ABC, Generic[_Client, _StatusError]):
             cls = ContentRefused
         else:
             cls = BadRequest
-        return self._failure(
+        if asked is not None and asked > self.max_wait_s:
+            # Not waited: the attempt fails as rate-limited, after no more than the cap.
+            cls, retry_after = RateLimited, self.max_wait_s
+            detail = (
+                f"asked to wait {asked:.0f} s, more than the {self.max_wait_s:g} s a provider may "
+                f"ask for (AGENTFORGE_MAX_PROVIDER_WAIT_SECONDS); {detail}"
+            )
+        failure = self._failure(
             cls, detail, status_code=status_code, request_id=request_id, retry_after=retry_after
         )
+        if isinstance(failure, _ProviderFailure):
+            failure.asked_wait_s = asked
+        return failure
 
     def _response(
-        self, text: str, input_tokens: int, output_tokens: int, started: float
+        self,
+        text: str,
+        input_tokens: int,
+        output_tokens: int,
+        started: float,
+        served: str | None = None,
     ) -> ModelResponse:
         latency = time.perf_counter() - started
-        cost = cost_usd(self.prices, self.model, input_tokens, output_tokens)
+        # The answering model's price when the table knows it, else the requested model's.
+        priced = served if served is not None and served in self.prices else self.model
+        cost = cost_usd(self.prices, priced, input_tokens, output_tokens)
         log.debug(
-            "%s %s answered: %d in / %d out tokens, $%.6f, %.3fs",
+            "%s %s (served by %s) answered: %d in / %d out tokens, $%.6f, %.3fs",
             self.name,
             self.model,
+            served,
             input_tokens,
             output_tokens,
             cost,
@@ -489,7 +545,36 @@ class _SdkProvider(ABC, Generic[_Client, _StatusError]):
             output_tokens=output_tokens,
             cost_usd=cost,
             latency_s=latency,
+            served_model=served,
         )
+
+
+@dataclass(frozen=True)
+class _Sent:
+    """One HTTP answer: what the SDK made of its body, its headers, and its JSON as it came."""
+
+    body: object
+    headers: Mapping[str, str]
+    document: Mapping[str, Any]
+
+
+def _document(content: bytes) -> Mapping[str, Any]:
+    """The body's JSON object (the SDK has parsed it already: it is JSON), else empty."""
+    try:
+        parsed = json.loads(content)
+    except ValueError:
+        return {}
+    return parsed if isinstance(parsed, dict) else {}
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What an answer's body says, as the SDK read it: nothing here is checked yet."""
+
+    text: object
+    input_tokens: object = None
+    output_tokens: object = None
+    model: object = None
 
 
 def _header_int(headers: Mapping[str, str], name: str) -> int | None:

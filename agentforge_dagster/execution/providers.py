@@ -17,6 +17,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
 
+from agentforge_dagster.domain.limits import MAX_TOKEN_COUNT
 from agentforge_dagster.domain.models import SERVICE_OUTLINES
 
 OFFLINE_MODEL_NAME = "agentforge-offline-template-v1"
@@ -71,6 +72,9 @@ class ModelResponse:
     # (None: it did not say); the shared limiter believes them (persistence/rate_limits.py).
     remaining_requests: int | None = None
     remaining_tokens: int | None = None
+    # The model the answer says answered (its body's ``model``), beside ``model``, the one asked
+    # for: they differ when a provider serves an alias or another model. None: it did not say.
+    served_model: str | None = None
 
     def row(self, *, without: str) -> dict[str, Any]:
         """The answer's fields by name, all but ``without``: the columns a stored row keeps."""
@@ -93,6 +97,22 @@ class ModelProvider(Protocol):
 def estimate_tokens(text: str) -> int:
     """A rough token count (about four characters a token) for providers that report none."""
     return max(1, len(text) // 4)
+
+
+def token_count(value: object) -> int | None:
+    """A token count an answer reported, if it is believable: a whole number from 1 to
+    ``MAX_TOKEN_COUNT`` (not a bool, a string or a float); None: unknown, to be estimated."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if 0 < value <= MAX_TOKEN_COUNT else None
+
+
+def served_model(value: object) -> str | None:
+    """The answering model an answer names, if it names one that fits the records (120 chars)."""
+    if not isinstance(value, str):
+        return None
+    name = value.strip()
+    return name if 0 < len(name) <= 120 and name.isprintable() else None
 
 
 def keywords_of(text: str, limit: int = 5) -> list[str]:
@@ -124,6 +144,7 @@ class OfflineModel:
             output_tokens=estimate_tokens(text),
             cost_usd=0.0,
             latency_s=time.perf_counter() - started,
+            served_model=self.model,
         )
 
     @staticmethod

@@ -11,6 +11,7 @@ from decimal import Decimal
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
+from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S, MAX_RESPONSE_BYTES
 from agentforge_dagster.domain.models import Order
 from agentforge_dagster.execution.backoff import StepBackoff
 from agentforge_dagster.execution.gateway import ModelGateway
@@ -55,6 +56,17 @@ class ModelResource(ConfigurableResource):
         '"concurrency"}}.',
     )
     max_rate_wait_seconds: float = Field(default=30.0, ge=0)
+    max_provider_wait_seconds: float = Field(
+        default=MAX_PROVIDER_WAIT_S,
+        gt=0,
+        description="The longest wait a provider may ask for; an answer asking for more fails "
+        "as rate-limited, and its pause of the shared limits is no longer.",
+    )
+    max_response_bytes: int = Field(
+        default=MAX_RESPONSE_BYTES,
+        ge=1024,
+        description="The most bytes of an answer read; a larger one is refused unread.",
+    )
     breaker_window_seconds: float = Field(default=60.0, gt=0)
     breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
     max_reprompts: int = Field(default=2, ge=0)
@@ -139,6 +151,7 @@ class ModelResource(ConfigurableResource):
             failures=self._failures.setdefault((order_id, step), Counter()),
             rate_limits=parse_rate_limits(self.rate_limits_json) if self.rate_limits_json else {},
             max_rate_wait_s=self.max_rate_wait_seconds,
+            max_provider_wait_s=self.max_provider_wait_seconds,
             breaker=BreakerPolicy(
                 threshold=self.breaker_failures,
                 window_s=self.breaker_window_seconds,
@@ -161,6 +174,8 @@ class ModelResource(ConfigurableResource):
                 base_url=spec.base_url or "https://api.openai.com/v1",
                 timeout_s=self.timeout_seconds,
                 prices=self.prices(),
+                max_wait_s=self.max_provider_wait_seconds,
+                max_response_bytes=self.max_response_bytes,
             )
         else:
             from agentforge_dagster.execution.llm_anthropic import AnthropicProvider
@@ -171,6 +186,8 @@ class ModelResource(ConfigurableResource):
                 base_url=spec.base_url,
                 timeout_s=self.timeout_seconds,
                 prices=self.prices(),
+                max_wait_s=self.max_provider_wait_seconds,
+                max_response_bytes=self.max_response_bytes,
             )
         self._closers.append(provider.close)
         return provider
@@ -216,6 +233,11 @@ class StepOptions(ConfigurableResource):
         default=1.0, gt=0, description="Wait before the first retry."
     )
     retry_max_delay_seconds: float = Field(default=30.0, gt=0, description="Longest single wait.")
+    max_provider_wait_seconds: float = Field(
+        default=MAX_PROVIDER_WAIT_S,
+        gt=0,
+        description="The longest wait before a retry that a provider's Retry-After may ask for.",
+    )
     approval_services: str = Field(default="", description="Services held for approval.")
     approval_customers: str = Field(default="", description="Customers held for approval.")
     image: str | None = Field(default=None, description="Image tag the run executes in.")
@@ -235,5 +257,8 @@ class StepOptions(ConfigurableResource):
 
     def backoff(self) -> StepBackoff:
         return StepBackoff(
-            self.retry_max_retries, self.retry_delay_seconds, self.retry_max_delay_seconds
+            self.retry_max_retries,
+            self.retry_delay_seconds,
+            self.retry_max_delay_seconds,
+            self.max_provider_wait_seconds,
         )

@@ -47,12 +47,17 @@ class ModelCallStore(StoreConcern):
 
     def store_response(self, **values: Any) -> None:
         """Keep a paid answer; a second writer of the same key keeps the first answer."""
+        _refuse_credit(values)
         with self.begin() as conn:
             insert_once(conn, model_responses, {**values, "created_at": utcnow()}, "cache_key")
 
     # -- model calls ----------------------------------------------------------------------------
     def record_model_call(self, *, reservation_id: int | None = None, **values: Any) -> None:
-        """Record a call; its budget reservation, if any, is released in the same transaction."""
+        """Record a call; its budget reservation, if any, is released in the same transaction.
+
+        A negative cost or token count is refused (ValueError): no call lowers the month's spend.
+        """
+        _refuse_credit(values)
         with self.begin() as conn:
             conn.execute(model_calls.insert().values(**values))
             if reservation_id is not None:
@@ -158,6 +163,15 @@ class ModelCallStore(StoreConcern):
         """What paid model calls cost in ``month`` (YYYY-MM); cache hits cost nothing."""
         with self.engine.connect() as conn:
             return _month_spend(conn, month)
+
+
+def _refuse_credit(values: dict[str, Any]) -> None:
+    """The store's own guard: what a call cost or used is never negative (the gateway estimates
+    what a provider's answer does not believably say; this catches any other way in)."""
+    for name in ("cost_usd", "input_tokens", "output_tokens"):
+        value = values.get(name)
+        if value is not None and not Decimal(str(value)) >= 0:
+            raise ValueError(f"a model call's {name} is never negative or unknown: {value!r}")
 
 
 # Any constant: the one advisory lock that serialises budget reservations on PostgreSQL.

@@ -15,12 +15,14 @@ provider says is left.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.persistence.schema import provider_calls_in_flight, provider_rate_limits
 from agentforge_dagster.persistence.sql import (
@@ -219,10 +221,21 @@ class RateLimitStore(StoreConcern):
                 if update_if_unchanged(conn, provider_rate_limits, row, _AS_READ, values):
                     return
 
-    def throttle(self, provider: str, limits: RateLimits, retry_after: float | None) -> None:
-        """A 429: the buckets are empty, and nobody calls before ``retry_after`` (default 1 s)."""
+    def throttle(
+        self,
+        provider: str,
+        limits: RateLimits,
+        retry_after: float | None,
+        *,
+        longest_s: float = MAX_PROVIDER_WAIT_S,
+    ) -> None:
+        """A 429: the buckets are empty, and nobody calls before ``retry_after`` (default 1 s).
+
+        The pause is never longer than ``longest_s`` (what a provider may ask for), nor negative.
+        """
         now = utcnow()
-        pause = now + timedelta(seconds=retry_after if retry_after is not None else 1.0)
+        asked = retry_after if retry_after is not None and math.isfinite(retry_after) else 1.0
+        pause = now + timedelta(seconds=min(max(asked, 0.0), longest_s))
         with self.begin() as conn:
             _row(conn, provider, limits, now)
             conn.execute(

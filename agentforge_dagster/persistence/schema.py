@@ -44,10 +44,12 @@ def _moment(name: str, *, nullable: bool = False) -> Column[Any]:
 
 
 def _answered_by() -> list[Column[Any]]:
-    """The provider and the model a model call went to."""
+    """The provider and the model a model call went to, and the model the answer said answered
+    (None: it did not say; migration 0013)."""
     return [
         Column("provider", String(40), nullable=False),
         Column("model", String(120), nullable=False),
+        Column("served_model", String(120)),
     ]
 
 

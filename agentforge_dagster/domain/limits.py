@@ -1,0 +1,16 @@
+"""What a model provider's answer is held to: a provider is untrusted input.
+
+The defaults of the settings ``AGENTFORGE_MAX_PROVIDER_WAIT_SECONDS`` and
+``AGENTFORGE_MODEL_MAX_RESPONSE_BYTES``, kept here once because the providers, the step back-off
+and the shared rate limiter all apply them.
+"""
+
+from __future__ import annotations
+
+# The longest wait a provider may ask for (Retry-After): an answer asking for more fails as
+# rate-limited and is waited no longer than this, and nothing anywhere sleeps longer for it.
+MAX_PROVIDER_WAIT_S = 300.0
+# The most bytes of an answer read off the wire (a 64k-token answer is about 256 KB of JSON).
+MAX_RESPONSE_BYTES = 2 * 1024 * 1024
+# The most tokens a count may say before it is taken for a lie and estimated instead.
+MAX_TOKEN_COUNT = 10_000_000
