@@ -19,10 +19,16 @@ real servers differ, and each is a path of the providers to keep tested:
   servers), so the gateway's validation and re-prompt loop do the work.
 * ``structured="reject"``: a 400 saying the feature is not supported (servers that refuse
   unknown parameters); such requests consume no scripted behaviour.
+
+A provider's answer is untrusted input, so the fake can lie in every way a provider might
+(:func:`lying`): usage counts that are negative, absurd or not numbers, another model than the
+one asked for, fields of the wrong type, a body of any bytes, a body of any size, a body dripped
+a few bytes at a time, a ``Content-Length`` that lies, a compressed bomb; in either dialect.
 """
 
 from __future__ import annotations
 
+import gzip
 import itertools
 import json
 import math
@@ -48,7 +54,9 @@ DEFAULT_ANSWER = '{"ok": true}'
 class Behaviour:
     """How the server answers one request; build these with the functions below."""
 
-    kind: Literal["ok", "status", "hang", "truncated", "invalid_json", "refusal", "disconnect"]
+    kind: Literal[
+        "ok", "status", "hang", "truncated", "invalid_json", "refusal", "disconnect", "lie"
+    ]
     content: Answer | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
@@ -62,6 +70,77 @@ class Behaviour:
     then: Behaviour | None = None
     flavour: Literal["context_length", "content_policy"] | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    lie: Lie | None = None
+
+
+_UNSET: Any = object()
+
+
+@dataclass(frozen=True)
+class Lie:
+    """What a lying answer says instead of the truth (see :func:`lying`); unset parts are true."""
+
+    content: Answer = DEFAULT_ANSWER
+    input_tokens: Any = _UNSET
+    output_tokens: Any = _UNSET
+    model: Any = _UNSET
+    fields: Mapping[str, Any] = field(default_factory=dict)
+    raw: bytes | None = None
+    size: int | None = None
+    content_length: int | None = None
+    no_length: bool = False
+    gzip: bool = False
+    drip_bytes: int = 0
+    drip_delay_s: float = 0.0
+    status_code: int = 200
+
+
+def lying(
+    content: Answer = DEFAULT_ANSWER,
+    *,
+    input_tokens: Any = _UNSET,
+    output_tokens: Any = _UNSET,
+    model: Any = _UNSET,
+    fields: Mapping[str, Any] | None = None,
+    raw: bytes | None = None,
+    size: int | None = None,
+    content_length: int | None = None,
+    no_length: bool = False,
+    gzip: bool = False,
+    drip_bytes: int = 0,
+    drip_delay_s: float = 0.0,
+    status_code: int = 200,
+) -> Behaviour:
+    """An answer that lies; each option is one lie, in the request's dialect:
+
+    ``input_tokens`` / ``output_tokens``: the usage counts sent, any JSON value (``None`` sends
+    no usage block); ``model``: the model the body says answered; ``fields``: top-level fields
+    of the body replaced as given (``choices``, ``content``, ``error``...); ``raw``: the body's
+    bytes verbatim instead; ``size``: the body padded (a field of its own) to about this many bytes;
+    ``content_length``: the ``Content-Length`` header sent, whatever the body's length (the
+    connection closes after the body); ``no_length``: no ``Content-Length`` at all, the body
+    ends when the connection closes (so only reading tells its size); ``gzip``: the body gzip-compressed (a bomb when it is
+    large and repetitive); ``drip_bytes`` / ``drip_delay_s``: the body sent that many bytes at a
+    time with that pause between them; ``status_code``: the status sent with it.
+    """
+    return Behaviour(
+        kind="lie",
+        lie=Lie(
+            content=content,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            model=model,
+            fields=dict(fields or {}),
+            raw=raw,
+            size=size,
+            content_length=content_length,
+            no_length=no_length,
+            gzip=gzip,
+            drip_bytes=drip_bytes,
+            drip_delay_s=drip_delay_s,
+            status_code=status_code,
+        ),
+    )
 
 
 def ok(
@@ -556,12 +635,61 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
         elif kind == "refusal":
             self._send_json(200, self._refusal_body(dialect, record.body))
+        elif kind == "lie":
+            assert behaviour.lie is not None
+            self._send_lie(dialect, behaviour.lie, record)
         else:
             headers = getattr(self, "_rate_headers", {})
             self._send_json(
                 200, self._success_body(dialect, behaviour, record.body), headers=headers
             )
             record.usage = self._usage  # sent in full: the caller is billed for it
+
+    def _send_lie(self, dialect: Dialect, lie: Lie, record: RecordedRequest) -> None:
+        """One lying answer (see :func:`lying`)."""
+        payload = lie.raw
+        if payload is None:
+            body = self._success_body(dialect, ok(lie.content), record.body)
+            if lie.size is not None:  # a field no SDK reads: the answer itself stays as it is
+                body["padding"] = "x" * max(0, lie.size - len(json.dumps(body)))
+            counts = {"input_tokens": lie.input_tokens, "output_tokens": lie.output_tokens}
+            names = (
+                {"input_tokens": "prompt_tokens", "output_tokens": "completion_tokens"}
+                if dialect == "openai"
+                else {"input_tokens": "input_tokens", "output_tokens": "output_tokens"}
+            )
+            if None in counts.values():
+                body.pop("usage", None)
+            else:
+                for ours, theirs in names.items():
+                    if counts[ours] is not _UNSET:
+                        body["usage"][theirs] = counts[ours]
+            if lie.model is not _UNSET:
+                body["model"] = lie.model
+            body.update(lie.fields)
+            payload = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if lie.gzip:
+            payload = gzip.compress(payload)
+            headers["Content-Encoding"] = "gzip"
+        length = len(payload) if lie.content_length is None else lie.content_length
+        self.send_response(lie.status_code)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        if lie.no_length:
+            self.send_header("Connection", "close")
+        else:
+            self.send_header("Content-Length", str(length))
+        self.end_headers()
+        if lie.content_length is not None or lie.no_length:
+            self.close_connection = True
+        step = lie.drip_bytes or len(payload) or 1
+        for start in range(0, len(payload), step):
+            if start and lie.drip_delay_s and self.server.fake._stopping.wait(lie.drip_delay_s):
+                break
+            self.wfile.write(payload[start : start + step])
+            self.wfile.flush()
+        record.usage = None  # a lie is nobody's bill
 
     def _send_status(self, dialect: Dialect, behaviour: Behaviour) -> None:
         headers = dict(behaviour.headers)
