@@ -15,7 +15,11 @@ reference), the second only step faults; every later phase keeps 30 % step fault
 and injects one fault half-way through its arrivals: SIGKILL of the run workers, of the code server,
 of the daemon; a PostgreSQL restart; PostgreSQL stopped for 25 s, then again with the run workers
 SIGKILLed during the outage; the S3 server frozen for 30 s; the S3 server restarted empty (every
-artifact and log lost). After the last phase it waits up to 15
+artifact and log lost); a hostile model provider (``hostile-provider``: the steps' model is a real
+OpenAI-compatible HTTP server, tests/fakes/llm_server.py, that from half-way on answers one call in
+two with a lie: a 429 asking to wait 999999 s or until a date years ahead, a 30 MB body with or
+without its length, a gzip bomb, a body dripped a byte every half second, bytes that are not
+UTF-8, negative token counts). After the last phase it waits up to 15
 minutes for every order to settle, then writes a table per phase to ``bench/CHAOS.md``:
 
     .venv/bin/python bench/chaos.py --write bench/CHAOS.md       # make chaos
@@ -43,7 +47,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -217,6 +221,7 @@ class Stack:
     store: Any
     instance: Any
     notes: dict[str, str] = field(default_factory=dict)
+    llm: Any = None  # the fake model provider of the hostile-provider phase, once started
 
 
 def submit(stack: Stack, order_id: str, index: int) -> None:
@@ -320,11 +325,64 @@ def restart_s3_empty(stack: Stack) -> str:
     return "S3 server killed and started empty: every artifact, log and the bucket lost"
 
 
+# The hostile provider's settings: a call's deadline, the longest wait it may ask for, and the
+# most bytes of an answer read (what the code server of the phase runs with).
+HOSTILE_TIMEOUT_S = 10
+HOSTILE_MAX_WAIT_S = 5
+HOSTILE_MAX_BYTES = 1024 * 1024
+
+
+def hostile_provider_env(stack: Stack) -> dict[str, str]:
+    """The steps' model is the fake provider (started once), held to the phase's limits."""
+    from tests.fakes.brain import offline_brain
+    from tests.fakes.llm_server import FakeLLMServer
+
+    if stack.llm is None:
+        stack.llm = FakeLLMServer(answer=offline_brain).start()
+    return {
+        "AGENTFORGE_MODELS": f"openai:chaos-model@{stack.llm.openai_base_url}",
+        "OPENAI_API_KEY": "sk-chaos-not-a-secret",
+        "AGENTFORGE_MODEL_TIMEOUT_SECONDS": str(HOSTILE_TIMEOUT_S),
+        "AGENTFORGE_MAX_PROVIDER_WAIT_SECONDS": str(HOSTILE_MAX_WAIT_S),
+        "AGENTFORGE_MODEL_MAX_RESPONSE_BYTES": str(HOSTILE_MAX_BYTES),
+    }
+
+
+def hostile_provider(stack: Stack) -> str:
+    """From now on, one call in two meets a lie (in turn), the other an honest answer."""
+    from email.utils import format_datetime
+
+    from tests.fakes.brain import offline_brain
+    from tests.fakes.llm_server import lying, ok, status
+
+    years_ahead = format_datetime(datetime.now(UTC) + timedelta(days=5 * 365), usegmt=True)
+    thirty_mb = 30 * 1024 * 1024
+    lies = [
+        status(429, retry_after=999999),
+        lying(offline_brain, size=thirty_mb),
+        lying(offline_brain, drip_bytes=1, drip_delay_s=0.5),
+        status(429, retry_after=years_ahead),
+        lying(offline_brain, size=thirty_mb, no_length=True),
+        lying(offline_brain, size=thirty_mb, gzip=True),
+        lying(raw=b'{"choices": "\xff\xfe"}'),
+        lying(offline_brain, input_tokens=-1_000_000, output_tokens=-1_000_000),
+    ]
+    script = [b for _round in range(8) for lie in lies for b in (lie, ok(offline_brain))]
+    stack.llm.script(*script)
+    return (
+        f"{len(script) // 2} lies, one call in two from half-way: 429 asking 999999 s and 5 years, "
+        "30 MB bodies (with, without length, gzip bomb), a byte every 0.5 s, non-UTF-8, "
+        f"negative tokens (deadline {HOSTILE_TIMEOUT_S} s, wait cap {HOSTILE_MAX_WAIT_S} s, "
+        f"{HOSTILE_MAX_BYTES // 1024} KiB cap)"
+    )
+
+
 @dataclass(frozen=True)
 class Phase:
     name: str
     fault: Callable[[Stack], str] | None
     fault_rate: float = 0.3
+    env: Callable[[Stack], dict[str, str]] | None = None  # the code server's settings
 
 
 PHASES = [
@@ -338,6 +396,7 @@ PHASES = [
     Phase("stop-postgres-kill-workers", stop_postgres_and_kill_workers),
     Phase("freeze-s3", freeze_s3),
     Phase("restart-s3-empty", restart_s3_empty),
+    Phase("hostile-provider", hostile_provider, env=hostile_provider_env),
 ]
 
 
@@ -622,15 +681,21 @@ def main() -> int:
         from agentforge_dagster.settings import AgentForgeSettings
 
         max_replays = AgentForgeSettings().dlq_max_replays
-        rate = None
+        running: dict[str, str] | None = None
         last_fault = time.monotonic()
         per_phase: dict[str, tuple[list[Submitted], str]] = {}
         for number, phase in enumerate(chosen):
-            if phase.fault_rate != rate:  # the fault rate is the code server's: start it anew
+            wanted = {
+                "AGENTFORGE_FAULT_RATE": str(phase.fault_rate),
+                **(phase.env(stack) if phase.env is not None else {}),
+            }
+            if wanted != running:  # these are the code server's settings: start it anew
                 stack.daemon.stop()
-                stack.daemon.env["AGENTFORGE_FAULT_RATE"] = str(phase.fault_rate)
+                for name in running or {}:
+                    stack.daemon.env.pop(name, None)
+                stack.daemon.env.update(wanted)
                 stack.daemon.start()
-                rate = phase.fault_rate
+                running = wanted
             log(f"phase {phase.name}: {args.orders_per_phase} orders, one per {args.interval} s")
             orders, what = run_phase(
                 stack, phase, args.orders_per_phase, args.interval, number * 1000
@@ -654,6 +719,15 @@ def main() -> int:
             rows.append({**phase_row(stack, phase.name, orders, final, runs), "what": what})
         restarts = stack.daemon.restarts
         rescued = rescued_runs(stack)
+        if stack.llm is not None:
+            seen = Counter(r.behaviour for r in stack.llm.requests)
+            stack.notes["hostile provider"] = (
+                f"{len(stack.llm.requests)} requests reached it: "
+                + ", ".join(f"{n} {kind}" for kind, n in sorted(seen.items()))
+                + f"; {stack.llm.pending} scripted answers left unused; dead letters: "
+                + dead_letter_reasons(stack, per_phase.get("hostile-provider", ([], ""))[0])
+            )
+            stack.llm.stop()
         assert stack.daemon.process is not None
         hung = [
             p.pid
@@ -661,7 +735,7 @@ def main() -> int:
             if p.pid in code_servers() and p.ppid != stack.daemon.process.pid
         ]
     wall = time.monotonic() - started
-    report = render(rows, args, wall, restarts, len(hung), rescued)
+    report = render(rows, args, wall, restarts, len(hung), rescued, stack.notes)
     print(report)
     if args.write:
         args.write.write_text(report)
@@ -680,6 +754,7 @@ def render(
     restarts: int,
     hung: int,
     rescued: int = 0,
+    notes: dict[str, str] | None = None,
 ) -> str:
     reference = next((r for r in rows if r["phase"] == "fault-free"), None)
     faulted = [x for r in rows if r["phase"] != "fault-free" for x in r["latencies"]]
@@ -726,7 +801,24 @@ def render(
         f"Measured {time.strftime('%Y-%m-%d')} on this machine (2 cores) with "
         "`make chaos`.\n"
     )
+    lines += [f"- {what}: {note}" for what, note in (notes or {}).items()]
     return "\n".join(lines)
+
+
+def dead_letter_reasons(stack: Stack, orders: list[Submitted]) -> str:
+    """Why each of these orders was dead-lettered (its letter's error), or "none"."""
+    from sqlalchemy import select
+
+    from agentforge_dagster.persistence.schema import dead_letters
+
+    ids = [o.order_id for o in orders]
+    with stack.store.engine.connect() as conn:
+        rows = conn.execute(
+            select(dead_letters.c.order_id, dead_letters.c.message).where(
+                dead_letters.c.order_id.in_(ids)
+            )
+        ).all()
+    return "; ".join(f"{order_id}: {str(error)[:200]}" for order_id, error in rows) or "none"
 
 
 if __name__ == "__main__":
