@@ -200,7 +200,7 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
 
 
 def run_worker_modules(settings: AgentForgeSettings) -> list[str]:
-    """What a run worker of this code location imports besides Dagster (run_worker_start.py)."""
+    """What a run worker of this code location imports besides Dagster (instance/run_worker_start.py)."""
     modules = [__name__]
     providers = {spec.provider for spec in parse_model_specs(settings.models)}
     modules += [sdk for sdk in ("openai", "anthropic") if sdk in providers]
@@ -223,7 +223,7 @@ def defs() -> Definitions:
     """The code location: loaded lazily, so the environment is read when Dagster loads it."""
     settings = load_settings()
     if settings.run_worker_start == "forkserver":
-        from agentforge_dagster.orchestration.run_worker_start import preload_run_workers
+        from agentforge_dagster.instance.run_worker_start import preload_run_workers
 
         preload_run_workers(run_worker_modules(settings))
     return build_definitions(settings)

@@ -192,7 +192,7 @@ def code_servers() -> list[int]:
 
 def run_workers() -> list[int]:
     """Run workers: the code server starts each run as a process of its own, a child of its
-    forkserver (orchestration/run_worker_start.py), or its own child with Dagster's spawn."""
+    forkserver (instance/run_worker_start.py), or its own child with Dagster's spawn."""
     servers = set(code_servers())
     found = processes()
     forkservers = {p.pid for p in found if p.ppid in servers and "forkserver" in p.cmdline}

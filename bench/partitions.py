@@ -129,7 +129,7 @@ def write_instance_config(home: Path, dagster_url: str) -> None:
     home.mkdir(parents=True, exist_ok=True)
     storage = {
         "custom": {
-            "module": "agentforge_dagster.persistence.dagster_storage",
+            "module": "agentforge_dagster.instance.storage",
             "class": "AgentForgePostgresStorage",
             "config": {"postgres_url": dagster_url},
         }

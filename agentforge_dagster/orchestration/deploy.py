@@ -30,7 +30,7 @@ import docker.client
 import docker.errors
 
 from agentforge_dagster.domain.errors import AgentForgeError
-from agentforge_dagster.execution.launcher import ROLE_LABEL, SECRETS_MOUNT
+from agentforge_dagster.execution.containers import ROLE_LABEL, SECRETS_MOUNT
 
 CODE_SERVER_ROLE = "code-server"
 PORT_LABEL = "agentforge/port"

@@ -28,6 +28,6 @@ def order_pipeline_job(settings: AgentForgeSettings) -> Any:  # Dagster exports 
             "dagster/max_runtime": settings.order_run_max_runtime_seconds,
         },
         # One order is a chain of six steps: nothing to parallelise inside a run, and a process per
-        # step would re-import Dagster six times (../shared/FACTS.md: 42 s against 8 s a run).
+        # step would re-import Dagster six times (measured: 42 s against 8 s a run).
         executor_def=in_process_executor,
     )

@@ -23,13 +23,13 @@ import pytest
 from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterRunStatus, RunsFilter
 
 from agentforge_dagster.domain.state import OrderStatus
-from agentforge_dagster.execution.hosts import host_entries
-from agentforge_dagster.execution.launcher import (
+from agentforge_dagster.execution.containers import (
     HOST_CHECK,
     IMAGE_ID_TAG,
     container_death,
     parse_memory,
 )
+from agentforge_dagster.execution.hosts import host_entries
 from agentforge_dagster.orchestration.deploy import (
     CODE_SERVER_ROLE,
     DeployError,

@@ -31,15 +31,15 @@ from dagster._core.remote_origin import (
 from dagster._core.test_utils import create_run_for_test
 from dagster._serdes.config_class import ConfigurableClassData
 
-from agentforge_dagster.execution.ecs_launcher import (
+from agentforge_dagster.execution.containers import decide_cap, parse_memory
+from agentforge_dagster.instance.ecs_launcher import (
     CappedEcsRunLauncher,
     TaskSize,
     fargate_size,
     task_size_for,
 )
-from agentforge_dagster.execution.launcher import decide_cap, parse_memory
-from agentforge_dagster.persistence.dagster_storage import PoolSafePostgresEventLogStorage
-from tests.execution.test_ecs_launcher import OFFLINE_AWS
+from agentforge_dagster.instance.storage import PoolSafePostgresEventLogStorage
+from tests.instance.test_ecs_launcher import OFFLINE_AWS
 
 ROOT = Path(__file__).resolve().parents[2]
 ECS_YAML = ROOT / "docker" / "ecs" / "dagster.yaml"

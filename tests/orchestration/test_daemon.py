@@ -222,7 +222,7 @@ def test_orders_under_the_daemon_with_faults_a_killed_daemon_and_launches_by_han
         "every run to end",
         log,
     )
-    # Run workers are forks of the code server's forkserver (orchestration/run_worker_start.py),
+    # Run workers are forks of the code server's forkserver (instance/run_worker_start.py),
     # which holds Dagster and the code location imported once.
     forkservers = [c for c in daemon.session_commands() if "multiprocessing.forkserver" in c]
     assert forkservers and "agentforge_dagster.definitions" in forkservers[0]

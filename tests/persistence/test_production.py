@@ -65,7 +65,7 @@ def test_orders_run_on_postgres_with_artifacts_in_s3(production, s3_client) -> N
     settings = load_settings()
     with DagsterInstance.get() as instance:
         # dagster-postgres's, with the pool-default fix and a kept connection
-        # (persistence/dagster_storage.py)
+        # (instance/storage.py)
         assert type(instance.run_storage).__name__ == "PooledPostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PoolSafePostgresEventLogStorage"
         order = store.submit(make_order())

@@ -11,7 +11,7 @@ import pytest
 from dagster import DagsterEventType, DagsterInstance, DagsterRun
 from dagster_aws.ecs.container_context import EcsContainerContext
 
-from agentforge_dagster.execution.ecs_launcher import (
+from agentforge_dagster.instance.ecs_launcher import (
     FARGATE_SIZES,
     CappedEcsRunLauncher,
     TaskSize,

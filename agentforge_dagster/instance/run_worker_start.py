@@ -16,6 +16,14 @@ worker's pid, and a crash still ends only that run.
 ``AGENTFORGE_RUN_WORKER_START=spawn`` keeps Dagster's own method. The forkserver is forked from
 once per run and holds no connection, thread or file of its own; if it dies, ``multiprocessing``
 starts a new one at the next run.
+
+Dagster internals used here (pinned by ``tests/instance/test_internals.py``): the API server's
+``_mp_ctx`` (set to ``multiprocessing.get_context("spawn")`` in ``DagsterApiServer.__init__``) is
+replaced by a property returning a forkserver context; ``dagster._grpc.server`` is found in
+``sys.modules`` (only a code server has imported it), and ``dagster._grpc.impl`` and
+``dagster._core.execution.api`` are preloaded in the forkserver. Dagster has no public setting for
+the start method of run workers (``dagster code-server start`` takes none, and
+``DefaultRunLauncher`` always asks the server).
 """
 
 from __future__ import annotations

@@ -28,7 +28,7 @@ def test_outside_a_code_server_nothing_changes() -> None:
         run(
             """
         import sys
-        from agentforge_dagster.orchestration.run_worker_start import preload_run_workers
+        from agentforge_dagster.instance.run_worker_start import preload_run_workers
         print(preload_run_workers([]), "dagster._grpc.server" in sys.modules)
         """
         )
@@ -53,7 +53,7 @@ def test_in_a_code_server_workers_are_forks_of_one_preloaded_process(tmp_path: P
         import os, sys
         sys.path.insert(0, {str(tmp_path)!r})
         import dagster._grpc.server as server
-        from agentforge_dagster.orchestration.run_worker_start import preload_run_workers
+        from agentforge_dagster.instance.run_worker_start import preload_run_workers
         import bench_worker
 
         assert preload_run_workers(["agentforge_dagster.definitions"])

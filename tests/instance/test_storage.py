@@ -13,7 +13,7 @@ from dagster import DagsterInstance
 from sqlalchemy import Engine, event, make_url, text
 from sqlalchemy.exc import InternalError
 
-from agentforge_dagster.persistence.dagster_storage import PoolSafePostgresEventLogStorage
+from agentforge_dagster.instance.storage import PoolSafePostgresEventLogStorage
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,13 +7,13 @@ from typing import Any
 import pytest
 from dagster._core.errors import DagsterInvariantViolationError
 
-from agentforge_dagster.execution.launcher import (
+from agentforge_dagster.execution.containers import (
     HARDENING,
-    CappedDockerRunLauncher,
-    _with_volumes,
     decide_cap,
     parse_memory,
+    with_volumes,
 )
+from agentforge_dagster.instance.docker_launcher import CappedDockerRunLauncher
 
 GiB = 1024**3
 
@@ -120,9 +120,9 @@ def test_secrets_go_to_run_containers_as_files_never_as_values() -> None:
 
 def test_the_secrets_volume_joins_the_operators_volumes_in_either_form() -> None:
     extra = ["/s:/run/secrets:ro"]
-    assert _with_volumes(None, extra) == extra
-    assert _with_volumes(["/data:/data"], extra) == ["/data:/data", *extra]
-    assert _with_volumes({"/data": {"bind": "/data", "mode": "rw"}}, extra) == {
+    assert with_volumes(None, extra) == extra
+    assert with_volumes(["/data:/data"], extra) == ["/data:/data", *extra]
+    assert with_volumes({"/data": {"bind": "/data", "mode": "rw"}}, extra) == {
         "/data": {"bind": "/data", "mode": "rw"},
         "/s": {"bind": "/run/secrets", "mode": "ro"},
     }
