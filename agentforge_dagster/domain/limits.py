@@ -1,8 +1,9 @@
-"""What a model provider's answer is held to: a provider is untrusted input.
+"""Limits kept once because several layers apply them (plain Python: the CLI reads them too).
 
-The defaults of the settings ``AGENTFORGE_MAX_PROVIDER_WAIT_SECONDS`` and
-``AGENTFORGE_MODEL_MAX_RESPONSE_BYTES``, kept here once because the providers, the step back-off
-and the shared rate limiter all apply them.
+What a model provider's answer is held to (a provider is untrusted input): the defaults of the
+settings ``AGENTFORGE_MAX_PROVIDER_WAIT_SECONDS`` and ``AGENTFORGE_MODEL_MAX_RESPONSE_BYTES``,
+which the providers, the step back-off and the shared rate limiter all apply; and the longest text
+a person may deliver instead of a held draft (the review store and ``agentforge review edit``).
 """
 
 from __future__ import annotations
@@ -14,3 +15,5 @@ MAX_PROVIDER_WAIT_S = 300.0
 MAX_RESPONSE_BYTES = 2 * 1024 * 1024
 # The most tokens a count may say before it is taken for a lie and estimated instead.
 MAX_TOKEN_COUNT = 10_000_000
+# The longest text a person may deliver instead of a held draft (agentforge review edit).
+MAX_EDITED_CHARS = 200_000

@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -28,6 +27,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from agentforge_dagster.domain.errors import InvalidOrder
+from agentforge_dagster.domain.services import ServiceKind
 
 MAX_BRIEF_CHARS = 20_000
 MAX_PRICE = Decimal("100000")
@@ -140,15 +140,6 @@ Brief = Annotated[
     StringConstraints(strip_whitespace=True, min_length=10, max_length=MAX_BRIEF_CHARS),
     _NoControlChars,
 ]
-
-
-class ServiceKind(StrEnum):
-    """What the business sells; each kind has its own deliverable outline."""
-
-    BLOG_POST = "blog_post"
-    PRODUCT_DESCRIPTION = "product_description"
-    EMAIL_CAMPAIGN = "email_campaign"
-    PRESS_RELEASE = "press_release"
 
 
 # The sections every deliverable of a service covers: a plan leaves none out (the plan's check).

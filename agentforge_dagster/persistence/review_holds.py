@@ -18,6 +18,7 @@ from typing import Any, Literal
 from sqlalchemy import Connection, select
 
 from agentforge_dagster.domain.errors import PermanentError, UnknownOrder
+from agentforge_dagster.domain.limits import MAX_EDITED_CHARS
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.domain.policy import Finding
 from agentforge_dagster.domain.state import HELD_STATUSES, OrderStatus
@@ -32,7 +33,6 @@ HoldKind = Literal["quarantined", "awaiting_approval"]
 DECISIONS: tuple[Decision, ...] = ("approve", "edit", "redrive", "reject")
 # Where the replay of a decision starts: approve and edit deliver what is held; re-drive drafts anew.
 REPLAY_FROM: dict[str, str] = {"approve": "delivery", "edit": "delivery", "redrive": "draft"}
-MAX_EDITED_CHARS = 200_000
 
 
 class DecisionRefused(PermanentError):

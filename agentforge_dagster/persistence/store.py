@@ -11,15 +11,15 @@ whole: the engine's settings and the schema's migrations.
 from __future__ import annotations
 
 import fcntl
+import functools
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from alembic import command as alembic_command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
 
 from agentforge_dagster.persistence.audit import AuditStore
 from agentforge_dagster.persistence.breakers import BreakerStore
@@ -112,6 +112,11 @@ class BusinessStore(
         commit. Without it two upgraders of an empty database both create ``alembic_version``
         and one fails (``tests/persistence/test_migrations_concurrent.py``).
         """
+        if self.schema_revision_if_known() == head_revision():
+            return  # at head: no need to load Alembic and every migration (most commands)
+        from alembic import command as alembic_command
+        from alembic.config import Config as AlembicConfig
+
         config = AlembicConfig()
         config.set_main_option("script_location", str(MIGRATIONS))
         with _sqlite_file_lock(self.engine), self.engine.begin() as conn:
@@ -120,5 +125,38 @@ class BusinessStore(
             alembic_command.upgrade(config, "head")
 
     def schema_revision(self) -> str | None:
+        from alembic.runtime.migration import MigrationContext
+
         with self.engine.connect() as conn:
             return MigrationContext.configure(conn).get_current_revision()
+
+    def schema_revision_if_known(self) -> str | None:
+        """The revision recorded in ``alembic_version``, without Alembic; None if there is none."""
+        try:
+            with self.engine.connect() as conn:
+                rows = conn.execute(text("SELECT version_num FROM alembic_version")).all()
+        except SQLAlchemyError:
+            return None  # a new database: no table yet
+        return str(rows[0][0]) if len(rows) == 1 else None
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration's revision, read from the migration files' headers.
+
+    Alembic would import every migration to say so; this reads their ``revision`` and
+    ``down_revision`` lines. ``tests/persistence/test_migrations.py`` checks it against Alembic's.
+    """
+    revisions, parents = set(), set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        source = path.read_text()
+        revision = re.search(r'^revision\s*=\s*"([^"]+)"', source, re.MULTILINE)
+        parent = re.search(r'^down_revision\s*=\s*"([^"]+)"', source, re.MULTILINE)
+        if revision:
+            revisions.add(revision.group(1))
+        if parent:
+            parents.add(parent.group(1))
+    heads = revisions - parents
+    if len(heads) != 1:
+        raise RuntimeError(f"the business schema's migrations have heads {sorted(heads)}")
+    return heads.pop()

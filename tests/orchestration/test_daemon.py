@@ -114,6 +114,7 @@ def submit_by_cli(env: dict[str, str], index: int, brief: str | None = None) -> 
         brief or f"Write about launching orders by hand, part {index}",
         "--price",
         "99.00",
+        "--partition",  # launched by hand with dagster job launch right after (README)
     )
     return out.split()[-1]
 

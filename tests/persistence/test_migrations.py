@@ -34,3 +34,15 @@ def test_postgres_schema_matches_the_declared_tables(pg_store: BusinessStore) ->
     assert differences(pg_store) == []
     pg_store.upgrade()  # a second upgrade is a no-op
     assert pg_store.schema_revision() == newest_revision()
+
+
+def test_the_head_read_from_the_files_is_alembic_s() -> None:
+    from agentforge_dagster.persistence.store import head_revision
+
+    assert head_revision() == newest_revision()
+
+
+def test_a_store_at_head_is_not_upgraded_again(store: BusinessStore) -> None:
+    assert store.schema_revision_if_known() == store.schema_revision() == newest_revision()
+    store.upgrade()  # the fast path: Alembic is not needed
+    assert store.schema_revision() == newest_revision()

@@ -12,31 +12,22 @@ Every decision names its actor (``--actor``, default the OS user) in the audit t
 
 from __future__ import annotations
 
-import getpass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
-from agentforge_dagster.domain.models import utcnow
-from agentforge_dagster.persistence.review_holds import MAX_EDITED_CHARS, Hold
-from agentforge_dagster.persistence.store import BusinessStore
-from agentforge_dagster.settings import AgentForgeSettings
+from agentforge_dagster.cli.common import default_actor, open_store
+from agentforge_dagster.domain.limits import MAX_EDITED_CHARS
 
-
-def _default_actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no user name for this uid (a container)
-        return "cli"
-
-
-def _store(settings: AgentForgeSettings) -> BusinessStore:
-    return BusinessStore.opened(settings.resolved_database_url())
+if TYPE_CHECKING:
+    from agentforge_dagster.persistence.review_holds import Hold
+    from agentforge_dagster.settings import AgentForgeSettings
 
 
 def _age(since: datetime) -> str:
-    seconds = (utcnow() - since).total_seconds()
+    seconds = (datetime.now(UTC) - since).total_seconds()
     if seconds < 3600:
         return f"{seconds / 60:.0f} min"
     if seconds < 48 * 3600:
@@ -57,7 +48,7 @@ def _line(hold: Hold) -> str:
 
 
 @click.group()
-@click.option("--actor", default=_default_actor, show_default="the OS user", help="Who decides.")
+@click.option("--actor", default=default_actor, show_default="the OS user", help="Who decides.")
 @click.pass_context
 def review(ctx: click.Context, actor: str) -> None:
     """Orders held for a person (quarantined, awaiting approval) and decisions on them."""
@@ -68,7 +59,7 @@ def review(ctx: click.Context, actor: str) -> None:
 @click.pass_obj
 def review_list(settings: AgentForgeSettings) -> None:
     """Held orders waiting for a decision, oldest first."""
-    waiting = _store(settings).holds(waiting=True)
+    waiting = open_store(settings).holds(waiting=True)
     if not waiting:
         click.echo("nothing waits for a decision")
     for hold in waiting:
@@ -80,7 +71,7 @@ def review_list(settings: AgentForgeSettings) -> None:
 @click.pass_obj
 def review_show(settings: AgentForgeSettings, order_id: str) -> None:
     """Why an order is held, what was decided, and the held draft."""
-    hold = _store(settings).latest_hold(order_id)
+    hold = open_store(settings).latest_hold(order_id)
     if hold is None:
         raise click.ClickException(f"order {order_id!r} was never held for review")
     click.echo(_line(hold))
@@ -100,9 +91,9 @@ def _decide(ctx: click.Context, order_id: str, decision: str, **details: str | N
     from agentforge_dagster.orchestration.review_gate import decide, what_happens_next
 
     settings: AgentForgeSettings = ctx.obj
-    actor = ctx.parent.meta["actor"] if ctx.parent is not None else _default_actor()
+    actor = ctx.parent.meta["actor"] if ctx.parent is not None else default_actor()
     try:
-        hold = decide(_store(settings), order_id, decision, actor=actor, **details)
+        hold = decide(open_store(settings), order_id, decision, actor=actor, **details)
     except AgentForgeError as exc:
         raise click.ClickException(str(exc)) from exc
     click.echo(what_happens_next(hold))

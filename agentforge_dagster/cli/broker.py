@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
-from agentforge_dagster.persistence.store import BusinessStore
-from agentforge_dagster.settings import AgentForgeSettings
+from agentforge_dagster.cli.common import open_store
+
+if TYPE_CHECKING:
+    from agentforge_dagster.settings import AgentForgeSettings
 
 
 def _shown(value: Any) -> str:
@@ -36,7 +38,7 @@ def broker_status_command(settings: AgentForgeSettings, as_json: bool) -> None:
     """Intake depth, pending and dead-lettered messages, outbox backlog, last errors."""
     from agentforge_dagster.orchestration.broker import broker_status
 
-    store = BusinessStore.opened(settings.resolved_database_url())
+    store = open_store(settings)
     status = broker_status(store, settings)
     if as_json:
         click.echo(json.dumps(status.__dict__, default=_shown, indent=2, sort_keys=True))

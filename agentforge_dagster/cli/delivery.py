@@ -10,35 +10,25 @@ by whom and until when.
 
 from __future__ import annotations
 
-import getpass
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING
 
 import click
 
-from agentforge_dagster.domain.models import Delivery, utcnow
-from agentforge_dagster.persistence.deliverables import (
-    NotLinkable,
-    parse_duration,
-    parse_s3_location,
-    presigned_link,
-)
-from agentforge_dagster.persistence.store import BusinessStore
-from agentforge_dagster.settings import AgentForgeSettings
+from agentforge_dagster.cli.common import default_actor, open_store
+
+if TYPE_CHECKING:
+    from agentforge_dagster.domain.models import Delivery
+    from agentforge_dagster.persistence.store import BusinessStore
+    from agentforge_dagster.settings import AgentForgeSettings
 
 
 def _delivered(settings: AgentForgeSettings, order_id: str) -> tuple[BusinessStore, Delivery]:
-    store = BusinessStore.opened(settings.resolved_database_url())
+    store = open_store(settings)
     found = store.delivery(order_id)
     if found is None:
         raise click.ClickException(f"order {order_id} has no delivery (yet)")
     return store, found
-
-
-def _actor() -> str:
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):  # no user name for this uid (a container)
-        return "cli"
 
 
 @click.group("delivery")
@@ -63,6 +53,13 @@ def delivery_show(settings: AgentForgeSettings, order_id: str) -> None:
 @click.pass_obj
 def delivery_link(settings: AgentForgeSettings, order_id: str, expires: str) -> None:
     """Print a presigned link to ORDER's delivered version (S3 deliveries only)."""
+    from agentforge_dagster.persistence.deliverables import (
+        NotLinkable,
+        parse_duration,
+        parse_s3_location,
+        presigned_link,
+    )
+
     try:
         seconds = parse_duration(expires)
     except ValueError as exc:
@@ -83,10 +80,12 @@ def delivery_link(settings: AgentForgeSettings, order_id: str, expires: str) -> 
         "delivery_link_made",
         order_id=order_id,
         detail={
-            "actor": _actor(),
+            "actor": default_actor(),
             "object": f"s3://{where.bucket}/{where.key}",
             "version_id": where.version_id,
-            "expires_at": (utcnow() + timedelta(seconds=seconds)).isoformat(timespec="seconds"),
+            "expires_at": (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat(
+                timespec="seconds"
+            ),
         },
     )
     click.echo(link)

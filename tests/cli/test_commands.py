@@ -171,8 +171,9 @@ def test_a_failed_order_is_dead_lettered_and_recovered_without_a_daemon(cli) -> 
 def test_dagster_job_execute_runs_a_submitted_order_and_refuses_an_unknown_one(
     cli, tmp_path: Path
 ) -> None:
-    """After ``agentforge submit``, Dagster's own CLI runs the order (same instance, same store)."""
-    assert cli(*submit_flags("by-dagster-1")).returncode == 0
+    """After ``agentforge submit --partition``, Dagster's own CLI runs the order (same instance,
+    same store)."""
+    assert cli(*submit_flags("by-dagster-1"), "--partition").returncode == 0
     env = {
         **os.environ,
         "AGENTFORGE_HOME": str(tmp_path / "af"),

@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
-import docker.errors
 
-from agentforge_dagster.orchestration.deploy import (
-    DeployError,
-    Deployment,
-    environment_from_os,
-    read_history,
-)
-from agentforge_dagster.orchestration.deploy import deploy as deploy_image
-from agentforge_dagster.orchestration.deploy import rollback as rollback_image
-from agentforge_dagster.settings import AgentForgeSettings
+if TYPE_CHECKING:  # docker and the deploy machinery load when a deploy runs, not for --help
+    from agentforge_dagster.orchestration.deploy import Deployment
+    from agentforge_dagster.settings import AgentForgeSettings
 
 
 def _history(settings: AgentForgeSettings) -> Path:
@@ -59,6 +52,12 @@ def deploy_command(
     excepted) and DAGSTER_CURRENT_IMAGE, so new runs use the same image. Running runs keep theirs.
     With AGENTFORGE_SECRETS_DIR, its files are mounted and passed as NAME_FILE, never as values.
     """
+    import docker.errors
+
+    from agentforge_dagster.orchestration.deploy import DeployError, environment_from_os
+    from agentforge_dagster.orchestration.deploy import deploy as deploy_image
+    from agentforge_dagster.orchestration.deploy import rollback as rollback_image
+
     if to_previous == (image is not None):
         raise click.UsageError("give --image TAG or --rollback")
     common: dict[str, Any] = {
@@ -89,6 +88,8 @@ def rollback_command(ctx: click.Context, port: int | None, env_pairs: tuple[str,
 @click.pass_obj
 def deploys_command(settings: AgentForgeSettings) -> None:
     """The history of deploys and roll-backs, newest last."""
+    from agentforge_dagster.orchestration.deploy import read_history
+
     history = read_history(_history(settings))
     if not history:
         click.echo("nothing deployed yet")
