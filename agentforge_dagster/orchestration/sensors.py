@@ -18,6 +18,7 @@ import io
 import json
 import os
 import shutil
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -182,11 +183,7 @@ def read_drop_file(path: Path) -> list[tuple[str, Any]]:
     that does not parse is one item, its bytes. Raises ``OSError`` when the file cannot be read,
     :class:`DropFileUnreadable` when a CSV file cannot be read as one.
     """
-    if not path.is_file():
-        raise IsADirectoryError(f"{path.name} is not a regular file")
-    if path.stat().st_size > MAX_DROP_FILE_BYTES:
-        raise OSError(f"larger than {MAX_DROP_FILE_BYTES // (1024 * 1024)} MiB")
-    raw = path.read_bytes()
+    raw = _read_own_file(path)
     digest = hashlib.sha256(path.name.encode() + raw).hexdigest()[:10]
     rows: list[Any]
     if path.suffix.lower() == ".csv":
@@ -208,6 +205,47 @@ def read_drop_file(path: Path) -> list[tuple[str, Any]]:
     return [(f"drop-{digest}-{index}", row) for index, row in enumerate(rows)]
 
 
+def _read_own_file(path: Path) -> bytes:
+    """The bytes of a regular file that is the folder's own, never what a link points at.
+
+    A symbolic link (even to a file inside the folder), a FIFO, a socket, a device or a folder is
+    refused before it is opened; the file is then opened without following links and without
+    blocking, and checked again on the descriptor, so a swap between the look and the open reads
+    nothing it should not.
+    """
+    kind = _not_a_regular_file(path)
+    if kind is not None:
+        raise DropFileUnreadable(f"{kind}: only regular files inside the folder are read")
+    if path.resolve().parent != path.parent.resolve():
+        raise DropFileUnreadable("it resolves outside the folder")
+    descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(descriptor, "rb") as handle:
+        status = os.fstat(handle.fileno())
+        if not stat.S_ISREG(status.st_mode):
+            raise DropFileUnreadable(
+                "not a regular file: only regular files inside the folder are read"
+            )
+        if status.st_size > MAX_DROP_FILE_BYTES:
+            raise OSError(f"larger than {MAX_DROP_FILE_BYTES // (1024 * 1024)} MiB")
+        return handle.read(MAX_DROP_FILE_BYTES + 1)
+
+
+def _not_a_regular_file(path: Path) -> str | None:
+    """What ``path`` is when it is not a regular file (its own entry, links not followed)."""
+    mode = path.lstat().st_mode
+    if stat.S_ISREG(mode):
+        return None
+    for test, name in (
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
+        if test(mode):
+            return name
+    return "a device or other special file"
+
+
 def _drop_payload_text(payload: Any, path: Path) -> str | bytes:
     """What to keep of a refused drop item: its JSON, else (too deep to write) the file's bytes."""
     if isinstance(payload, bytes):
@@ -216,6 +254,11 @@ def _drop_payload_text(payload: Any, path: Path) -> str | bytes:
         return json.dumps(payload, default=str)
     except (RecursionError, ValueError, TypeError):
         return path.read_bytes()
+
+
+def _json_kind(value: Any) -> str:
+    kinds = {str: "a string", list: "a list", bool: "true or false", type(None): "null"}
+    return kinds.get(type(value), "a number")
 
 
 def _set_aside(path: Path, folder: Path) -> Path:
@@ -255,6 +298,7 @@ def take_drop_folder(
         )
     counts = {"files": 0, "queued": 0, "rejected": 0, "already_queued": 0}
     for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".json", ".csv")):
+        # A link is moved aside as it is (the link, not its target) and nothing of it is read.
         counts["files"] += 1
         try:
             items = read_drop_file(path)
@@ -264,6 +308,11 @@ def take_drop_folder(
             continue
         for item_id, payload in items:
             try:
+                if not isinstance(payload, dict | bytes):  # read once: text is never re-decoded
+                    raise InvalidOrder(
+                        [f"item {item_id.rsplit('-', 1)[1]}: an order is a JSON object, not "
+                         f"{_json_kind(payload)}"]
+                    )  # fmt: skip
                 order = parse_order(payload, default_order_id=item_id)
                 submit_order(store, instance, order, source=f"drop:{path.name}")
                 counts["queued"] += 1

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dagster import DagsterInstance, Definitions, build_sensor_context
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from agentforge_dagster.definitions import build_definitions
 from agentforge_dagster.orchestration.sensors import take_drop_folder
@@ -161,14 +161,72 @@ def test_items_of_a_dropped_list_keep_their_ids_whatever_they_are(
     content = json.dumps([json.dumps(good), "not an order", 7, None, good])
     (drop / "list.json").write_text(content)
     first = take_drop_folder(store, instance, drop)
-    assert first == {"files": 1, "queued": 2, "rejected": 3, "already_queued": 0}
+    # The JSON-encoded string is text, not an order: it is refused, never decoded a second time.
+    assert first == {"files": 1, "queued": 1, "rejected": 4, "already_queued": 0}
     ids = store.order_ids()
-    assert all(order_id.startswith("drop-") for order_id in ids)
+    assert len(ids) == 1 and ids[0].startswith("drop-") and ids[0].endswith("-4")
+    errors = [
+        r["detail"]["errors"][0] for r in store.audit_rows() if r["event"] == "order_rejected"
+    ]
+    assert errors[0] == "item 0: an order is a JSON object, not a string", errors
 
     (drop / "list.json").write_text(content)  # dropped again: nothing queued twice
     again = take_drop_folder(store, instance, drop)
-    assert again == {"files": 1, "queued": 0, "rejected": 3, "already_queued": 2}
+    assert again == {"files": 1, "queued": 0, "rejected": 4, "already_queued": 1}
     assert store.order_ids() == ids
+
+
+def test_a_file_that_is_one_json_string_is_refused_not_decoded_again(
+    store: BusinessStore, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    good = {"customer": "Acme", "service": "blog_post", "brief": "Write about drops", "price": "9"}
+    (drop / "text.json").write_text(json.dumps(json.dumps(good)))
+    assert take_drop_folder(store, instance, drop)["queued"] == 0
+    assert store.order_ids() == []
+
+
+def test_the_drop_folder_reads_only_regular_files_inside_itself(
+    store: BusinessStore, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    """A link out (to a system file), a link in, a FIFO and a socket: refused unread, set aside."""
+    import socket
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    good = {"customer": "Acme", "service": "blog_post", "brief": "Write about drops", "price": "9"}
+    secret = tmp_path / "outside.json"
+    secret.write_text(json.dumps({**good, "customer": "SECRET-OUTSIDE"}))
+    (drop / "a-out.json").symlink_to("/etc/passwd")
+    (drop / "b-out-order.json").symlink_to(secret)
+    (drop / "c-real.json").write_text(json.dumps(good))
+    (drop / "d-in.json").symlink_to(drop / "c-real.json")
+    os.mkfifo(drop / "e-fifo.json")  # opening it for reading would block the sensor
+    listener = socket.socket(socket.AF_UNIX)
+    listener.bind(str(drop / "f-socket.json"))
+    try:
+        counts = take_drop_folder(store, instance, drop)
+    finally:
+        listener.close()
+    assert counts == {"files": 6, "queued": 1, "rejected": 5, "already_queued": 0}
+    assert [store.get(o).order.customer for o in store.order_ids()] == ["Acme"]
+    rejected = {
+        r["detail"]["source"]: r["detail"]["errors"][0]
+        for r in store.audit_rows()
+        if r["event"] == "order_rejected"
+    }
+    assert "a symbolic link" in rejected["drop:a-out.json"]
+    assert "a symbolic link" in rejected["drop:d-in.json"]
+    assert "a FIFO" in rejected["drop:e-fifo.json"] and "a socket" in rejected["drop:f-socket.json"]
+    with store.engine.connect() as conn:
+        kept = " ".join(str(row) for row in conn.execute(text("select * from rejected_orders")))
+    assert "root:" not in kept and "SECRET-OUTSIDE" not in kept  # nothing of a target was read
+    # Set aside as they were (the links themselves), so no tick looks at them again.
+    aside = drop / "rejected"
+    assert (aside / "a-out.json").is_symlink() and (aside / "e-fifo.json").is_fifo()
+    assert secret.exists() and Path("/etc/passwd").exists()
+    assert take_drop_folder(store, instance, drop)["files"] == 0
 
 
 @contextlib.contextmanager
