@@ -37,6 +37,7 @@ lint: venv
 	$(BIN)/ruff check agentforge_dagster tests bench
 	$(BIN)/ruff format --check agentforge_dagster tests bench
 	$(BIN)/mypy agentforge_dagster
+	$(BIN)/vulture
 
 format: venv
 	$(BIN)/ruff format agentforge_dagster tests bench

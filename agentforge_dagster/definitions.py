@@ -14,6 +14,7 @@ from dagster import (
 
 from agentforge_dagster.execution.assets import build_order_assets
 from agentforge_dagster.execution.faults import FaultInjector
+from agentforge_dagster.execution.llm.registry import sdk_module
 from agentforge_dagster.execution.resources import (
     ModelResource,
     StepOptions,
@@ -204,11 +205,7 @@ def run_worker_modules(settings: AgentForgeSettings) -> list[str]:
     modules = [__name__]
     providers = {spec.provider for spec in parse_model_specs(settings.models)}
     modules += [sdk for sdk in ("openai", "anthropic") if sdk in providers]
-    modules += [
-        f"agentforge_dagster.execution.llm_{sdk}"
-        for sdk in ("openai", "anthropic")
-        if sdk in providers
-    ]
+    modules += [sdk_module(sdk) for sdk in ("openai", "anthropic") if sdk in providers]
     if settings.s3_bucket:
         modules += [
             "boto3",

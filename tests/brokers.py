@@ -17,7 +17,6 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pika
 import pytest
@@ -181,8 +180,3 @@ def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
         yield server
     finally:
         server.kill()
-
-
-def broker_env(**values: Any) -> dict[str, str]:
-    """The process environment plus ``AGENTFORGE_*`` settings, for a subprocess."""
-    return {**os.environ, **{f"AGENTFORGE_{k.upper()}": str(v) for k, v in values.items()}}

@@ -205,7 +205,7 @@ def step_env(
 ) -> Any:
     """A StepEnv on the offline model, as run_step builds one."""
     from agentforge_dagster.execution.gateway import ModelGateway
-    from agentforge_dagster.execution.providers import OfflineModel
+    from agentforge_dagster.execution.llm.offline import OfflineModel
     from agentforge_dagster.execution.steps import StepEnv
     from agentforge_dagster.persistence.deliverables import LocalDeliverables
 

@@ -17,7 +17,7 @@ from agentforge_dagster.cli.common import (
 )
 
 if TYPE_CHECKING:
-    from agentforge_dagster.persistence.backup import BackupLocation
+    from agentforge_dagster.persistence.backup_locations import BackupLocation
     from agentforge_dagster.persistence.resources import BackupTargetResource
     from agentforge_dagster.settings import AgentForgeSettings
 

@@ -25,7 +25,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from agentforge_dagster.domain.errors import InjectedFault, InjectedPermanentFault
-from agentforge_dagster.execution.providers import ModelProvider, ModelRequest, ModelResponse
+from agentforge_dagster.execution.llm.base import ModelProvider, ModelRequest, ModelResponse
 
 PHASES = ("before", "after")
 

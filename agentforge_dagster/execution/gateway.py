@@ -68,7 +68,7 @@ from agentforge_dagster.domain.errors import (
 )
 from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S
 from agentforge_dagster.domain.models import utcnow
-from agentforge_dagster.execution.providers import (
+from agentforge_dagster.execution.llm.base import (
     ModelProvider,
     ModelRequest,
     ModelResponse,

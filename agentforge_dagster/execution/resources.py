@@ -15,7 +15,9 @@ from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S, MAX_RESPONSE_B
 from agentforge_dagster.domain.models import Order
 from agentforge_dagster.execution.backoff import StepBackoff
 from agentforge_dagster.execution.gateway import ModelGateway
-from agentforge_dagster.execution.providers import DEFAULT_PRICES, ModelProvider, OfflineModel
+from agentforge_dagster.execution.llm.base import DEFAULT_PRICES, ModelProvider
+from agentforge_dagster.execution.llm.offline import OFFLINE_MODEL_NAME
+from agentforge_dagster.execution.llm.registry import provider_class
 from agentforge_dagster.persistence.breakers import BreakerPolicy
 from agentforge_dagster.persistence.rate_limits import parse_rate_limits
 from agentforge_dagster.persistence.store import BusinessStore
@@ -161,36 +163,21 @@ class ModelResource(ConfigurableResource):
         )
 
     def _provider(self, spec: ModelSpec) -> ModelProvider:
+        cls = provider_class(spec.provider)  # imports the SDK of this kind only
         if spec.provider == "offline":
-            return OfflineModel()
-        # The SDKs take seconds to import: a run imports only the SDK of the providers it uses.
-        provider: ModelProvider
-        if spec.provider == "openai":
-            from agentforge_dagster.execution.llm_openai import OpenAICompatibleProvider
-
-            provider = OpenAICompatibleProvider(
-                model=spec.model,
-                api_key=self.openai_api_key,
-                base_url=spec.base_url or "https://api.openai.com/v1",
-                timeout_s=self.timeout_seconds,
-                prices=self.prices(),
-                max_wait_s=self.max_provider_wait_seconds,
-                max_response_bytes=self.max_response_bytes,
-            )
-        else:
-            from agentforge_dagster.execution.llm_anthropic import AnthropicProvider
-
-            provider = AnthropicProvider(
-                model=spec.model,
-                api_key=self.anthropic_api_key,
-                base_url=spec.base_url,
-                timeout_s=self.timeout_seconds,
-                prices=self.prices(),
-                max_wait_s=self.max_provider_wait_seconds,
-                max_response_bytes=self.max_response_bytes,
-            )
-        self._closers.append(provider.close)
-        return provider
+            return cls()  # type: ignore[no-any-return]
+        provider = cls(
+            model=spec.model,
+            api_key=self.openai_api_key if spec.provider == "openai" else self.anthropic_api_key,
+            base_url=spec.base_url
+            or ("https://api.openai.com/v1" if spec.provider == "openai" else None),
+            timeout_s=self.timeout_seconds,
+            prices=self.prices(),
+            max_wait_s=self.max_provider_wait_seconds,
+            max_response_bytes=self.max_response_bytes,
+        )
+        self._closers.append(provider.close)  # an SDK provider holds a connection pool
+        return provider  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -218,7 +205,7 @@ def parse_model_specs(text: str) -> list[ModelSpec]:
             )
         if provider != "offline" and not model:
             raise ValueError(f"{item!r}: name the model, e.g. {provider}:MODEL")
-        specs.append(ModelSpec(provider, model or OfflineModel.model, base_url or None))
+        specs.append(ModelSpec(provider, model or OFFLINE_MODEL_NAME, base_url or None))
     if not specs:
         raise ValueError("no model configured (AGENTFORGE_MODELS is empty)")
     return specs

@@ -32,7 +32,7 @@ from agentforge_dagster.domain.policy import Finding, review_findings
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.domain.steps import STEP_NAMES as STEP_NAMES  # re-exported
 from agentforge_dagster.execution.gateway import ModelGateway
-from agentforge_dagster.execution.providers import ModelRequest, ModelResponse
+from agentforge_dagster.execution.llm.base import ModelRequest, ModelResponse
 from agentforge_dagster.persistence.deliverables import Deliverables
 from agentforge_dagster.persistence.review_holds import Hold, HoldKind
 from agentforge_dagster.persistence.store import BusinessStore

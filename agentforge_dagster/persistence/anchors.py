@@ -28,7 +28,7 @@ from agentforge_dagster.domain.errors import PermanentError
 from agentforge_dagster.persistence.schema import audit_log
 
 if TYPE_CHECKING:
-    from agentforge_dagster.persistence.backup import BackupLocation
+    from agentforge_dagster.persistence.backup_locations import BackupLocation
     from agentforge_dagster.persistence.store import BusinessStore
 
 ANCHOR_FOLDER = "anchors"

@@ -33,10 +33,6 @@ class NotLinkable(PermanentError):
     """A delivery that cannot be linked: it is a local file, or the link asked for is too long."""
 
 
-def sha256_hex(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 class Deliverables(Protocol):
     """Where deliverables are written and read back (for the delivery's check)."""
 

@@ -30,7 +30,6 @@ from agentforge_dagster.persistence.schema import (
 )
 from agentforge_dagster.persistence.sql import StoreConcern, as_utc, dialect_insert
 
-DESTINATIONS = ("rabbitmq", "redis")
 _SENT_COLUMN = {"rabbitmq": "rabbitmq_sent_at", "redis": "redis_sent_at"}
 _EVENTS = select(  # the columns of a PendingEvent
     order_events.c.seq,

@@ -10,7 +10,7 @@ from pydantic import Field, PrivateAttr
 from agentforge_dagster.domain.errors import UnknownOrder
 from agentforge_dagster.domain.runs import order_of_run
 from agentforge_dagster.persistence.anchors import load_anchor_key
-from agentforge_dagster.persistence.backup import (
+from agentforge_dagster.persistence.backup_locations import (
     BackupLocation,
     LocalBackupLocation,
     S3BackupLocation,

@@ -50,7 +50,6 @@ COMPOSE_CONFIG = [
     "--env-file", "docker/compose.env.example", "config", "--quiet",
 ]  # fmt: skip
 SLOW_MODEL = {"resources": {"faults": {"config": {"model_latency_seconds": 1.5}}}}
-SLOWER_MODEL = {"resources": {"faults": {"config": {"model_latency_seconds": 5}}}}
 
 
 def test_compose_file_validates() -> None:

@@ -17,7 +17,6 @@ import pytest
 from tests.deploy.conftest import IMAGE_UID, PROXY_UID, ROOT
 
 pytestmark = [pytest.mark.service, pytest.mark.xdist_group("deploy")]
-SETTINGS = ("DAGSTER_PG_HOST", "DAGSTER_PG_PORT", "DAGSTER_PG_USERNAME", "AGENTFORGE_DB")
 
 
 def make_secrets(

@@ -9,7 +9,7 @@ import pytest
 from agentforge_dagster.domain.errors import TransientError
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.execution.gateway import CircuitOpen, ModelGateway
-from agentforge_dagster.execution.providers import ModelRequest, ModelResponse
+from agentforge_dagster.execution.llm.base import ModelRequest, ModelResponse
 from agentforge_dagster.persistence.breakers import BreakerPolicy, BreakerState
 from agentforge_dagster.persistence.schema import provider_breakers
 from agentforge_dagster.persistence.store import BusinessStore

@@ -8,11 +8,8 @@ import pytest
 
 from agentforge_dagster.domain.errors import BudgetExhausted, TransientError
 from agentforge_dagster.execution.gateway import DEFAULT_MAX_OUTPUT_TOKENS, ModelGateway, month_of
-from agentforge_dagster.execution.providers import (
-    OFFLINE_MODEL_NAME,
-    ModelRequest,
-    ModelResponse,
-)
+from agentforge_dagster.execution.llm.base import ModelRequest, ModelResponse
+from agentforge_dagster.execution.llm.offline import OFFLINE_MODEL_NAME
 from agentforge_dagster.persistence.store import BusinessStore
 
 PRICES = {OFFLINE_MODEL_NAME: (1.0, 4.0)}  # USD per million tokens in, out

@@ -21,15 +21,15 @@ import pytest
 
 from agentforge_dagster.domain.errors import AgentForgeError, PermanentError, TransientError
 from agentforge_dagster.domain.models import DraftProposal, PlanProposal
-from agentforge_dagster.execution.llm_providers import (
-    DEFAULT_PRICES,
-    AnthropicProvider,
+from agentforge_dagster.execution.llm.anthropic import AnthropicProvider
+from agentforge_dagster.execution.llm.base import DEFAULT_PRICES, ModelProvider, ModelRequest
+from agentforge_dagster.execution.llm.openai import OpenAICompatibleProvider
+from agentforge_dagster.execution.llm.sdk import (
     AuthenticationFailed,
     BadRequest,
     ContentRefused,
     ContextTooLong,
     MalformedResponse,
-    OpenAICompatibleProvider,
     OutputTruncated,
     ProviderOverloaded,
     ProviderTimeout,
@@ -39,7 +39,6 @@ from agentforge_dagster.execution.llm_providers import (
     parse_retry_after,
     strict_compatible,
 )
-from agentforge_dagster.execution.providers import ModelProvider, ModelRequest
 from tests.fakes.llm_server import (
     Behaviour,
     FakeLLMServer,

@@ -26,13 +26,9 @@ from agentforge_dagster.domain.models import PlanProposal, utcnow
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.execution.faults import SlowModel
 from agentforge_dagster.execution.gateway import ModelGateway, cache_key
-from agentforge_dagster.execution.llm_providers import OpenAICompatibleProvider
-from agentforge_dagster.execution.providers import (
-    ModelProvider,
-    ModelRequest,
-    ModelResponse,
-    OfflineModel,
-)
+from agentforge_dagster.execution.llm.base import ModelProvider, ModelRequest, ModelResponse
+from agentforge_dagster.execution.llm.offline import OfflineModel
+from agentforge_dagster.execution.llm.openai import OpenAICompatibleProvider
 from agentforge_dagster.execution.resources import ModelResource
 from agentforge_dagster.orchestration.dead_letters import resume_waiting_for_budget
 from agentforge_dagster.orchestration.runner import run_order, run_replays

@@ -30,14 +30,10 @@ from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.execution.backoff import StepBackoff
 from agentforge_dagster.execution.gateway import ModelGateway, cache_key, month_of
-from agentforge_dagster.execution.llm_providers import (
-    AnthropicProvider,
-    MalformedResponse,
-    OpenAICompatibleProvider,
-    ProviderTimeout,
-    RateLimited,
-)
-from agentforge_dagster.execution.providers import ModelRequest, ModelResponse, estimate_tokens
+from agentforge_dagster.execution.llm.anthropic import AnthropicProvider
+from agentforge_dagster.execution.llm.base import ModelRequest, ModelResponse, estimate_tokens
+from agentforge_dagster.execution.llm.openai import OpenAICompatibleProvider
+from agentforge_dagster.execution.llm.sdk import MalformedResponse, ProviderTimeout, RateLimited
 from agentforge_dagster.persistence.rate_limits import RateLimits
 from agentforge_dagster.persistence.schema import model_responses, provider_rate_limits
 from agentforge_dagster.persistence.store import BusinessStore

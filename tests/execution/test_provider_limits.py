@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 from agentforge_dagster.domain.errors import TransientError
 from agentforge_dagster.execution.gateway import ModelGateway
-from agentforge_dagster.execution.llm_providers import OpenAICompatibleProvider
-from agentforge_dagster.execution.providers import ModelRequest
+from agentforge_dagster.execution.llm.base import ModelRequest
+from agentforge_dagster.execution.llm.openai import OpenAICompatibleProvider
 from agentforge_dagster.persistence.breakers import BreakerPolicy
 from agentforge_dagster.persistence.rate_limits import RateLimits
 from agentforge_dagster.persistence.store import BusinessStore

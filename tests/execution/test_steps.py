@@ -11,7 +11,8 @@ from agentforge_dagster.domain.models import Draft, DraftSection, Order, Plan
 from agentforge_dagster.domain.policy import quality_findings
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.execution import steps
-from agentforge_dagster.execution.providers import OFFLINE_MODEL_NAME, ModelRequest, OfflineModel
+from agentforge_dagster.execution.llm.base import ModelRequest
+from agentforge_dagster.execution.llm.offline import OFFLINE_MODEL_NAME, OfflineModel
 from agentforge_dagster.persistence.store import BusinessStore
 from tests.conftest import make_order, step_env
 

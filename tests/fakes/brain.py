@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from agentforge_dagster.execution.providers import ModelRequest, OfflineModel
+from agentforge_dagster.execution.llm.base import ModelRequest
+from agentforge_dagster.execution.llm.offline import OfflineModel
 from tests.fakes.llm_server import user_prompt
 
 TASKS = {"Plan the": "plan", "Write the": "draft", "Revise the": "revise"}

@@ -21,7 +21,7 @@ from agentforge_dagster.cli import main
 from agentforge_dagster.definitions import build_definitions
 from agentforge_dagster.domain.models import Order
 from agentforge_dagster.domain.state import OrderStatus
-from agentforge_dagster.execution.providers import OfflineModel
+from agentforge_dagster.execution.llm.offline import OfflineModel
 from agentforge_dagster.metrics.review_gate import format_review_gate, review_gate_figures
 from agentforge_dagster.orchestration.review_gate import decide
 from agentforge_dagster.orchestration.runner import run_order, run_replays

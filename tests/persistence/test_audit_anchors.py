@@ -17,7 +17,8 @@ from agentforge_dagster.persistence.anchors import (
     write_anchor,
 )
 from agentforge_dagster.persistence.audit import _hashed_fields, _row_hash
-from agentforge_dagster.persistence.backup import LocalBackupLocation, create_backup
+from agentforge_dagster.persistence.backup import create_backup
+from agentforge_dagster.persistence.backup_locations import LocalBackupLocation
 from agentforge_dagster.persistence.resources import BackupTargetResource, BusinessStoreResource
 from agentforge_dagster.persistence.schema import audit_log
 from agentforge_dagster.persistence.sql import integrity_problem

@@ -12,13 +12,12 @@ from sqlalchemy import Engine, make_url, select, text
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.execution import steps
 from agentforge_dagster.orchestration.backups import backup_job
-from agentforge_dagster.persistence.backup import (
+from agentforge_dagster.persistence.backup import create_backup, restore_backup
+from agentforge_dagster.persistence.backup_locations import (
     BackupCorrupted,
     BackupError,
     LocalBackupLocation,
     S3BackupLocation,
-    create_backup,
-    restore_backup,
 )
 from agentforge_dagster.persistence.resources import BackupTargetResource, BusinessStoreResource
 from agentforge_dagster.persistence.schema import metadata

@@ -1,4 +1,4 @@
-"""The OpenAI-compatible provider (OpenAI, Ollama, vLLM, llama.cpp, LM Studio...): see llm_providers."""
+"""The OpenAI-compatible provider (OpenAI, Ollama, vLLM, llama.cpp, LM Studio...): see .sdk, which they share."""
 
 from __future__ import annotations
 
@@ -9,8 +9,9 @@ from typing import Any
 import openai
 from openai.types.chat import ChatCompletion
 
-from agentforge_dagster.execution import llm_wire
-from agentforge_dagster.execution.llm_providers import (  # the shared base
+from agentforge_dagster.execution.llm import wire as llm_wire
+from agentforge_dagster.execution.llm.base import ModelRequest
+from agentforge_dagster.execution.llm.sdk import (  # the shared base
     ContentRefused,
     MalformedResponse,
     OutputTruncated,
@@ -22,7 +23,6 @@ from agentforge_dagster.execution.llm_providers import (  # the shared base
     schema_name,
     strict_compatible,
 )
-from agentforge_dagster.execution.providers import ModelRequest
 
 
 class OpenAICompatibleProvider(_SdkProvider[openai.OpenAI, openai.APIStatusError]):

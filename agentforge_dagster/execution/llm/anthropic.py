@@ -1,4 +1,4 @@
-"""The Anthropic provider (the messages API): see llm_providers."""
+"""The Anthropic provider (the messages API): see .sdk, which they share."""
 
 from __future__ import annotations
 
@@ -11,8 +11,12 @@ import anthropic
 from anthropic.types import Message, ToolUseBlock
 
 from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S, MAX_RESPONSE_BYTES
-from agentforge_dagster.execution import llm_wire
-from agentforge_dagster.execution.llm_providers import (  # the shared base
+from agentforge_dagster.execution.llm import wire as llm_wire
+from agentforge_dagster.execution.llm.base import (
+    DEFAULT_PRICES,
+    ModelRequest,
+)
+from agentforge_dagster.execution.llm.sdk import (  # the shared base
     ContentRefused,
     ContextTooLong,
     MalformedResponse,
@@ -24,10 +28,6 @@ from agentforge_dagster.execution.llm_providers import (  # the shared base
     _SdkProvider,
     _Sent,
     schema_name,
-)
-from agentforge_dagster.execution.providers import (
-    DEFAULT_PRICES,
-    ModelRequest,
 )
 
 

@@ -19,13 +19,13 @@ What the SDK versions this was written against actually do (openai 3.57, anthrop
   ``x-api-key``), and the Anthropic SDK logs whole request bodies (prompts) at DEBUG.
 
 Every field of an answer is untrusted input, bounded and validated at the wire
-(:mod:`~agentforge_dagster.execution.llm_wire` reads it): at most ``max_response_bytes`` are
+(:mod:`~agentforge_dagster.execution.llm.wire` reads it): at most ``max_response_bytes`` are
 read, and a body over the cap, not UTF-8, nested past the parser, or of the wrong shape is a
 :class:`MalformedResponse` naming the provider; the whole call, body included, ends by
 ``timeout_s`` (a drip is a :class:`ProviderTimeout`); a wait asked for (``Retry-After``) longer
 than ``max_wait_s`` is refused (:class:`RateLimited`, the asked-for wait kept as
 ``asked_wait_s``, the wait used capped); a token count that is not a whole number between 1 and
-``MAX_TOKEN_COUNT`` (execution/providers.py) is estimated instead, so a cost is never negative; and the model the body
+``MAX_TOKEN_COUNT`` (domain/limits.py) is estimated instead, so a cost is never negative; and the model the body
 says answered is kept (``served_model``) and priced when the table knows it.
 
 The API key never appears in our messages: provider text is scrubbed of it, and an SDK exception
@@ -40,9 +40,10 @@ re-prompt loop still validates), and one that rejects it with a 4xx naming it is
 once without it, and not asked for it again by this provider. A provider lives for one run (the
 model resource builds and closes it), so that memory is per run.
 
-The providers live one module per SDK (``llm_openai``, ``llm_anthropic``) and this module names
-them lazily, so a run imports only the SDK its model chain uses: importing the Anthropic SDK cost
-a run worker about a quarter of its CPU when the chain named OpenAI only.
+The providers live one module per SDK (:mod:`.openai`, :mod:`.anthropic`), each importing this
+module and never the other way round; :mod:`.registry` names them, so a run imports only the SDK
+its model chain uses: importing the Anthropic SDK cost a run worker about a quarter of its CPU when
+the chain named OpenAI only.
 """
 
 from __future__ import annotations
@@ -68,8 +69,8 @@ from agentforge_dagster.domain.errors import (
     TransientError,
 )
 from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S, MAX_RESPONSE_BYTES
-from agentforge_dagster.execution import llm_wire
-from agentforge_dagster.execution.providers import (  # DEFAULT_PRICES is re-exported
+from agentforge_dagster.execution.llm import wire as llm_wire
+from agentforge_dagster.execution.llm.base import (  # DEFAULT_PRICES is re-exported
     DEFAULT_PRICES,
     ModelRequest,
     ModelResponse,
@@ -593,16 +594,3 @@ def _short(error: BaseException) -> str:
         root = root.__cause__
     text = str(root) or type(root).__name__
     return f"{type(root).__name__}: {text}"
-
-
-def __getattr__(name: str) -> Any:
-    """``OpenAICompatibleProvider`` and ``AnthropicProvider``, imported with their SDK on first use."""
-    if name == "OpenAICompatibleProvider":
-        from agentforge_dagster.execution.llm_openai import OpenAICompatibleProvider
-
-        return OpenAICompatibleProvider
-    if name == "AnthropicProvider":
-        from agentforge_dagster.execution.llm_anthropic import AnthropicProvider
-
-        return AnthropicProvider
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
