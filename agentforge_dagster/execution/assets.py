@@ -83,14 +83,14 @@ def run_step(
         business,
         order_id=order_id,
         step=spec.name,
-        run_id=context.run_id,
+        run_id=context.run.run_id,
         attempt=attempt,
         wrap=lambda provider: faults.wrap_model(provider, step=spec.name, attempt=attempt),
         models=hold.redrive_model if hold is not None and redrive else None,
     )
     env = StepEnv(
         order_id=order_id,
-        run_id=context.run_id,
+        run_id=context.run.run_id,
         attempt=attempt,
         store=business,
         gateway=gateway,
@@ -103,7 +103,7 @@ def run_step(
         "order_id": order_id,
         "step": spec.name,
         "attempt": attempt,
-        "run_id": context.run_id,
+        "run_id": context.run.run_id,
     }
     image = {"image": options.image or "local", "image_id": options.image_id or "none"}
     business.record_event(
@@ -114,7 +114,7 @@ def run_step(
     try:
         business.claim(
             order_id,
-            run_id=context.run_id,
+            run_id=context.run.run_id,
             step=spec.name,
             predecessors=frozenset(
                 context.run.tags[tag]
@@ -140,7 +140,7 @@ def run_step(
         refusal = Finding("content_refused", "quarantine", f"{spec.name}: {exc}"[:1000])
         hold_id = business.hold_for_review(
             order_id,
-            run_id=context.run_id,
+            run_id=context.run.run_id,
             kind="quarantined",
             step=spec.name,
             findings=[refusal],
@@ -259,7 +259,7 @@ def check_result(
             "check_failed",
             order_id=order_id,
             step=check.step,
-            run_id=context.run_id,
+            run_id=context.run.run_id,
             detail={"check": check.name, "blocking": check.blocking, **outcome.metadata},
         )
         context.log.error(f"order {order_id}: check {check.name} failed: {outcome.metadata}")

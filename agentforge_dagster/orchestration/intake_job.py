@@ -97,7 +97,7 @@ def accept_order(
         for key, value in config.model_dump().items()
         if key != "order_id" or value is not None
     }
-    root_run_id = context.run.root_run_id or context.run_id
+    root_run_id = context.run.root_run_id or context.run.run_id
     try:
         order = parse_order(raw, default_order_id=run_order_id(root_run_id))
         submit_order(business, context.instance, order, source=SOURCE)

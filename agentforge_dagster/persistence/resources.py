@@ -45,7 +45,7 @@ class BusinessStoreResource(ConfigurableResource):
         it ends (:class:`~agentforge_dagster.persistence.leases.LeaseKeeper`).
         """
         self._store = BusinessStore.from_url(self.database_url)
-        run = context.dagster_run
+        run = context.run
         order_id = order_of_run(run.tags) if run is not None else None
         if order_id is None or run is None:
             return
