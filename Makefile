@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: venv services demo test test-deploy lint format bench bench-quick bench-docker bench-reliability bench-partitions soak chaos notebook report ui dagster-home clean images up down deploy rollback
+.PHONY: venv services demo test test-deploy lint docs format bench bench-quick bench-docker bench-reliability bench-partitions soak chaos notebook report ui dagster-home clean images up down deploy rollback
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ lint: venv
 	$(BIN)/ruff format --check agentforge_dagster tests bench
 	$(BIN)/mypy agentforge_dagster
 	$(BIN)/vulture
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+## docs: the documentation site, built into build/site/ (docs/, with pages generated from the code)
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 format: venv
 	$(BIN)/ruff format agentforge_dagster tests bench

@@ -33,8 +33,8 @@ class AgentForgeSettings(BaseSettings):
         default=None,
         description="SQLAlchemy URL of the business store; SQLite under home if unset.",
     )
-    artifacts_dir: Path | None = None
-    deliveries_dir: Path | None = None
+    artifacts_dir: Path | None = Field(default=None, description="one JSON file per order and step")
+    deliveries_dir: Path | None = Field(default=None, description="delivered Markdown files")
     models: str = Field(
         default="offline",
         description="Model chain in fallback order: provider:model[@base_url], comma-separated.",
@@ -67,7 +67,9 @@ class AgentForgeSettings(BaseSettings):
     model_max_reprompts: int = Field(default=2, ge=0)
     model_replay_only: bool = False
     model_prices_json: str | None = None
-    monthly_budget_usd: float | None = Field(default=None, ge=0)
+    monthly_budget_usd: float | None = Field(
+        default=None, ge=0, description="default monthly model budget"
+    )
     # Deploys of the code location's image (agentforge deploy / rollback).
     code_server_port: int = Field(default=4000, ge=1, le=65535)
     code_server_host: str = Field(default="127.0.0.1", description="Address the server binds.")
@@ -85,29 +87,47 @@ class AgentForgeSettings(BaseSettings):
     image: str | None = None
     image_id: str | None = None
     # S3 (AWS, MinIO, moto): when a bucket is set, artifacts and backups go there.
-    s3_bucket: str | None = None
-    s3_endpoint_url: str | None = None
+    s3_bucket: str | None = Field(default=None, description="artifacts and backups in S3")
+    s3_endpoint_url: str | None = Field(default=None, description="artifacts and backups in S3")
     s3_region: str = "us-east-1"
     s3_prefix: str = "artifacts"
     # Backups of the business database.
     backup_dir: Path | None = None
-    backup_keep: int = Field(default=7, ge=1)
+    backup_keep: int = Field(default=7, ge=1, description="backups kept")
     # Audit anchors (the chain's head written beside the backups) are HMAC-signed with this key,
     # read from the file if one is named, else from the variable; unsigned without either.
-    audit_anchor_key: SecretStr | None = None
+    audit_anchor_key: SecretStr | None = Field(
+        default=None,
+        description="the key itself, when no file is named (passed to Dagster as `EnvVar`)",
+    )
     audit_anchor_key_file: Path | None = None
     # Step retries: exponential back-off with jitter, capped (execution/backoff.py): the wait before
     # retry n is at most min(max_delay, delay * 2^(n-1)). The defaults span a 30 s outage; the demo
     # and the tests use short delays.
-    retry_max_retries: int = Field(default=6, ge=0, le=20)
-    retry_delay_seconds: float = Field(default=1.0, gt=0)
-    retry_max_delay_seconds: float = Field(default=30.0, gt=0)
+    retry_max_retries: int = Field(default=6, ge=0, le=20, description="retries per step")
+    retry_delay_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="back-off base: retry n waits between half and all of min(cap, delay × 2^(n−1)), at least a server's `Retry-After` (`agentforge demo` uses 0.05)",
+    )
+    retry_max_delay_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="the cap on one wait; with the defaults a step's retries span about a minute, enough for a 30 s database or S3 outage. Settings that could outlast half of `AGENTFORGE_ORDER_RUN_MAX_RUNTIME_SECONDS` are refused at start",
+    )
     # Fault injection (drills): off, and not even wired in, unless asked for.
     drills: bool = Field(default=False, description="Wire fault injection into the order steps.")
-    fault_rate: float = Field(default=0.0, ge=0.0, lt=1.0)
-    fault_seed: int = 0
+    fault_rate: float = Field(
+        default=0.0,
+        ge=0.0,
+        lt=1.0,
+        description="injected fault rate (a rate above 0 turns drills on)",
+    )
+    fault_seed: int = Field(
+        default=0, description="injected fault rate (a rate above 0 turns drills on)"
+    )
     fault_model_latency_seconds: float = Field(default=0.0, ge=0)
-    max_revisions: int = Field(default=1, ge=0, le=5)
+    max_revisions: int = Field(default=1, ge=0, le=5, description="revisions a review may ask for")
     approval_services: str = Field(
         default="",
         description="Comma-separated services whose orders wait for a person's approval.",
@@ -119,14 +139,16 @@ class AgentForgeSettings(BaseSettings):
     review_escalate_after_hours: float = Field(
         default=24.0, gt=0, description="A hold waiting longer than this is escalated."
     )
-    model_timeout_seconds: float = Field(default=120.0, gt=0)
+    model_timeout_seconds: float = Field(
+        default=120.0, gt=0, description="a model call slower than this is a transient error"
+    )
     # Orchestration under the daemon.
     run_worker_start: Literal["forkserver", "spawn"] = Field(
         default="forkserver",
         description="How the code server starts run workers: forked from a process that has "
         "imported Dagster and this code once (forkserver), or Dagster's own spawn.",
     )
-    sensor_interval_seconds: int = Field(default=15, ge=1)
+    sensor_interval_seconds: int = Field(default=15, ge=1, description="how often the sensors look")
     lease_seconds: float = Field(
         default=120.0,
         ge=5,
@@ -135,8 +157,16 @@ class AgentForgeSettings(BaseSettings):
     )
     queue_batch: int = Field(default=50, ge=1)
     order_run_max_runtime_seconds: int = Field(default=900, ge=10)
-    dlq_cooldown_seconds: float = Field(default=60.0, ge=0)
-    dlq_max_replays: int = Field(default=3, ge=0)
+    dlq_cooldown_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="automatic replay of transient and infrastructure letters: after cooldown × 2^replays, at most this many times",
+    )
+    dlq_max_replays: int = Field(
+        default=3,
+        ge=0,
+        description="automatic replay of transient and infrastructure letters: after cooldown × 2^replays, at most this many times",
+    )
     drop_dir: Path | None = Field(default=None, description="Folder watched for JSON/CSV orders.")
     partition_retention_days: float | None = Field(
         default=None,
@@ -149,28 +179,70 @@ class AgentForgeSettings(BaseSettings):
         default=None, description="amqp://user:password@host:5672/vhost; off when unset."
     )
     rabbitmq_url_file: Path | None = None
-    rabbitmq_queue: str = Field(default="agentforge.orders", min_length=1, max_length=255)
-    rabbitmq_dead_letter_exchange: str = Field(default="agentforge.orders.dlx", max_length=255)
+    rabbitmq_queue: str = Field(
+        default="agentforge.orders",
+        min_length=1,
+        max_length=255,
+        description="the intake queue (refused messages go to `<queue>.rejected`), its dead-letter exchange, the topic exchange of order events",
+    )
+    rabbitmq_dead_letter_exchange: str = Field(
+        default="agentforge.orders.dlx",
+        max_length=255,
+        description="the intake queue (refused messages go to `<queue>.rejected`), its dead-letter exchange, the topic exchange of order events",
+    )
     rabbitmq_dlx_by_policy: bool = Field(
         default=False,
         description="The intake queue's dead-letter exchange is set by an operator policy "
         "(declare the queue passively, without arguments).",
     )
-    rabbitmq_events_exchange: str = Field(default="agentforge.events", max_length=255)
+    rabbitmq_events_exchange: str = Field(
+        default="agentforge.events",
+        max_length=255,
+        description="the intake queue (refused messages go to `<queue>.rejected`), its dead-letter exchange, the topic exchange of order events",
+    )
     redis_url: SecretStr | None = Field(
         default=None, description="redis://[:password@]host:6379/db; off when unset."
     )
     redis_url_file: Path | None = None
-    redis_stream: str = Field(default="agentforge:orders", min_length=1)
-    redis_group: str = Field(default="agentforge", min_length=1)
-    redis_consumer: str = Field(default="agentforge-intake", min_length=1)
+    redis_stream: str = Field(
+        default="agentforge:orders",
+        min_length=1,
+        description="the intake stream (refused entries go to `<stream>:rejected`), its consumer group and this consumer's name",
+    )
+    redis_group: str = Field(
+        default="agentforge",
+        min_length=1,
+        description="the intake stream (refused entries go to `<stream>:rejected`), its consumer group and this consumer's name",
+    )
+    redis_consumer: str = Field(
+        default="agentforge-intake",
+        min_length=1,
+        description="the intake stream (refused entries go to `<stream>:rejected`), its consumer group and this consumer's name",
+    )
     redis_claim_idle_seconds: float = Field(
         default=60.0, ge=0, description="Claim entries another consumer left pending this long."
     )
-    redis_events_stream: str = Field(default="agentforge:events", min_length=1)
-    redis_events_maxlen: int = Field(default=100_000, ge=1000)
-    broker_batch: int = Field(default=100, ge=1, le=10_000)
-    broker_timeout_seconds: float = Field(default=5.0, gt=0)
+    redis_events_stream: str = Field(
+        default="agentforge:events",
+        min_length=1,
+        description="the stream of order events, trimmed to about this length",
+    )
+    redis_events_maxlen: int = Field(
+        default=100_000,
+        ge=1000,
+        description="the stream of order events, trimmed to about this length",
+    )
+    broker_batch: int = Field(
+        default=100,
+        ge=1,
+        le=10_000,
+        description="messages a sensor tick takes (events: up to 10 batches a tick); a broker slower than this is down for the tick",
+    )
+    broker_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="messages a sensor tick takes (events: up to 10 batches a tick); a broker slower than this is down for the tick",
+    )
     fault_broker_crash_after: int | None = Field(
         default=None,
         ge=1,

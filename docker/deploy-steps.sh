@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The Docker deployment, brought up by a new operator: README.md ("Deployment (Docker)") shows
+# The Docker deployment, brought up by a new operator: README.md ("Deploy it") shows
 # this file as it is, and `make test-deploy` (tests/stack/test_compose_stack.py) runs it step by
 # step, so the README's commands and the tested ones are the same. Run from the repository root
 # as root, or put sudo before each command (docker and the secret files need it).

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Taking an order into the running deployment from the shell: README.md ("Deployment (Docker)")
+# Taking an order into the running deployment from the shell: README.md ("Deploy it")
 # shows this file as it is, and `make test-deploy` runs it. The UI's launchpad takes the same
 # order as the job take_order (its config: the fields below under ops.accept_order.config).
 set -euo pipefail

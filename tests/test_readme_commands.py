@@ -27,3 +27,15 @@ def test_each_step_is_named_once() -> None:
     for path in ("docker/deploy-steps.sh", "docker/order-steps.sh"):
         names = [name for name, _ in steps(ROOT / path)]
         assert names and len(names) == len(set(names)), names
+
+
+def test_every_link_in_the_readme_leads_somewhere() -> None:
+    import re
+
+    readme = (ROOT / "README.md").read_text()
+    assert len(readme.splitlines()) <= 250, "the README stays short: the rest goes to docs/"
+    for target in re.findall(r"\]\(([^)]+)\)", readme):
+        path = target.split("#", 1)[0]
+        if path.startswith("http"):
+            continue
+        assert (ROOT / path).exists(), f"README.md links to {target}, which is not there"

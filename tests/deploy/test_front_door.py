@@ -344,7 +344,7 @@ def _first_page_load(door: FrontDoor, who: tuple[str, str], session: bool) -> in
 
 
 def test_the_front_doors_cpu_for_the_uis_first_page_load(front_door: FrontDoor) -> None:
-    """bcrypt (cost 10) once per login, not per request: the figure is in README, "Security"."""
+    """bcrypt (cost 10) once per login, not per request: the figure is in docs/security.md."""
     figures = {}
     for session in (False, True):
         before = _cpu_seconds(front_door.container)
