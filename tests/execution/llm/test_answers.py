@@ -38,7 +38,7 @@ from agentforge_dagster.persistence.rate_limits import RateLimits
 from agentforge_dagster.persistence.schema import model_responses, provider_rate_limits
 from agentforge_dagster.persistence.store import BusinessStore
 from tests.conftest import make_order
-from tests.execution.test_llm_providers import (  # noqa: F401 (loopback_only is a fixture)
+from tests.execution.llm.test_providers import (  # noqa: F401 (loopback_only is a fixture)
     DIALECTS,
     MODEL,
     REQUEST,
