@@ -42,7 +42,7 @@ def db_upgrade(settings: AgentForgeSettings) -> None:
 
 def _backup_target(settings: AgentForgeSettings) -> BackupTargetResource:
     """Where backups and audit anchors go: the S3 bucket when one is set, else a local folder."""
-    from agentforge_dagster.definitions import backup_target
+    from agentforge_dagster.resources import backup_target
 
     return backup_target(settings)
 

@@ -13,6 +13,7 @@ from dagster import (
     ConfigurableResource,
     DailyPartitionsDefinition,
     DefaultScheduleStatus,
+    Definitions,
     FreshnessPolicy,
     MaterializeResult,
     MetadataValue,
@@ -21,6 +22,7 @@ from dagster import (
     ScheduleDefinition,
     ScheduleEvaluationContext,
     asset,
+    define_asset_job,
 )
 
 from agentforge_dagster.domain.runs import ORDER_PIPELINE, order_of_run
@@ -178,4 +180,16 @@ def build_figures_schedule() -> ScheduleDefinition:
         execution_fn=evaluate,
         default_status=DefaultScheduleStatus.RUNNING,
         description="Refresh today's business figures every hour; yesterday's once after midnight.",
+    )
+
+
+def figures_definitions() -> Definitions:
+    """The figures' area: the daily business and reliability assets, their job and schedule."""
+    figures_job = define_asset_job(
+        FIGURES_JOB, selection=[daily_business_figures, daily_reliability]
+    )
+    return Definitions(
+        assets=[daily_business_figures, daily_reliability],
+        jobs=[figures_job],
+        schedules=[build_figures_schedule()],
     )

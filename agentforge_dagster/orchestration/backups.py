@@ -1,15 +1,15 @@
 """The backup job and its nightly schedule; the audit anchor job and its hourly schedule."""
 # No "from __future__ import annotations" here: Dagster reads these annotations at definition time.
 
-from typing import Any
-
 import dagster as dg
 
 from agentforge_dagster.orchestration.retry import backup_retry_policy
+from agentforge_dagster.orchestration.schedules import utc_schedule
 from agentforge_dagster.persistence.anchors import verify_against_anchors, write_anchor
 from agentforge_dagster.persistence.backup import create_backup
 from agentforge_dagster.persistence.resources import BackupTargetResource, BusinessStoreResource
 from agentforge_dagster.persistence.sql import integrity_problem
+from agentforge_dagster.settings import AgentForgeSettings
 
 
 @dg.op(
@@ -45,18 +45,6 @@ def backup_business_database(
 @dg.job(name="backup", description="Back up the business database to S3 or a local folder.")
 def backup_job() -> None:
     backup_business_database()
-
-
-def utc_schedule(name: str, job: Any, cron: str, description: str) -> dg.ScheduleDefinition:
-    """A schedule on UTC time, running by default."""
-    return dg.ScheduleDefinition(
-        name=name,
-        job=job,
-        cron_schedule=cron,
-        execution_timezone="UTC",
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        description=description,
-    )
 
 
 nightly_backup = utc_schedule(
@@ -124,3 +112,14 @@ audit_anchor = utc_schedule(
     "Every hour: verify the audit chain (a broken one fails the run), then write its head as an "
     "anchor beside the backups.",
 )
+
+
+def backups_definitions(settings: AgentForgeSettings) -> dg.Definitions:
+    """The backups' area: the nightly backup, the hourly audit anchor, partition retention."""
+    from agentforge_dagster.orchestration.retention import build_retention
+
+    retention_job, retention_schedule = build_retention(settings)
+    return dg.Definitions(
+        jobs=[backup_job, audit_anchor_job, retention_job],
+        schedules=[nightly_backup, audit_anchor, retention_schedule],
+    )

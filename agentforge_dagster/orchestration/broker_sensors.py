@@ -15,6 +15,7 @@ from dagster import (
     AssetKey,
     AssetObservation,
     AssetSpec,
+    Definitions,
     SensorDefinition,
     SensorEvaluationContext,
     SensorResult,
@@ -223,3 +224,8 @@ def build_broker_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]
         )
 
     return [rabbitmq_intake, redis_intake, order_events_outbox, model_providers]
+
+
+def broker_definitions(settings: AgentForgeSettings) -> Definitions:
+    """The brokers' area: the queues and streams as external assets, and their sensors."""
+    return Definitions(assets=BROKER_ASSET_SPECS, sensors=build_broker_sensors(settings))

@@ -130,3 +130,12 @@ dead_letters_schedule = dg.ScheduleDefinition(
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Refresh the dead_letter_queue asset's table every ten minutes.",
 )
+
+
+def dead_letters_definitions() -> dg.Definitions:
+    """The dead letters' area: their asset and its schedule, and the launchpad's replay job."""
+    return dg.Definitions(
+        assets=[dead_letter_queue_asset],
+        jobs=[replay_dead_letters_job, dead_letters_job],
+        schedules=[dead_letters_schedule],
+    )

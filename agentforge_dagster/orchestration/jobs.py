@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dagster import AssetSelection, define_asset_job, in_process_executor
+from dagster import AssetSelection, Definitions, define_asset_job, in_process_executor
 
 from agentforge_dagster.domain.runs import ORDER_PIPELINE, ORDER_PIPELINE_TAG_VALUE, PIPELINE_TAG
 from agentforge_dagster.execution.assets import ORDER_GROUP
@@ -30,4 +30,18 @@ def order_pipeline_job(settings: AgentForgeSettings) -> Any:  # Dagster exports 
         # One order is a chain of six steps: nothing to parallelise inside a run, and a process per
         # step would re-import Dagster six times (measured: 42 s against 8 s a run).
         executor_def=in_process_executor,
+    )
+
+
+def orders_definitions(settings: AgentForgeSettings, *, drills: bool) -> Definitions:
+    """The order pipeline's area: the six step assets, the pipeline and take_order jobs, and the
+    sensors that feed and settle it (queue, drop folder, dead letters, replays, workers, leases)."""
+    from agentforge_dagster.execution.assets import build_order_assets
+    from agentforge_dagster.orchestration.intake_job import take_order_job
+    from agentforge_dagster.orchestration.sensors import build_sensors
+
+    return Definitions(
+        assets=build_order_assets(drills=drills),
+        jobs=[order_pipeline_job(settings), take_order_job(settings)],
+        sensors=build_sensors(settings),
     )

@@ -17,7 +17,7 @@ import dagster as dg
 
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.domain.runs import ORDERS_PARTITIONS_NAME
-from agentforge_dagster.orchestration.backups import utc_schedule
+from agentforge_dagster.orchestration.schedules import utc_schedule
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings

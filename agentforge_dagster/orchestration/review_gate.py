@@ -138,3 +138,8 @@ def build_escalation_sensor(settings: AgentForgeSettings) -> dg.SensorDefinition
         )
 
     return review_escalation_sensor
+
+
+def review_definitions(settings: AgentForgeSettings) -> dg.Definitions:
+    """The review gate's area: a person's decision (a launchpad job) and the escalation sensor."""
+    return dg.Definitions(jobs=[review_decision_job], sensors=[build_escalation_sensor(settings)])

@@ -9,10 +9,10 @@ from __future__ import annotations
 import pytest
 from dagster import DagsterInstance, SkipReason, build_sensor_context
 
-from agentforge_dagster.definitions import artifact_io_manager
 from agentforge_dagster.orchestration.sensors import NOT_MIGRATED, build_sensors
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.store import BusinessStore
+from agentforge_dagster.resources import artifact_io_manager
 from agentforge_dagster.settings import AgentForgeSettings
 
 STORE_SENSORS = ("order_queue", "dead_letter_replays", "budget_resume")
