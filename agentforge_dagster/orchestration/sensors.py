@@ -253,7 +253,7 @@ def _drop_payload_text(payload: Any, path: Path) -> str | bytes:
     try:
         return json.dumps(payload, default=str)
     except (RecursionError, ValueError, TypeError):
-        return path.read_bytes()
+        return _read_own_file(path)  # as the first read: never what a link swapped in points at
 
 
 def _json_kind(value: Any) -> str:
@@ -261,12 +261,24 @@ def _json_kind(value: Any) -> str:
     return kinds.get(type(value), "a number")
 
 
-def _set_aside(path: Path, folder: Path) -> Path:
-    """Move a taken file into ``folder`` without overwriting one of the same name."""
+REASON_SUFFIX = ".reason.txt"
+
+
+def _set_aside(path: Path, folder: Path, companion: str = "") -> Path:
+    """Move a taken file into ``folder`` without overwriting one of the same name.
+
+    With ``companion``, the name is also one under which ``<name><companion>`` is free, so the
+    file written beside it is new (never an entry, or a link, someone left there).
+    """
     folder.mkdir(exist_ok=True)
+
+    def taken(candidate: Path) -> bool:
+        beside = candidate.with_name(candidate.name + companion)
+        return os.path.lexists(candidate) or (bool(companion) and os.path.lexists(beside))
+
     target = folder / path.name
     copy = 1
-    while target.exists() or target.is_symlink():
+    while taken(target):
         target = folder / f"{path.name}.{copy}"
         copy += 1
     shutil.move(str(path), target)
@@ -277,8 +289,12 @@ def _refuse_drop_file(store: BusinessStore, path: Path, folder: Path, reason: st
     """A file that cannot be read: recorded as a refusal and moved to rejected/ with its reason."""
     errors = [f"file: cannot be read ({reason})"]
     store.reject(b"", errors, source=f"drop:{path.name}")
-    target = _set_aside(path, folder / "rejected")
-    target.with_name(target.name + ".reason.txt").write_text(errors[0] + "\n")
+    target = _set_aside(path, folder / "rejected", companion=REASON_SUFFIX)
+    reason_file = target.with_name(target.name + REASON_SUFFIX)
+    # A new file, never through a link: one planted between the move and here fails the write.
+    descriptor = os.open(reason_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(errors[0] + "\n")
 
 
 def take_drop_folder(

@@ -10,10 +10,12 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from dagster import DagsterInstance, Definitions, build_sensor_context
 from sqlalchemy import select, text
 
 from agentforge_dagster.definitions import build_definitions
+from agentforge_dagster.orchestration import sensors
 from agentforge_dagster.orchestration.sensors import take_drop_folder
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.schema import orders
@@ -146,7 +148,7 @@ def test_hostile_drop_files_are_set_aside_and_the_rest_still_taken(
         for r in store.audit_rows()
         if r["event"] == "order_rejected"
     }
-    assert errors["drop:a-dir.json"].startswith("file: cannot be read")
+    assert errors["drop:a-dir.json"].startswith("file: cannot be read (a folder:")
     assert errors["drop:b-huge-price.json"].startswith("price: too many digits")
     assert errors["drop:c-deep.json"].startswith("order: JSON nested too deeply")
     assert errors["drop:d-dup-keys.json"].startswith("price: given twice")
@@ -183,8 +185,10 @@ def test_a_file_that_is_one_json_string_is_refused_not_decoded_again(
     drop.mkdir()
     good = {"customer": "Acme", "service": "blog_post", "brief": "Write about drops", "price": "9"}
     (drop / "text.json").write_text(json.dumps(json.dumps(good)))
-    assert take_drop_folder(store, instance, drop)["queued"] == 0
+    assert take_drop_folder(store, instance, drop)["rejected"] == 1
     assert store.order_ids() == []
+    [refusal] = [r for r in store.audit_rows() if r["event"] == "order_rejected"]
+    assert refusal["detail"]["errors"] == ["item 0: an order is a JSON object, not a string"]
 
 
 def test_the_drop_folder_reads_only_regular_files_inside_itself(
@@ -227,6 +231,73 @@ def test_the_drop_folder_reads_only_regular_files_inside_itself(
     assert (aside / "a-out.json").is_symlink() and (aside / "e-fifo.json").is_fifo()
     assert secret.exists() and Path("/etc/passwd").exists()
     assert take_drop_folder(store, instance, drop)["files"] == 0
+
+
+@pytest.mark.parametrize("swapped_in", ["link out", "fifo"])
+def test_a_file_swapped_between_the_look_and_the_open_is_refused_unread(
+    store: BusinessStore,
+    instance: DagsterInstance,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    swapped_in: str,
+) -> None:
+    """A regular file when looked at, a link out or a FIFO when opened: nothing read, no block."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    secret = tmp_path / "outside.json"
+    secret.write_text(json.dumps({"customer": "SECRET-OUTSIDE", "service": "blog_post"}))
+    swapped = drop / "swapped.json"
+    swapped.write_text("{}")
+    look = sensors._not_a_regular_file
+
+    def look_then_swap(path: Path) -> str | None:
+        kind = look(path)  # the real look, on the regular file
+        if path == swapped:
+            swapped.unlink()
+            swapped.symlink_to(secret) if swapped_in == "link out" else os.mkfifo(swapped)
+        return kind
+
+    monkeypatch.setattr(sensors, "_not_a_regular_file", look_then_swap)
+    assert take_drop_folder(store, instance, drop)["rejected"] == 1
+    assert store.order_ids() == []
+    with store.engine.connect() as conn:
+        kept = " ".join(str(row) for row in conn.execute(text("select * from rejected_orders")))
+    assert "drop:swapped.json" in kept and "SECRET-OUTSIDE" not in kept
+    aside = drop / "rejected" / "swapped.json"
+    assert aside.is_symlink() if swapped_in == "link out" else aside.is_fifo()
+
+
+def test_a_link_planted_where_the_reason_goes_is_not_written_through(
+    store: BusinessStore, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    """rejected/x.json.reason.txt already a link to a file outside: that file stays as it was."""
+    drop = tmp_path / "drop"
+    (drop / "rejected").mkdir(parents=True)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (drop / "rejected" / "a-dir.json.reason.txt").symlink_to(victim)
+    (drop / "a-dir.json").mkdir()
+    assert take_drop_folder(store, instance, drop)["rejected"] == 1
+    assert victim.read_text() == "precious\n"
+    reasons = [p for p in (drop / "rejected").iterdir() if p.name.endswith(".reason.txt")]
+    written = [p for p in reasons if not p.is_symlink()]
+    assert len(written) == 1 and "a folder" in written[0].read_text()
+    assert (drop / "rejected" / written[0].name.removesuffix(".reason.txt")).is_dir()
+
+
+def test_a_drop_folder_reached_through_a_link_is_read_by_the_sensor(
+    settings: AgentForgeSettings, store: BusinessStore, instance: DagsterInstance, tmp_path: Path
+) -> None:
+    """AGENTFORGE_DROP_DIR may itself be a link: its own files are inside it, and are taken."""
+    real = tmp_path / "real-drop"
+    real.mkdir()
+    (tmp_path / "drop").symlink_to(real)
+    good = {"customer": "Acme", "service": "blog_post", "brief": "Write about drops", "price": "9"}
+    (real / "one.json").write_text(json.dumps(good))
+    defs = build_definitions(settings.model_copy(update={"drop_dir": tmp_path / "drop"}))
+    taken = evaluate(defs, instance, "order_drop_folder", settings.resolved_database_url())
+    assert "'queued': 1" in (taken.skip_message or "")
+    assert [store.get(o).order.customer for o in store.order_ids()] == ["Acme"]
 
 
 @contextlib.contextmanager
