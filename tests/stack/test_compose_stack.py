@@ -450,7 +450,17 @@ def test_a_daemon_restarted_mid_order_delivers_it_once(stack: Stack) -> None:
         what="order: submit (restart)",
     )  # fmt: skip
     order_id = _new_order(stack, before)
-    stack.wait_status(order_id, OrderStatus.PROCESSING)
+    # Restart once the queue sensor has claimed the order for a launch: between that claim and
+    # the order's end (a run in containers can be through processing in a second or two, too
+    # fast to catch by polling the status, as a CI run showed).
+    wait_until(
+        lambda: any(
+            row["event"] == "launch_requested" for row in stack.business().audit_rows(order_id)
+        ),
+        300,
+        f"the queue sensor to claim {order_id}",
+        stack.log,
+    )
     stack.compose("restart", "daemon", what="docker-compose restart daemon")
     stack.wait_status(order_id, OrderStatus.COMPLETED)
     _delivered_matches(stack, order_id)
@@ -486,7 +496,7 @@ def test_agentforge_deploy_of_a_second_image_serves_the_next_order(stack: Stack)
         # The restarted daemon's watch began at its first launch (this order's run) and took
         # over what the daemon before it launched: every run container is gone once read.
         wait_until(
-            lambda: not _run_containers(stack), 120, "the runs' containers to be removed", stack.log
+            lambda: not _run_containers(stack), 300, "the runs' containers to be removed", stack.log
         )
     finally:
         subprocess.run(
