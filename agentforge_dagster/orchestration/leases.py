@@ -39,16 +39,13 @@ class TakenBack:
     replayed: bool
 
     def describe(self) -> str:
-        what = {
-            None: "its run never started; queued for the next run",
-            Verdict.DEAD_LETTERED: "dead-lettered",
-        }.get(self.verdict, str(self.verdict.value if self.verdict else ""))
-        if self.replayed:
-            what = "replayed from the step it was in"
-        return (
-            f"{self.order_id}: its runner ({self.holder or 'unknown'}) stopped renewing its lease; "
-            f"run {self.run_id[:8]} marked failed, {what}"
+        gone = (
+            f"{self.order_id}: its runner ({self.holder or 'unknown'}) stopped renewing its lease"
         )
+        if self.verdict is None:
+            return f"{gone}; its run never started, so the next run takes the order"
+        what = "replayed from the step it was in" if self.replayed else self.verdict.value
+        return f"{gone}; run {self.run_id[:8]} marked failed, {what}"
 
 
 def lost_run_message(lease: Lease) -> str:

@@ -105,22 +105,31 @@ class Lease:
         return f"run {(self.run_id or '?')[:8]} of {self.holder or 'an unknown runner'}{until}"
 
 
-def lease_in(conn: Connection, order_id: str) -> Lease | None:
-    """The order's lease, its row locked until the transaction ends (``FOR UPDATE``)."""
-    row = conn.execute(
-        select(orders.c.status, orders.c.lease_run_id, orders.c.lease_holder, orders.c.lease_until)
-        .where(orders.c.order_id == order_id)
-        .with_for_update()
-    ).one_or_none()
-    if row is None:
-        return None
+_LEASE_COLUMNS = (
+    orders.c.order_id,
+    orders.c.status,
+    orders.c.lease_run_id,
+    orders.c.lease_holder,
+    orders.c.lease_until,
+)
+
+
+def _lease(row: Any) -> Lease:
     return Lease(
-        order_id,
+        row.order_id,
         OrderStatus(row.status),
         row.lease_run_id,
         row.lease_holder,
         as_utc(row.lease_until),
     )
+
+
+def lease_in(conn: Connection, order_id: str) -> Lease | None:
+    """The order's lease, its row locked until the transaction ends (``FOR UPDATE``)."""
+    row = conn.execute(
+        select(*_LEASE_COLUMNS).where(orders.c.order_id == order_id).with_for_update()
+    ).one_or_none()
+    return _lease(row) if row is not None else None
 
 
 def check_claim(
@@ -235,13 +244,7 @@ class LeaseStore(StoreConcern):
         now = utcnow()
         with self.begin() as conn:
             rows = conn.execute(
-                select(
-                    orders.c.order_id,
-                    orders.c.status,
-                    orders.c.lease_run_id,
-                    orders.c.lease_holder,
-                    orders.c.lease_until,
-                )
+                select(*_LEASE_COLUMNS)
                 .where(
                     orders.c.status.in_([status.value for status in _HELD]),
                     orders.c.lease_run_id.is_not(None),
@@ -250,17 +253,7 @@ class LeaseStore(StoreConcern):
                 .order_by(orders.c.lease_until)
                 .limit(limit * 10)
             ).all()
-        leases = [
-            Lease(
-                row.order_id,
-                OrderStatus(row.status),
-                row.lease_run_id,
-                row.lease_holder,
-                as_utc(row.lease_until),
-            )
-            for row in rows
-        ]
-        return [lease for lease in leases if not lease.live(now)][:limit]
+        return [lease for lease in map(_lease, rows) if not lease.live(now)][:limit]
 
     def take_back(self, lease: Lease, *, reason: str) -> bool:
         """Mark an expired lease lost, once: True for the one caller that did (it settles the
