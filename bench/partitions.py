@@ -13,8 +13,8 @@ and at each size it measures, median of ``--repeats``:
   claims them and registers their partitions, as under the daemon (the daemon's own launching of
   the runs is not part of it);
 - adding one partition with ``instance.add_dynamic_partitions``, registering one order the way
-  intake does (``register_orders``, called by every submit), and deleting one partition as the
-  retention job does;
+  intake does (``register_orders``, for every order the queue sensor launches or a runner
+  runs), and deleting one partition as the retention job does;
 - the asset's Partitions tab in a real ``dagster-webserver`` on 127.0.0.1: the UI's own
   ``PartitionHealthQuery`` over HTTP (``bench/partitions.graphql``), with Dagster's partition
   status cache warm, and right after one new order (a new partition changes the partitions
@@ -343,7 +343,7 @@ ROWS = [
     ("setup", "set-up: bulk add from the size before (partitions + materializations)"),
     ("tick", f"`order_queue` sensor tick, {QUEUED_PER_TICK} queued orders"),
     ("add", "add one partition (`add_dynamic_partitions`)"),
-    ("register", "register one order (`register_orders`, every submit)"),
+    ("register", "register one order (`register_orders`, every order launched)"),
     ("delete", "delete one partition (`delete_dynamic_partition`, as retention does)"),
     ("page", "Partitions tab (`PartitionHealthQuery`), status cache warm"),
     ("page_new", "Partitions tab right after a new order (cache rebuilt)"),
