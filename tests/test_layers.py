@@ -123,3 +123,15 @@ def test_layers_below_orchestration_do_not_import_it() -> None:
         if _area(target) == "orchestration"
     }
     assert wrong == set()
+
+
+def test_tracing_is_a_bottom_layer_beside_domain() -> None:
+    """Every layer may trace; tracing itself knows only the domain (and OpenTelemetry)."""
+    wrong = {
+        (module, target)
+        for module, targets in GRAPH.items()
+        if _area(module) == "tracing"
+        for target in targets
+        if _area(target) not in ("tracing", "domain", "")
+    }
+    assert wrong == set()

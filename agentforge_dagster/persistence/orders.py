@@ -27,7 +27,7 @@ from agentforge_dagster.domain.errors import (
 )
 from agentforge_dagster.domain.models import Order, utcnow
 from agentforge_dagster.domain.state import FINAL_STATUSES, OrderStatus, check_transition
-from agentforge_dagster.persistence import audit, outbox
+from agentforge_dagster.persistence import audit, outbox, traces
 from agentforge_dagster.persistence.leases import (
     DEFAULT_LEASE_SECONDS,
     check_claim,
@@ -123,10 +123,14 @@ def transition_in(
         if only_from is not None and current not in only_from:
             return current
         check_transition(current, target)
+        moved = dict(values)
+        if current is OrderStatus.DEAD_LETTERED and target is OrderStatus.REPLAYED:
+            moved.update(episode=orders.c.episode + 1, episode_started_at=utcnow())
+        before = traces.before_move(conn, order_id)
         updated = conn.execute(
             orders.update()
             .where(orders.c.order_id == order_id, orders.c.status == current.value)
-            .values(**values, updated_at=utcnow())
+            .values(**moved, updated_at=utcnow())
         ).rowcount
         if updated == 1:
             audit.append(
@@ -145,6 +149,17 @@ def transition_in(
             outbox.record_event(
                 conn, order_id, target, previous=current, error_class=detail.get("error_class")
             )
+            if before is not None:
+                traces.transition(
+                    conn,
+                    order_id,
+                    before,
+                    previous=current,
+                    target=target,
+                    run_id=run_id,
+                    step=step,
+                    detail=detail,
+                )
             return current
     raise IllegalTransition(
         f"order {order_id!r} kept changing status concurrently; → {target.value!r} was not applied"
@@ -155,8 +170,11 @@ class OrderStore(StoreConcern):
     """Orders: submitted once, read, moved through the state machine, claimed by runs."""
 
     # -- intake ---------------------------------------------------------------------------------
-    def submit(self, order: Order, *, source: str = "api") -> Order:
+    def submit(self, order: Order, *, source: str = "api", traceparent: str | None = None) -> Order:
         """Queue a validated order; the same order id twice is never queued twice.
+
+        ``traceparent``: the W3C trace context the order came with (a broker message's), linked
+        from the order's intake span.
 
         Raises :class:`AlreadySubmitted` when this very order is there already (a retry of the
         same submission: nothing to do), :class:`OrderIdTaken` when its id holds another order.
@@ -213,6 +231,9 @@ class OrderStore(StoreConcern):
                 },
             )
             outbox.record_event(conn, order.order_id, OrderStatus.QUEUED, previous=None)
+            traces.intake(
+                conn, order.order_id, source=source, received=now, traceparent=traceparent
+            )
         return order
 
     def reject(

@@ -83,6 +83,10 @@ orders = Table(
     Column("lease_run_id", String(80)),
     Column("lease_holder", String(300)),
     _moment("lease_until", nullable=True),
+    # The order's trace episodes (agentforge_dagster/tracing/ids.py): how many times a replay
+    # took it out of its dead letter, and when the current episode began (None: at intake).
+    Column("episode", Integer, nullable=False, server_default="0"),
+    _moment("episode_started_at", nullable=True),
 )
 
 rejected_orders = Table(
@@ -284,4 +288,14 @@ provider_calls_in_flight = Table(
     Column("tokens", Integer, nullable=False),
     _moment("started_at"),
     _moment("expires_at"),
+)
+
+# The deployment this database is the business record of: one row, made by its first migration to
+# have it. Traces derive their ids from it (agentforge_dagster/tracing/ids.py), so two deployments'
+# orders never share a trace and a restored backup keeps its orders' traces.
+deployment = Table(
+    "deployment",
+    metadata,
+    Column("deployment_id", String(64), primary_key=True),
+    _moment("created_at"),
 )
