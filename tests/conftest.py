@@ -24,6 +24,9 @@ from agentforge_dagster.domain.models import Order, parse_order
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings
 
+# The `spans` fixture: tracing on, into memory.
+pytest_plugins = ["tests.spans"]
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> AgentForgeSettings:

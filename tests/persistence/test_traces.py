@@ -11,7 +11,7 @@ from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.persistence.traces import deployment_id
 from agentforge_dagster.tracing import OrderTrace
 from tests.conftest import make_order
-from tests.spans import Caught, spans  # noqa: F401  (the fixture)
+from tests.spans import Caught
 
 
 def _trace(store: BusinessStore, order_id: str, episode: int = 0) -> OrderTrace:
