@@ -119,7 +119,7 @@ def emit(
     parent: int | None = None,
     span_id: int | None = None,
     kind: str = "internal",
-    label: str = "CHAIN",
+    label: str | None = "CHAIN",
     attributes: Attributes | None = None,
     error_type: str | None = None,
     links: Sequence[str] = (),
