@@ -1,8 +1,11 @@
-"""What a message broker is to the intake, the relay and the status: the :class:`Broker` protocol.
+"""What a message broker is to the intake, the relay and the status: the :class:`Broker` protocol,
+and the :class:`BrokerKind` that names one without importing it.
 
-A broker module (:mod:`.rabbitmq`, :mod:`.redis_streams`) implements it and is the only module that
-imports its client library; what is the same for every broker is written once against it
-(:mod:`.intake`, :mod:`.relay`, :mod:`.status`). No broker module imports the registry.
+A broker module (:mod:`.rabbitmq`, :mod:`.redis_streams`) implements the protocol and is the only
+module that imports its client library; what is the same for every broker is written once against
+it (:mod:`.intake`, :mod:`.relay`, :mod:`.status`, :mod:`.sensors`). A kind knows the broker's
+names and where its class lives (:mod:`.registry` holds one per broker); no broker module imports
+the registry, and nothing compares kinds.
 """
 
 from __future__ import annotations

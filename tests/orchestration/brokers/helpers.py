@@ -13,7 +13,7 @@ from dagster import DagsterInstance
 from sqlalchemy import func, select
 
 from agentforge_dagster.orchestration.brokers.base import BrokerKind
-from agentforge_dagster.orchestration.brokers.intake import take_batch
+from agentforge_dagster.orchestration.brokers.intake import IntakeCounts, take_batch
 from agentforge_dagster.orchestration.brokers.registry import RABBITMQ, REDIS
 from agentforge_dagster.persistence.schema import audit_log, rejected_orders
 from agentforge_dagster.persistence.store import BusinessStore
@@ -64,7 +64,7 @@ def take(
     settings: AgentForgeSettings,
     *,
     after_commit: Callable[[int], None] | None = None,
-) -> Any:
+) -> IntakeCounts:
     """One intake batch from ``kind``, as its sensor takes it (the counts)."""
     return take_batch(kind.open(settings), store, instance, settings, after_commit=after_commit)
 
