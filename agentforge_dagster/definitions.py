@@ -1,8 +1,9 @@
 """The one Definitions object: the areas' Definitions merged, with the resources built once.
 
 Each area builds its own Definitions (no resources): the order pipeline
-(:func:`~.orchestration.jobs.orders_definitions`), dead letters, the review gate, brokers,
-figures and backups; :mod:`.resources` builds the environment's resources from the settings.
+(:func:`~.orchestration.jobs.orders_definitions`), dead letters, the review gate, the brokers,
+the model providers' breakers, figures and backups; :mod:`.resources` builds the environment's
+resources from the settings.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from agentforge_dagster.execution.llm.registry import sdk_module
 from agentforge_dagster.execution.resources import parse_model_specs
 from agentforge_dagster.metrics.assets import figures_definitions
 from agentforge_dagster.orchestration.backups import backups_definitions
-from agentforge_dagster.orchestration.broker_sensors import broker_definitions
+from agentforge_dagster.orchestration.brokers.sensors import broker_definitions
 from agentforge_dagster.orchestration.dead_letter_ui import dead_letters_definitions
 from agentforge_dagster.orchestration.jobs import orders_definitions
+from agentforge_dagster.orchestration.model_providers import providers_definitions
 from agentforge_dagster.orchestration.review_gate import review_definitions
 from agentforge_dagster.resources import build_resources
 from agentforge_dagster.settings import AgentForgeSettings, load_settings
@@ -30,6 +32,7 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
         dead_letters_definitions(),
         review_definitions(settings),
         broker_definitions(settings),
+        providers_definitions(settings),
         figures_definitions(),
         backups_definitions(settings),
         Definitions(resources=build_resources(settings, drills=drills)),

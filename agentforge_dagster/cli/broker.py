@@ -36,7 +36,7 @@ def broker() -> None:
 @click.pass_obj
 def broker_status_command(settings: AgentForgeSettings, as_json: bool) -> None:
     """Intake depth, pending and dead-lettered messages, outbox backlog, last errors."""
-    from agentforge_dagster.orchestration.broker import broker_status
+    from agentforge_dagster.orchestration.brokers.status import broker_status
 
     store = open_store(settings)
     status = broker_status(store, settings)

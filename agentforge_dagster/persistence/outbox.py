@@ -2,10 +2,11 @@
 
 :func:`record_event` is called by the order state machine (:func:`~.orders.transition_in` and
 :meth:`~.orders.OrderStore.submit`) inside the transaction that changes the order: the change and
-its event commit together or not at all. The ``order_events_outbox`` sensor reads what a broker
-has not confirmed yet (:meth:`OutboxStore.pending_events`) and marks each event sent to that broker
-only after it confirmed (:meth:`OutboxStore.mark_events_sent`): every event reaches every configured
-broker at least once, in order per broker.
+its event commit together or not at all. The relay (``orchestration/brokers/relay.py``, run by
+the ``order_events_outbox`` sensor) reads what a broker has not confirmed yet
+(:meth:`OutboxStore.pending_events`) and marks each event sent to that broker only after it
+confirmed (:meth:`OutboxStore.mark_events_sent`): every event reaches every configured broker at
+least once, in order per broker. A broker's destination here is its name in the registry.
 """
 
 from __future__ import annotations

@@ -53,13 +53,10 @@ def test_store_sensors_skip_until_the_database_is_upgraded(
 def test_the_review_and_provider_sensors_skip_until_the_database_is_upgraded(
     settings: AgentForgeSettings, instance: DagsterInstance
 ) -> None:
-    from agentforge_dagster.orchestration.broker_sensors import build_broker_sensors
+    from agentforge_dagster.orchestration.model_providers import build_providers_sensor
     from agentforge_dagster.orchestration.review_gate import build_escalation_sensor
 
-    sensors = [
-        build_escalation_sensor(settings),
-        *(s for s in build_broker_sensors(settings) if s.name == "model_providers"),
-    ]
+    sensors = [build_escalation_sensor(settings), build_providers_sensor(settings)]
     resources = {"store": BusinessStoreResource(database_url=settings.resolved_database_url())}
     for sensor in sensors:
         with build_sensor_context(instance=instance, resources=resources) as context:
