@@ -74,6 +74,12 @@ class OrderEvent(BaseModel):
     delivery: DeliveryReference | None = Field(
         default=None, description="Set on completed: the deliverable that was delivered."
     )
+    traceparent: str | None = Field(
+        default=None,
+        max_length=128,
+        description="Set when the deployment exports traces: the W3C trace context of the "
+        "order's trace (its current episode's root span); continue it to join the order's trace.",
+    )
     error_class: str | None = Field(
         default=None, description="transient or permanent, on failed and dead_lettered."
     )

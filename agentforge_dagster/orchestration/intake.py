@@ -52,7 +52,12 @@ def register_orders(instance: DagsterInstance, order_ids: Iterable[str]) -> list
 
 
 def submit_order(
-    store: BusinessStore, instance: DagsterInstance, order: Order, *, source: str
+    store: BusinessStore,
+    instance: DagsterInstance,
+    order: Order,
+    *,
+    source: str,
+    traceparent: str | None = None,
 ) -> Order:
     """Queue a validated order and register its partition.
 
@@ -60,7 +65,7 @@ def submit_order(
     partition: the first try may have ended, with a dropped connection, between the two.
     """
     try:
-        store.submit(order, source=source)
+        store.submit(order, source=source, traceparent=traceparent)
     except AlreadySubmitted:
         register_orders(instance, [order.order_id])
         raise

@@ -19,9 +19,11 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
+from agentforge_dagster import tracing
 from agentforge_dagster.domain.events import PUBLISHED_STATES, OrderEvent
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.domain.state import OrderStatus
+from agentforge_dagster.persistence import traces
 from agentforge_dagster.persistence.schema import (
     broker_health,
     deliveries,
@@ -85,6 +87,7 @@ def record_event(
         amount_cents=int(amount),
         delivery=delivery,  # type: ignore[arg-type]  # validated into a DeliveryReference
         error_class=error_class,
+        traceparent=traces.order_trace(conn, order_id).traceparent() if tracing.enabled() else None,
     )
     conn.execute(
         order_events.insert().values(
@@ -105,6 +108,12 @@ class PendingEvent:
     order_id: str
     state: str
     payload: str  # the event's JSON, as published
+
+    @property
+    def traceparent(self) -> str | None:
+        """The order's trace context the event carries (None: the deployment does not trace)."""
+        value = self.event.get("traceparent")
+        return value if isinstance(value, str) else None
 
     @property
     def event(self) -> dict[str, Any]:

@@ -39,6 +39,9 @@ class BrokerMessage:
     # Why the broker's own envelope is not an order (a stream entry without its order field):
     # refused as it is, without parsing the body.
     refusal: tuple[str, ...] = ()
+    # The sender's W3C trace context (a ``traceparent`` header or field), linked from the order's
+    # intake span; the order keeps its own trace.
+    traceparent: str | None = None
 
 
 class Intake(Protocol):

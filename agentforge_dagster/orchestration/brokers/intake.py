@@ -65,7 +65,9 @@ def take_message(
             if message.publisher_id is None and not (isinstance(raw, dict) and "order_id" in raw):
                 raise InvalidOrder([NO_ORDER_ID])
             order = parse_order(raw, default_order_id=message.publisher_id)
-            submit_order(store, instance, order, source=message.source)
+            submit_order(
+                store, instance, order, source=message.source, traceparent=message.traceparent
+            )
             return Taken.QUEUED, []
         except AlreadySubmitted:
             return Taken.ALREADY_QUEUED, []

@@ -106,6 +106,7 @@ class _QueueIntake:
                 source=f"rabbitmq:{queue}",
                 receipt=method.delivery_tag,
                 redelivered=bool(method.redelivered),
+                traceparent=_text((properties.headers or {}).get("traceparent")),
             )
 
     def acknowledge(self, message: BrokerMessage) -> None:
@@ -133,7 +134,10 @@ class _ExchangePublisher:
                 delivery_mode=pika.DeliveryMode.Persistent,
                 message_id=event.event_id,
                 type=f"order.{event.state}",
-                headers={"schema_version": SCHEMA_VERSION},
+                headers={
+                    "schema_version": SCHEMA_VERSION,
+                    **({"traceparent": event.traceparent} if event.traceparent else {}),
+                },
             ),
         )
 
@@ -180,3 +184,10 @@ class RabbitMQ:
             # (each is acknowledged in its tick, or returned when the connection closes).
             "dead_lettered": rejected_depth,
         }
+
+
+def _text(value: object) -> str | None:
+    """A header's value as text (pika hands bytes or str); None if it is neither."""
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    return value if isinstance(value, str) else None

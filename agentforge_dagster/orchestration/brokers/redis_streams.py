@@ -131,6 +131,7 @@ class _GroupIntake:
                 source=f"redis:{stream}",
                 receipt=entry_id,
                 refusal=tuple(errors),
+                traceparent=_field_text(fields.get(b"traceparent") or fields.get("traceparent")),
             )
 
     def acknowledge(self, message: BrokerMessage) -> None:
@@ -167,6 +168,7 @@ class _StreamPublisher:
                 "order_id": event.order_id,
                 "schema_version": str(SCHEMA_VERSION),
                 "event": event.payload,
+                **({"traceparent": event.traceparent} if event.traceparent else {}),
             },
             maxlen=self.settings.redis_events_maxlen,
             approximate=True,
@@ -216,3 +218,9 @@ class RedisStreams:
                 "lag": lag,
                 "dead_lettered": client.xlen(rejected_stream_name(settings)),
             }
+
+
+def _field_text(value: object) -> str | None:
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace")
+    return value if isinstance(value, str) else None
