@@ -77,7 +77,7 @@ def audit_verify(settings: AgentForgeSettings) -> None:
         sys.exit(EXIT_FAILED)
     click.echo("database integrity: ok")
     store.upgrade()
-    chain = store.verify_audit()
+    chain = store.audit.verify_audit()
     if chain.ok:
         click.echo(f"audit chain intact: {chain.rows} rows")
     else:

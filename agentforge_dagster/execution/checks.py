@@ -59,7 +59,7 @@ def plan_covers_outline(
     store: BusinessStore, files: Deliverables, order_id: str, plan: Artifact
 ) -> Outcome:
     assert isinstance(plan, Plan)
-    service = store.get(order_id).order.service.value
+    service = store.orders.get(order_id).order.service.value
     planned = {section.casefold() for section in plan.sections}
     missing = [s for s in SERVICE_OUTLINES[service] if s.casefold() not in planned]
     return Outcome(not missing, {"service": service, "missing_sections": ", ".join(missing)})
@@ -100,7 +100,7 @@ def invoice_matches_price(
     store: BusinessStore, files: Deliverables, order_id: str, invoice: Artifact
 ) -> Outcome:
     assert isinstance(invoice, Invoice)
-    price = store.get(order_id).order.price_cents
+    price = store.orders.get(order_id).order.price_cents
     with store.engine.connect() as conn:
         rows = conn.execute(
             select(func.count()).select_from(ledger).where(ledger.c.order_id == order_id)

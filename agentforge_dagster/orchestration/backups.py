@@ -74,7 +74,7 @@ def anchor_audit_chain(
     key = backup_target.anchor_signing_key()
     reason = integrity_problem(business.engine)
     if reason is None:
-        chain = business.verify_audit()
+        chain = business.audit.verify_audit()
         if not chain.ok:
             reason = f"the chain breaks at row {chain.first_broken_seq}: {chain.reason}"
     if reason is None:

@@ -132,10 +132,10 @@ def take_message(
     except Exception as exc:  # one odd message must not stop the queue: refuse it, say why
         errors = [f"message: could not be taken ({describe_error(exc)})"]
     if message.key is None and message.redelivered:
-        earlier = store.rejection_of(message.source, message.body)
+        earlier = store.orders.rejection_of(message.source, message.body)
         if earlier is not None:  # recorded before a crash, delivered again
             return Taken.REFUSED, errors
-    store.reject(message.body, errors, source=message.source, message_key=message.key)
+    store.orders.reject(message.body, errors, source=message.source, message_key=message.key)
     return Taken.REFUSED, errors
 
 
@@ -253,7 +253,7 @@ def take_rabbitmq(
 
 def publish_rabbitmq(store: BusinessStore, settings: AgentForgeSettings) -> int:
     """Publish pending events to the events exchange; each marked sent once the broker confirmed."""
-    pending = store.pending_events("rabbitmq", settings.broker_batch)
+    pending = store.outbox.pending_events("rabbitmq", settings.broker_batch)
     if not pending:
         return 0
     sent: list[str] = []
@@ -278,7 +278,7 @@ def publish_rabbitmq(store: BusinessStore, settings: AgentForgeSettings) -> int:
                 )
                 sent.append(event.event_id)
     finally:
-        store.mark_events_sent("rabbitmq", sent)
+        store.outbox.mark_events_sent("rabbitmq", sent)
     return len(sent)
 
 
@@ -399,7 +399,7 @@ def take_redis(
                 source=f"redis:{stream}",
             )
             if errors:
-                store.reject(body, errors, source=message.source, message_key=message.key)
+                store.orders.reject(body, errors, source=message.source, message_key=message.key)
                 taken = Taken.REFUSED
             else:
                 taken, errors = take_message(store, instance, message)
@@ -426,7 +426,7 @@ def take_redis(
 
 def publish_redis(store: BusinessStore, settings: AgentForgeSettings) -> int:
     """Append pending events to the events stream; each marked sent once XADD answered."""
-    pending = store.pending_events("redis", settings.broker_batch)
+    pending = store.outbox.pending_events("redis", settings.broker_batch)
     if not pending:
         return 0
     sent: list[str] = []
@@ -447,7 +447,7 @@ def publish_redis(store: BusinessStore, settings: AgentForgeSettings) -> int:
             )
             sent.append(event.event_id)
     finally:
-        store.mark_events_sent("redis", sent)
+        store.outbox.mark_events_sent("redis", sent)
         client.close()
     return len(sent)
 
@@ -494,7 +494,7 @@ def configured_brokers(settings: AgentForgeSettings) -> dict[str, bool]:
 
 
 def outbox_figures(store: BusinessStore, destination: str) -> dict[str, Any]:
-    backlog, oldest = store.outbox_backlog(destination)
+    backlog, oldest = store.outbox.outbox_backlog(destination)
     age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else None
     return {"pending_events": backlog, "oldest_pending_age_s": round(age, 1) if age else None}
 
@@ -511,7 +511,7 @@ def broker_status(store: BusinessStore, settings: AgentForgeSettings) -> BrokerS
         except STATUS_ERRORS as exc:
             status.intake[broker] = {"error": describe_error(exc)}
         status.outbox[broker] = outbox_figures(store, broker)
-    for channel, health in store.broker_health().items():
+    for channel, health in store.outbox.broker_health().items():
         status.health[channel] = {
             "last_ok_at": health.last_ok_at,
             "last_error": health.last_error,

@@ -102,13 +102,13 @@ def intake_tick(
         figures = figures_of(settings)
     except clients.STATUS_ERRORS as exc:
         reason = clients.describe_error(exc)
-        business.broker_seen(channel, error=reason)
+        business.outbox.broker_seen(channel, error=reason)
         context.log.warning(f"{broker} intake: broker unavailable, nothing acknowledged: {reason}")
         return SensorResult(
             skip_reason=f"{broker} unavailable ({reason}); the next tick catches up",
             asset_events=[AssetObservation(INTAKE_ASSETS[broker], metadata={"last_error": reason})],
         )
-    business.broker_seen(channel)
+    business.outbox.broker_seen(channel)
     if counts.refused:
         context.log.warning(f"{broker} intake: {counts.refused} messages refused and dead-lettered")
     return SensorResult(
@@ -145,12 +145,12 @@ def outbox_tick(
                     break
         except clients.STATUS_ERRORS as exc:
             reason = clients.describe_error(exc)
-            business.broker_seen(channel, error=reason)
+            business.outbox.broker_seen(channel, error=reason)
             context.log.warning(f"{broker} events: {sent} sent, then unavailable: {reason}")
             said.append(f"{broker}: {sent} sent, then unavailable ({reason})")
             metadata[f"{broker}_last_error"] = reason
         else:
-            business.broker_seen(channel)
+            business.outbox.broker_seen(channel)
             said.append(f"{broker}: {sent} sent")
         metadata[f"{broker}_sent"] = sent
         for name, value in clients.outbox_figures(business, broker).items():
@@ -209,7 +209,7 @@ def build_broker_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]
     def model_providers(
         context: SensorEvaluationContext, store: BusinessStoreResource
     ) -> SensorResult:
-        breakers = store.get_store().breakers()
+        breakers = store.get_store().breakers.breakers()
         metadata: dict[str, Any] = {"chain": settings.models}
         for breaker in breakers:
             metadata[breaker.provider] = f"{breaker.state.value}, {breaker.failures} failures" + (

@@ -60,7 +60,7 @@ def submit_order(
     partition: the first try may have ended, with a dropped connection, between the two.
     """
     try:
-        store.submit(order, source=source)
+        store.orders.submit(order, source=source)
     except AlreadySubmitted:
         register_orders(instance, [order.order_id])
         raise
@@ -71,5 +71,5 @@ def submit_order(
 def register_existing_orders(store: BusinessStore, instance: DagsterInstance) -> list[str]:
     """Register the partition of every order the store holds (orders taken in before this rule)."""
     return register_orders(
-        instance, (order_id for order_id in store.order_ids() if _ORDER_ID.match(order_id))
+        instance, (order_id for order_id in store.orders.order_ids() if _ORDER_ID.match(order_id))
     )
