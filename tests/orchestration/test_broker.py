@@ -118,10 +118,12 @@ def test_rabbitmq_orders_are_queued_once_and_bad_messages_dead_lettered(
         totals = {k: totals.get(k, 0) + v for k, v in counts.items()}
     assert totals == {"queued": 30, "already_queued": 2, "refused": 5}
 
-    assert len(store.order_ids(OrderStatus.QUEUED)) == 30
+    assert len(store.orders.order_ids(OrderStatus.QUEUED)) == 30
     assert submitted_count(store) == 30  # no order twice
-    assert "msg-20" in store.order_ids() and "body-3" in store.order_ids()
-    assert set(instance.get_dynamic_partitions(ORDERS_PARTITIONS_NAME)) == set(store.order_ids())
+    assert "msg-20" in store.orders.order_ids() and "body-3" in store.orders.order_ids()
+    assert set(instance.get_dynamic_partitions(ORDERS_PARTITIONS_NAME)) == set(
+        store.orders.order_ids()
+    )
     refused = refusals(store)
     assert len(refused) == 5
     assert all(r["source"] == f"rabbitmq:{QUEUE}" for r in refused)
@@ -186,7 +188,7 @@ def test_rabbitmq_crash_between_commit_and_ack_redelivers_and_changes_nothing(
         timeout=120,
     )
     assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr[-2000:]
-    assert len(store.order_ids()) == 4  # four committed; the fourth never acknowledged
+    assert len(store.orders.order_ids()) == 4  # four committed; the fourth never acknowledged
     assert queue_counts(rabbit_url)[QUEUE] == (6, 0)  # the fourth is back with the five untaken
 
     with DagsterInstance.get() as instance:
@@ -212,7 +214,7 @@ def test_rabbitmq_lost_mid_stream_or_down_loses_nothing_and_the_sensor_skips(
 
     with pytest.raises(BROKER_ERRORS):
         take_rabbitmq(store, instance, settings, after_commit=lose_the_broker)
-    assert len(store.order_ids()) == 5
+    assert len(store.orders.order_ids()) == 5
 
     # The daemon's way: the sensor, first against a broker that is not there, then the real one.
     down = configured(
@@ -224,7 +226,7 @@ def test_rabbitmq_lost_mid_stream_or_down_loses_nothing_and_the_sensor_skips(
         skipped = sensor(context)
     assert "unavailable" in skipped.skip_reason.skip_message
     assert "guest:guest" not in skipped.skip_reason.skip_message
-    assert store.broker_health()["rabbitmq-intake"].last_error is not None
+    assert store.outbox.broker_health()["rabbitmq-intake"].last_error is not None
 
     sensor = build_definitions(settings).resolve_sensor_def("rabbitmq_intake")
     with build_sensor_context(instance=instance, resources=_store_resource(settings)) as context:
@@ -232,7 +234,7 @@ def test_rabbitmq_lost_mid_stream_or_down_loses_nothing_and_the_sensor_skips(
     assert "'queued': 7, 'already_queued': 1" in result.skip_reason.skip_message
     (observation,) = result.asset_events
     assert observation.metadata["ready"].value == 0
-    assert store.broker_health()["rabbitmq-intake"].last_ok_at is not None
+    assert store.outbox.broker_health()["rabbitmq-intake"].last_ok_at is not None
     assert submitted_count(store) == 12
     assert queue_counts(rabbit_url)[QUEUE] == (0, 0)
 
@@ -313,7 +315,7 @@ def test_redis_entries_are_queued_once_dead_consumers_claimed_bad_entries_dead_l
             totals[key] += value
     assert totals == {"queued": 25, "already_queued": 0, "refused": 3}
     assert submitted_count(store) == 25
-    assert set(store.order_ids()) == {*ids[:20], *(f"own-{i}" for i in range(5))}
+    assert set(store.orders.order_ids()) == {*ids[:20], *(f"own-{i}" for i in range(5))}
     assert client.xpending(STREAM, settings.redis_group)["pending"] == 0
     dead = client.xrange(f"{STREAM}:rejected")
     assert [fields[b"entry_id"].decode() for _id, fields in dead] == [b.decode() for b in bad]
@@ -347,7 +349,7 @@ def test_redis_killed_mid_stream_restarts_from_its_log_and_nothing_is_lost(
         take_redis(store, instance, settings, after_commit=kill_redis)
     with pytest.raises(BROKER_ERRORS):  # down: the next tick fails too, taking nothing
         take_redis(store, instance, settings)
-    assert len(store.order_ids()) == 6
+    assert len(store.orders.order_ids()) == 6
 
     own_redis.start()  # from its append-only file: the group, its pending entries, the stream
     counts = take_redis(store, instance, settings)
@@ -370,10 +372,10 @@ def test_every_state_change_is_an_outbox_event_published_at_least_once_after_out
     settings = configured(settings, {"rabbitmq_url": rabbit_url, "redis_url": own_redis.url})
     defs = build_definitions(settings, drills=True)
     for index in range(3):
-        store.submit(make_order(index, order_id=f"ev-{index}"))
+        store.orders.submit(make_order(index, order_id=f"ev-{index}"))
         assert run_order(defs, instance, store, f"ev-{index}").success
     for index in range(3):
-        states = [e.state for e in store.order_events_of(f"ev-{index}")]
+        states = [e.state for e in store.outbox.order_events_of(f"ev-{index}")]
         assert states == ["queued", "completed"]  # one completed event id per completed order
 
     # A consumer's queue on the events exchange, bound before anything is published.
@@ -392,8 +394,8 @@ def test_every_state_change_is_an_outbox_event_published_at_least_once_after_out
     with build_sensor_context(instance=instance, resources=_store_resource(settings)) as context:
         result = sensor(context)
     assert result.skip_reason.skip_message.count("then unavailable") == 2
-    assert store.outbox_backlog("rabbitmq")[0] == 6
-    assert store.outbox_backlog("redis")[0] == 6
+    assert store.outbox.outbox_backlog("rabbitmq")[0] == 6
+    assert store.outbox.outbox_backlog("redis")[0] == 6
     with pytest.raises(BROKER_ERRORS):
         publish_redis(store, settings)
 
@@ -401,11 +403,16 @@ def test_every_state_change_is_an_outbox_event_published_at_least_once_after_out
     own_redis.start()
     assert publish_rabbitmq(store, settings) == 6
     assert publish_redis(store, settings) == 6
-    assert store.outbox_backlog("rabbitmq")[0] == 0 and store.outbox_backlog("redis")[0] == 0
+    assert (
+        store.outbox.outbox_backlog("rabbitmq")[0] == 0
+        and store.outbox.outbox_backlog("redis")[0] == 0
+    )
     assert publish_rabbitmq(store, settings) == 0  # nothing twice once confirmed
 
     schema = json.loads(SCHEMA.read_text())
-    events = {e.event_id: e.event for o in range(3) for e in store.order_events_of(f"ev-{o}")}
+    events = {
+        e.event_id: e.event for o in range(3) for e in store.outbox.order_events_of(f"ev-{o}")
+    }
     received = []
     while True:
         method, properties, body = channel.basic_get("shop.events", auto_ack=True)
@@ -444,7 +451,7 @@ def test_brokers_are_off_until_configured(
             "not set" in result.skip_reason.skip_message
             or "no broker" in result.skip_reason.skip_message
         )
-    store.submit(__import__("tests.conftest", fromlist=["make_order"]).make_order(1))
-    assert store.outbox_backlog("rabbitmq")[0] == 1  # kept for when a broker is configured
+    store.orders.submit(__import__("tests.conftest", fromlist=["make_order"]).make_order(1))
+    assert store.outbox.outbox_backlog("rabbitmq")[0] == 1  # kept for when a broker is configured
     result = CliRunner().invoke(main, ["broker", "status"], env=cli_env(settings))
     assert result.exit_code == 0 and "no broker configured" in result.output

@@ -41,7 +41,7 @@ def test_a_damaged_table_page_is_found_and_audit_verify_says_damaged(
     store = BusinessStore.from_url(url)
     store.upgrade()
     for index in range(300):  # several pages of audit rows
-        store.record_event("drill_event", order_id=f"o-{index}", detail={"n": index})
+        store.audit.record_event("drill_event", order_id=f"o-{index}", detail={"n": index})
     assert integrity_problem(store.engine) is None
     with store.engine.connect() as conn:
         relative = conn.execute(text("SELECT pg_relation_filepath('audit_log')")).scalar_one()
