@@ -21,7 +21,6 @@ from agentforge_dagster.persistence.backup import create_backup
 from agentforge_dagster.persistence.backup_locations import LocalBackupLocation
 from agentforge_dagster.persistence.resources import BackupTargetResource, BusinessStoreResource
 from agentforge_dagster.persistence.schema import audit_log
-from agentforge_dagster.persistence.sql import integrity_problem
 from agentforge_dagster.persistence.store import BusinessStore
 
 KEY = b"a test key, never logged"
@@ -133,14 +132,14 @@ def test_a_backup_and_the_anchor_job_each_write_an_anchor(
 def test_a_corrupt_sqlite_file_fails_the_integrity_check(
     store: BusinessStore, tmp_path: Path
 ) -> None:
-    assert integrity_problem(store.engine) is None
+    assert store.integrity_problem() is None
     record(store, 200)
     store.engine.dispose()
     database = Path(str(store.engine.url.database))
     data = bytearray(database.read_bytes())
     data[4096 * 2 :] = b"\xa5" * (len(data) - 4096 * 2)
     database.write_bytes(bytes(data))
-    assert integrity_problem(store.engine)
+    assert store.integrity_problem()
 
 
 def test_only_a_week_of_anchors_is_kept_and_the_newest_still_witnesses_every_row(
