@@ -66,7 +66,7 @@ from agentforge_dagster.domain.errors import (
     ProviderRateLimited,
     TransientError,
 )
-from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S
+from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S, BreakerPolicy, RateLimits
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.execution.llm.base import (
     ModelProvider,
@@ -76,8 +76,7 @@ from agentforge_dagster.execution.llm.base import (
     served_model,
     token_count,
 )
-from agentforge_dagster.persistence.breakers import BreakerPolicy, BreakerState
-from agentforge_dagster.persistence.rate_limits import RateLimits
+from agentforge_dagster.persistence.breakers import BreakerState
 from agentforge_dagster.persistence.store import BusinessStore
 
 P = TypeVar("P", bound=BaseModel)

@@ -7,10 +7,11 @@ from datetime import timedelta
 import pytest
 
 from agentforge_dagster.domain.errors import TransientError
+from agentforge_dagster.domain.limits import BreakerPolicy
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.execution.gateway import CircuitOpen, ModelGateway
 from agentforge_dagster.execution.llm.base import ModelRequest, ModelResponse
-from agentforge_dagster.persistence.breakers import BreakerPolicy, BreakerState
+from agentforge_dagster.persistence.breakers import BreakerState
 from agentforge_dagster.persistence.schema import provider_breakers
 from agentforge_dagster.persistence.store import BusinessStore
 

@@ -10,10 +10,10 @@ from datetime import timedelta
 import pytest
 
 from agentforge_dagster.domain.errors import ProviderRateLimited
+from agentforge_dagster.domain.limits import RateLimits, parse_rate_limits
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.execution.gateway import ModelGateway
 from agentforge_dagster.execution.llm.base import ModelRequest, ModelResponse
-from agentforge_dagster.persistence.rate_limits import RateLimits, parse_rate_limits
 from agentforge_dagster.persistence.schema import provider_rate_limits
 from agentforge_dagster.persistence.store import BusinessStore
 

@@ -360,7 +360,8 @@ def test_calls_reserving_at_once_never_take_the_month_past_its_cap(
 def test_workers_after_a_cool_down_take_one_probe_between_them(
     racing_store: BusinessStore,
 ) -> None:
-    from agentforge_dagster.persistence.breakers import BreakerPolicy, BreakerState
+    from agentforge_dagster.domain.limits import BreakerPolicy
+    from agentforge_dagster.persistence.breakers import BreakerState
 
     policy = BreakerPolicy(threshold=2, window_s=60, cooldown_s=0.0)
     outcomes = at_once(
@@ -376,7 +377,7 @@ def test_workers_after_a_cool_down_take_one_probe_between_them(
 
 
 def test_workers_asking_at_once_share_one_rate_limit(racing_store: BusinessStore) -> None:
-    from agentforge_dagster.persistence.rate_limits import RateLimits
+    from agentforge_dagster.domain.limits import RateLimits
 
     limits = RateLimits(requests_per_minute=5, concurrency=3)
     grants = at_once(lambda index: racing_store.rate_limits.acquire_call("p:m", limits, 100))

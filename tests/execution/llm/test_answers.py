@@ -25,7 +25,7 @@ from dagster import DagsterInstance
 from pydantic import BaseModel
 
 from agentforge_dagster.domain.errors import AgentForgeError, ModelCallTimeout, TransientError
-from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S
+from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S, RateLimits
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.execution.backoff import StepBackoff
@@ -34,7 +34,6 @@ from agentforge_dagster.execution.llm.anthropic import AnthropicProvider
 from agentforge_dagster.execution.llm.base import ModelRequest, ModelResponse, estimate_tokens
 from agentforge_dagster.execution.llm.openai import OpenAICompatibleProvider
 from agentforge_dagster.execution.llm.sdk import MalformedResponse, ProviderTimeout, RateLimited
-from agentforge_dagster.persistence.rate_limits import RateLimits
 from agentforge_dagster.persistence.schema import model_responses, provider_rate_limits
 from agentforge_dagster.persistence.store import BusinessStore
 from tests.conftest import make_order
