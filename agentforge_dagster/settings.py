@@ -260,7 +260,7 @@ class AgentForgeSettings(BaseSettings):
     def _rate_limits_parse(self) -> AgentForgeSettings:
         """Refuse rate limits that do not parse at start, not at a model call."""
         if self.model_rate_limits_json:
-            from agentforge_dagster.persistence.rate_limits import parse_rate_limits
+            from agentforge_dagster.domain.limits import parse_rate_limits
 
             parse_rate_limits(self.model_rate_limits_json)
         return self

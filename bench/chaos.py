@@ -422,7 +422,7 @@ def census(stack: Stack, max_replays: int) -> Census | None:
 
     try:
         return Census(
-            stack.store.statuses(),
+            stack.store.orders.statuses(),
             set(eligible_for_auto_replay(stack.store, 0, max_replays)),
         )
     except Exception as exc:  # the store is away (a fault in progress)
@@ -494,7 +494,7 @@ def phase_row(
     twice = booked_or_delivered_twice(stack.store, ids)
     replays = 0
     for order_id in ids:
-        rows = stack.store.audit_rows(order_id)
+        rows = stack.store.audit.audit_rows(order_id)
         outputs = {
             (row["step"], row["detail"].get("output_sha256"))
             for row in rows
@@ -505,13 +505,13 @@ def phase_row(
         replays += sum(
             1 for row in rows if row["event"] == "transition" and row["detail"]["to"] == "replayed"
         )
-    repaid = stack.store.repaid_calls()
+    repaid = stack.store.model_calls.repaid_calls()
     submitted_at = {o.order_id: o.at for o in orders}
     latencies = [
         done_at[o].astimezone(UTC).timestamp() - submitted_at[o] for o in ids if o in done_at
     ]
     status = Counter(final.status.get(o, "lost") for o in ids)
-    chain = stack.store.verify_audit()
+    chain = stack.store.audit.verify_audit()
     return {
         "phase": phase,
         "orders": len(ids),

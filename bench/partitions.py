@@ -268,7 +268,7 @@ class Bench:
     def sensor_tick(self) -> float:
         """One evaluation of order_queue over 5 freshly queued orders; they move on afterwards."""
         ids = [
-            self.store.submit(make_order(i, order_id=self.fresh("tick"))).order_id
+            self.store.orders.submit(make_order(i, order_id=self.fresh("tick"))).order_id
             for i in range(QUEUED_PER_TICK)
         ]
         sensor = self.defs.resolve_sensor_def("order_queue")
@@ -286,7 +286,7 @@ class Bench:
         ):
             raise RuntimeError(f"the tick requested {requested}, not the queued {ids}")
         for order_id in ids:  # as their runs would: the next tick sees only its own orders
-            self.store.transition(order_id, OrderStatus.PROCESSING, step="bench")
+            self.store.orders.transition(order_id, OrderStatus.PROCESSING, step="bench")
         return elapsed
 
     def add_partition(self) -> float:

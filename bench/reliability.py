@@ -37,7 +37,7 @@ def one_case(orders: int, rate: float, seed: int) -> dict[str, float]:
         store = BusinessStore.from_url(settings.resolved_database_url())
         store.upgrade()
         ids = [
-            store.submit(
+            store.orders.submit(
                 parse_order(
                     {
                         "order_id": f"bench-{seed}-{i:04d}",
@@ -59,7 +59,7 @@ def one_case(orders: int, rate: float, seed: int) -> dict[str, float]:
             run_config={**QUIET, **fault_run_config(rate, seed)},
         )
         wall = time.perf_counter() - started
-        report = build_report(instance, store.statuses(), fault_rate=rate)
+        report = build_report(instance, store.orders.statuses(), fault_rate=rate)
         store.engine.dispose()
     return {
         "rate": rate,

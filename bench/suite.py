@@ -260,7 +260,7 @@ def inprocess_worker(case: Case, shard: int = 0, shards: int = 1) -> dict[str, A
     store = BusinessStore.from_url(settings.resolved_database_url())
     store.upgrade()
     ids = [
-        store.submit(parse_order(order(case, i))).order_id
+        store.orders.submit(parse_order(order(case, i))).order_id
         for i in range(shard, case.orders, shards)
     ]
     submitted = {order_id: time.time() for order_id in ids}
@@ -306,7 +306,7 @@ def store_figures(store: Any, ids: list[str], submitted: dict[str, float]) -> di
     replays = sum(
         1
         for order_id in ids
-        for row in store.audit_rows(order_id)
+        for row in store.audit.audit_rows(order_id)
         if row["event"] == "transition" and row["detail"]["to"] == "replayed"
     )
     return {

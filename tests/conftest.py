@@ -83,7 +83,7 @@ def dead_lettered_order(
     from agentforge_dagster.domain.state import OrderStatus
     from agentforge_dagster.orchestration.runner import run_order
 
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     result = run_order(defs, instance, store, order.order_id, run_config=ALWAYS_FAIL_DELIVERY)
     assert not result.success and result.status is OrderStatus.DEAD_LETTERED
     return order.order_id, result

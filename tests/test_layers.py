@@ -135,3 +135,22 @@ def test_tracing_is_a_bottom_layer_beside_domain() -> None:
         if _area(target) not in ("tracing", "domain", "")
     }
     assert wrong == set()
+
+
+def test_outside_persistence_the_business_database_is_read_through_the_store() -> None:
+    """Its tables, its SQL helpers and its engine belong to persistence/: the other layers go
+    through a concern of the store (``store.deliveries.ledger_entries(...)``)."""
+    private = {"agentforge_dagster.persistence.schema", "agentforge_dagster.persistence.sql"}
+    importers = {
+        module
+        for module, targets in GRAPH.items()
+        if _area(module) != "persistence" and targets & private
+    }
+    engine_users = {
+        module
+        for module, path in MODULES.items()
+        if _area(module) != "persistence"
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Attribute) and node.attr == "engine"
+    }
+    assert (importers, engine_users) == (set(), set())

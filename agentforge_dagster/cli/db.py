@@ -62,12 +62,11 @@ def audit() -> None:
 def audit_verify(settings: AgentForgeSettings) -> None:
     """Check the database's integrity, the hash chain, and its tail against the newest anchors."""
     from agentforge_dagster.persistence.anchors import verify_against_anchors
-    from agentforge_dagster.persistence.sql import integrity_problem
     from agentforge_dagster.persistence.store import BusinessStore
 
     url = settings.resolved_database_url()
     store = BusinessStore.from_url(url)
-    damaged = integrity_problem(store.engine)
+    damaged = store.integrity_problem()
     if damaged:
         click.echo(
             f"database DAMAGED ({safe_url(url)}): {damaged}; the audit chain was not checked "
@@ -77,7 +76,7 @@ def audit_verify(settings: AgentForgeSettings) -> None:
         sys.exit(EXIT_FAILED)
     click.echo("database integrity: ok")
     store.upgrade()
-    chain = store.verify_audit()
+    chain = store.audit.verify_audit()
     if chain.ok:
         click.echo(f"audit chain intact: {chain.rows} rows")
     else:

@@ -23,7 +23,7 @@ def dlq() -> None:
 @click.pass_obj
 def dlq_list(settings: AgentForgeSettings, error_class: str | None) -> None:
     """Dead letters, oldest first: order, failed step, error class, attempts, replays, message."""
-    letters = open_store(settings).dead_letters(error_class)
+    letters = open_store(settings).dead_letters.dead_letters(error_class)
     if not letters:
         click.echo("the dead-letter queue is empty")
     for letter in letters:
@@ -40,7 +40,7 @@ def dlq_list(settings: AgentForgeSettings, error_class: str | None) -> None:
 @user_errors
 def dlq_show(settings: AgentForgeSettings, order_id: str) -> None:
     """ORDER's dead letter in full: why it failed and, if its run's container died, its last lines."""
-    letter = open_store(settings).dead_letter_of(order_id)
+    letter = open_store(settings).dead_letters.dead_letter_of(order_id)
     if letter is None:
         raise click.ClickException(f"{order_id} has no dead letter")
     for key in ("order_id", "run_id", "failed_step", "error_class", "error_type", "attempts"):
@@ -82,7 +82,7 @@ def dlq_replay(
     if order_id is not None:
         targets = [order_id]
     else:
-        targets = [letter["order_id"] for letter in store.dead_letters(error_class)]
+        targets = [letter["order_id"] for letter in store.dead_letters.dead_letters(error_class)]
     for target in targets:
         run_key = request_replay(store, target, actor="cli", from_step=from_step)
         click.echo(f"replay requested: {target} ({run_key})")

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def _delivered(settings: AgentForgeSettings, order_id: str) -> tuple[BusinessStore, Delivery]:
     store = open_store(settings)
-    found = store.delivery(order_id)
+    found = store.deliveries.delivery(order_id)
     if found is None:
         raise click.ClickException(f"order {order_id} has no delivery (yet)")
     return store, found
@@ -76,7 +76,7 @@ def delivery_link(settings: AgentForgeSettings, order_id: str, expires: str) -> 
     except NotLinkable as exc:
         raise click.ClickException(str(exc)) from exc
     assert where is not None  # presigned_link refuses anything else
-    store.record_event(
+    store.audit.record_event(
         "delivery_link_made",
         order_id=order_id,
         detail={

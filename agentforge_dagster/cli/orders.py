@@ -90,7 +90,7 @@ def submit(
         order = parse_order(raw)
         if require_approval and not order.require_approval:
             order = order.model_copy(update={"require_approval": True})
-        store.submit(order, source=source)
+        store.orders.submit(order, source=source)
     except AlreadySubmitted as exc:  # the same order again: done already
         if partition:
             _register_partition(settings, exc.order_id)
@@ -98,7 +98,7 @@ def submit(
         return
     except InvalidOrder as exc:  # a bad order, or an id that holds a different order
         payload = raw if isinstance(raw, bytes) else json.dumps(raw)
-        rejection = store.reject(payload, exc.errors, source=source)
+        rejection = store.orders.reject(payload, exc.errors, source=source)
         click.echo(f"order rejected (recorded as rejection {rejection}):", err=True)
         for error in exc.errors[:20]:
             click.echo(f"  - {error[:500]}", err=True)
@@ -218,9 +218,9 @@ def run(settings: AgentForgeSettings, fault_rate: float | None, seed: int) -> No
 
     store = open_store(settings)
     _take_back(settings, store)
-    queued = store.order_ids(OrderStatus.QUEUED)
+    queued = store.orders.order_ids(OrderStatus.QUEUED)
     resume_waiting_for_budget(store, settings.monthly_budget_usd)
-    if not queued and not store.replays_to_launch():
+    if not queued and not store.dead_letters.replays_to_launch():
         click.echo("no queued orders and no replays requested")
         return
     results = _run(settings, store, queued, fault_rate, seed)

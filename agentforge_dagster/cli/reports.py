@@ -21,24 +21,24 @@ if TYPE_CHECKING:
 def status(settings: AgentForgeSettings) -> None:
     """Orders by state, and the dead letters that wait for a human."""
     store = open_store(settings)
-    counts = store.counts_by_status()
+    counts = store.orders.counts_by_status()
     width = max(len(state.value) for state in OrderStatus) + 1
     for state in OrderStatus:
         click.echo(f"{state.value:<{width}} {counts.get(state.value, 0)}")
-    waiting = store.holds(waiting=True)
+    waiting = store.review.holds(waiting=True)
     if waiting:
         overdue = sum(1 for hold in waiting if hold.escalated_at is not None)
         click.echo(
             f"waiting for a person: {len(waiting)} ({overdue} escalated: waited over "
             f"{settings.review_escalate_after_hours:g} h); see agentforge review list"
         )
-    failed_checks = store.event_count("check_failed")
+    failed_checks = store.audit.event_count("check_failed")
     if failed_checks:
         click.echo(
             f"checks failed: {failed_checks} (a delivery or an invoice that does not match its "
             "record: see the check_failed events in the audit trail and the assets' Checks tab)"
         )
-    letters = store.dead_letters()
+    letters = store.dead_letters.dead_letters()
     if letters:
         not_launched = sum(1 for letter in letters if letter["error_type"] == "NotLaunchable")
         click.echo(
@@ -53,7 +53,9 @@ def report_text(settings: AgentForgeSettings, store: BusinessStore) -> str:
     from agentforge_dagster.metrics.review_gate import format_review_gate, review_gate_figures
 
     with open_instance(settings) as instance:
-        report = build_report(instance, store.statuses(), refused=store.refused_count())
+        report = build_report(
+            instance, store.orders.statuses(), refused=store.orders.refused_count()
+        )
         reliability = format_report(report)
     return reliability + "\n\n" + format_review_gate(review_gate_figures(store))
 
@@ -78,13 +80,13 @@ def budget_show(settings: AgentForgeSettings) -> None:
 
     store = open_store(settings)
     month = utcnow().strftime("%Y-%m")
-    cap = store.budget_cap(month)
+    cap = store.model_calls.budget_cap(month)
     if cap is None and settings.monthly_budget_usd is not None:
         cap = Decimal(str(settings.monthly_budget_usd))
     click.echo(
         f"month {month}: cap {cap if cap is not None else 'none'} USD, "
-        f"spent {store.month_spend(month)} USD, "
-        f"{len(store.order_ids(OrderStatus.WAITING_BUDGET))} orders waiting"
+        f"spent {store.model_calls.month_spend(month)} USD, "
+        f"{len(store.orders.order_ids(OrderStatus.WAITING_BUDGET))} orders waiting"
     )
 
 
@@ -94,7 +96,9 @@ def budget_show(settings: AgentForgeSettings) -> None:
 @click.pass_obj
 def budget_set(settings: AgentForgeSettings, cap_usd: float, month: str) -> None:
     """Set the cap; paused orders resume (budget_resume sensor, or agentforge run)."""
-    open_store(settings).set_budget(Decimal(str(cap_usd)).quantize(Decimal("0.01")), month)
+    open_store(settings).model_calls.set_budget(
+        Decimal(str(cap_usd)).quantize(Decimal("0.01")), month
+    )
     click.echo(f"budget {month}: {cap_usd:.2f} USD")
 
 
@@ -104,7 +108,7 @@ def budget_set(settings: AgentForgeSettings, cap_usd: float, month: str) -> None
 def providers(settings: AgentForgeSettings) -> None:
     """The model chain and each provider's shared circuit breaker."""
     store = open_store(settings)
-    known = {breaker.provider: breaker for breaker in store.breakers()}
+    known = {breaker.provider: breaker for breaker in store.breakers.breakers()}
     click.echo(f"chain: {settings.models}")
     click.echo(
         f"breaker: opens after {settings.model_breaker_failures} transient failures within "

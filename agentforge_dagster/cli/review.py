@@ -59,7 +59,7 @@ def review(ctx: click.Context, actor: str) -> None:
 @click.pass_obj
 def review_list(settings: AgentForgeSettings) -> None:
     """Held orders waiting for a decision, oldest first."""
-    waiting = open_store(settings).holds(waiting=True)
+    waiting = open_store(settings).review.holds(waiting=True)
     if not waiting:
         click.echo("nothing waits for a decision")
     for hold in waiting:
@@ -71,7 +71,7 @@ def review_list(settings: AgentForgeSettings) -> None:
 @click.pass_obj
 def review_show(settings: AgentForgeSettings, order_id: str) -> None:
     """Why an order is held, what was decided, and the held draft."""
-    hold = open_store(settings).latest_hold(order_id)
+    hold = open_store(settings).review.latest_hold(order_id)
     if hold is None:
         raise click.ClickException(f"order {order_id!r} was never held for review")
     click.echo(_line(hold))

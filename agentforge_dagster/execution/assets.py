@@ -77,7 +77,7 @@ def run_step(
     business = store.get_store()
     # A person's decision on an earlier hold shapes this run: a re-drive's model and instruction,
     # or what the delivery delivers.
-    hold = business.latest_hold(order_id) if spec.may_hold else None
+    hold = business.review.latest_hold(order_id) if spec.may_hold else None
     redrive = hold is not None and hold.decision == "redrive"
     gateway = model.gateway(
         business,
@@ -106,13 +106,13 @@ def run_step(
         "run_id": context.run.run_id,
     }
     image = {"image": options.image or "local", "image_id": options.image_id or "none"}
-    business.record_event(
+    business.audit.record_event(
         "step_started",
         **audit_common,
         detail={"inputs": sorted(inputs), "fault_rate": faults.rate, **image},
     )
     try:
-        business.claim(
+        business.orders.claim(
             order_id,
             run_id=context.run.run_id,
             step=spec.name,
@@ -138,7 +138,7 @@ def run_step(
         faults.check(**point)
     except ContentRefusal as exc:  # not a failure: a person decides what to do instead
         refusal = Finding("content_refused", "quarantine", f"{spec.name}: {exc}"[:1000])
-        hold_id = business.hold_for_review(
+        hold_id = business.review.hold_for_review(
             order_id,
             run_id=context.run.run_id,
             kind="quarantined",
@@ -147,14 +147,14 @@ def run_step(
             draft=None,
             model=gateway.providers[0].model,
         )
-        business.record_event(
+        business.audit.record_event(
             "step_held", **audit_common, detail={"hold_id": hold_id, "reason": refusal.reason}
         )
         context.log.warning(f"order {order_id} quarantined: {refusal.reason}")
         return None
     except Exception as exc:
         error_class = exc.error_class if isinstance(exc, AgentForgeError) else "unexpected"
-        business.record_event(
+        business.audit.record_event(
             "step_failed",
             **audit_common,
             detail={
@@ -192,14 +192,14 @@ def run_step(
             seconds_to_wait=backoff.wait(attempt, at_least=retry_after),
         ) from exc
     if output is None:  # held for a person's decision: nothing to deliver yet
-        business.record_event(
+        business.audit.record_event(
             "step_held", **audit_common, detail={"reason": "waiting for a person's decision"}
         )
         context.log.info(f"order {order_id}: {spec.name} waits for a person's decision")
         return None
     digest = hashlib.sha256(dump_artifact(output)).hexdigest()
     usage = _usage(env)
-    business.record_event(
+    business.audit.record_event(
         "step_succeeded",
         **audit_common,
         detail={"output_sha256": digest, "fault_rate": faults.rate, **usage},
@@ -255,7 +255,7 @@ def check_result(
     order_id = context.partition_key
     outcome = check.evaluate(business, deliverables, order_id, output.value)
     if not outcome.passed:
-        business.record_event(
+        business.audit.record_event(
             "check_failed",
             order_id=order_id,
             step=check.step,

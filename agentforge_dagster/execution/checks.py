@@ -25,8 +25,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import func, select
-
 from agentforge_dagster.domain.models import (
     SERVICE_OUTLINES,
     Artifact,
@@ -36,7 +34,6 @@ from agentforge_dagster.domain.models import (
     Review,
 )
 from agentforge_dagster.persistence.deliverables import Deliverables
-from agentforge_dagster.persistence.schema import deliveries, ledger
 from agentforge_dagster.persistence.store import BusinessStore
 
 
@@ -59,7 +56,7 @@ def plan_covers_outline(
     store: BusinessStore, files: Deliverables, order_id: str, plan: Artifact
 ) -> Outcome:
     assert isinstance(plan, Plan)
-    service = store.get(order_id).order.service.value
+    service = store.orders.get(order_id).order.service.value
     planned = {section.casefold() for section in plan.sections}
     missing = [s for s in SERVICE_OUTLINES[service] if s.casefold() not in planned]
     return Outcome(not missing, {"service": service, "missing_sections": ", ".join(missing)})
@@ -80,10 +77,8 @@ def delivered_file_matches(
 ) -> Outcome:
     """Read back from where it was delivered (local file, or the recorded S3 version)."""
     assert isinstance(delivery, Delivery)
-    with store.engine.connect() as conn:
-        recorded = conn.execute(
-            select(deliveries.c.content_sha256).where(deliveries.c.order_id == order_id)
-        ).scalar_one_or_none()
+    found = store.deliveries.delivery(order_id)
+    recorded = found.content_sha256 if found is not None else None
     content = files.read(delivery.location)
     actual = hashlib.sha256(content).hexdigest() if content is not None else None
     return Outcome(
@@ -100,14 +95,11 @@ def invoice_matches_price(
     store: BusinessStore, files: Deliverables, order_id: str, invoice: Artifact
 ) -> Outcome:
     assert isinstance(invoice, Invoice)
-    price = store.get(order_id).order.price_cents
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            select(func.count()).select_from(ledger).where(ledger.c.order_id == order_id)
-        ).scalar_one()
+    price = store.orders.get(order_id).order.price_cents
+    rows = store.deliveries.ledger_entries(order_id)
     return Outcome(
         invoice.amount_cents == price and rows == 1,
-        {"price_cents": price, "invoiced_cents": invoice.amount_cents, "ledger_rows": int(rows)},
+        {"price_cents": price, "invoiced_cents": invoice.amount_cents, "ledger_rows": rows},
     )
 
 

@@ -66,7 +66,7 @@ from agentforge_dagster.domain.errors import (
     ProviderRateLimited,
     TransientError,
 )
-from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S
+from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S, BreakerPolicy, RateLimits
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.execution.llm.base import (
     ModelProvider,
@@ -76,8 +76,7 @@ from agentforge_dagster.execution.llm.base import (
     served_model,
     token_count,
 )
-from agentforge_dagster.persistence.breakers import BreakerPolicy, BreakerState
-from agentforge_dagster.persistence.rate_limits import RateLimits
+from agentforge_dagster.persistence.breakers import BreakerState
 from agentforge_dagster.persistence.store import BusinessStore
 
 P = TypeVar("P", bound=BaseModel)
@@ -207,10 +206,10 @@ class ModelGateway:
         candidates = self._candidates()
         for index, provider in enumerate(candidates):
             key = cache_key(provider, request)
-            stored = self.store.stored_response(key)
+            stored = self.store.model_calls.stored_response(key)
             if stored is not None:
                 return _Answered(self._from_store(stored), key, utcnow(), hit=True)
-            if not self.store.breaker_allows(breaker_name(provider), self.breaker):
+            if not self.store.breakers.breaker_allows(breaker_name(provider), self.breaker):
                 continue  # open: every order passes it over until its cool-down ends
             if self.replay_only:
                 raise PermanentError(
@@ -223,14 +222,14 @@ class ModelGateway:
                 response = self._believable(request, self._call(provider, request))
             except BaseException as exc:
                 if reservation is not None:
-                    self.store.release_budget(reservation)
+                    self.store.model_calls.release_budget(reservation)
                 if not isinstance(exc, TransientError):
                     raise
                 self.failures[(provider.name, provider.model)] += 1
-                opened = self.store.breaker_failed(
+                opened = self.store.breakers.breaker_failed(
                     breaker_name(provider), self.breaker, error=f"{type(exc).__name__}: {exc}"
                 )
-                self.store.record_event(
+                self.store.audit.record_event(
                     "model_call_failed",
                     **self._where(),
                     detail={
@@ -245,7 +244,7 @@ class ModelGateway:
                 ):
                     continue  # the primary is down: the next provider answers
                 raise
-            self.store.breaker_succeeded(breaker_name(provider), self.breaker)
+            self.store.breakers.breaker_succeeded(breaker_name(provider), self.breaker)
             return _Answered(response, key, started, hit=False, reservation=reservation)
         if not candidates:
             raise AssertionError("no model provider configured")
@@ -276,7 +275,7 @@ class ModelGateway:
         tokens = estimate_tokens(request.prompt) + EXPECTED_OUTPUT_TOKENS
         waited = 0.0
         while True:
-            grant = self.store.acquire_call(name, limits, tokens)
+            grant = self.store.rate_limits.acquire_call(name, limits, tokens)
             if grant.call_id is not None:
                 break
             if waited + grant.wait_s > self.max_rate_wait_s:
@@ -290,15 +289,17 @@ class ModelGateway:
         try:
             response = call_with_timeout(provider.complete, request, timeout_s=self.timeout_s)
         except ProviderRateLimited as exc:  # a 429: slow everyone down at once (not for long)
-            self.store.end_call(name, limits, grant.call_id)
-            self.store.throttle(name, limits, exc.retry_after, longest_s=self.max_provider_wait_s)
+            self.store.rate_limits.end_call(name, limits, grant.call_id)
+            self.store.rate_limits.throttle(
+                name, limits, exc.retry_after, longest_s=self.max_provider_wait_s
+            )
             raise
         except BaseException:
-            self.store.end_call(name, limits, grant.call_id)
+            self.store.rate_limits.end_call(name, limits, grant.call_id)
             raise
         # The provider's own count of what is left (its rate-limit headers), where it gave one:
         # a limit set too high here, or shared with callers we do not see, is kept all the same.
-        self.store.end_call(
+        self.store.rate_limits.end_call(
             name,
             limits,
             grant.call_id,
@@ -310,7 +311,7 @@ class ModelGateway:
     def _reserve_budget(self, provider: ModelProvider, request: ModelRequest) -> int | None:
         """Reserve the call's worst-case cost against the month's cap; None: no cap."""
         month = month_of()
-        cap = self.store.budget_cap(month)
+        cap = self.store.model_calls.budget_cap(month)
         if cap is None:
             cap = self.default_budget_usd
         if cap is None:
@@ -319,7 +320,7 @@ class ModelGateway:
         most_out = getattr(provider, "max_tokens", None) or DEFAULT_MAX_OUTPUT_TOKENS
         worst = Decimal(str(estimate_tokens(request.prompt) * price_in + most_out * price_out))
         worst = (worst / 1_000_000).quantize(Decimal("0.000001"), rounding=ROUND_CEILING)
-        reservation, committed = self.store.reserve_budget(
+        reservation, committed = self.store.model_calls.reserve_budget(
             month,
             worst,
             cap,
@@ -376,9 +377,11 @@ class ModelGateway:
         no key: no stored answer was paid for by it."""
         response = answer.response
         if keep and not answer.hit:
-            self.store.store_response(cache_key=answer.key, **response.row(without="latency_s"))
+            self.store.model_calls.store_response(
+                cache_key=answer.key, **response.row(without="latency_s")
+            )
         self.responses.append(response)
-        self.store.record_model_call(
+        self.store.model_calls.record_model_call(
             reservation_id=answer.reservation,
             **self._where(),
             **response.row(without="text"),

@@ -11,15 +11,18 @@ from decimal import Decimal
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
-from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S, MAX_RESPONSE_BYTES
+from agentforge_dagster.domain.limits import (
+    MAX_PROVIDER_WAIT_S,
+    MAX_RESPONSE_BYTES,
+    BreakerPolicy,
+    parse_rate_limits,
+)
 from agentforge_dagster.domain.models import Order
 from agentforge_dagster.execution.backoff import StepBackoff
 from agentforge_dagster.execution.gateway import ModelGateway
 from agentforge_dagster.execution.llm.base import DEFAULT_PRICES, ModelProvider
 from agentforge_dagster.execution.llm.offline import OFFLINE_MODEL_NAME
 from agentforge_dagster.execution.llm.registry import provider_class
-from agentforge_dagster.persistence.breakers import BreakerPolicy
-from agentforge_dagster.persistence.rate_limits import parse_rate_limits
 from agentforge_dagster.persistence.store import BusinessStore
 
 

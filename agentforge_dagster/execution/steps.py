@@ -81,7 +81,7 @@ def _prompt(instruction: str, **context: Any) -> str:
 # -- the steps ----------------------------------------------------------------------------------
 def intake(env: StepEnv, inputs: Mapping[str, Artifact]) -> Order:
     """Take the order in: only an order a run has claimed (now processing) goes on."""
-    record = env.store.get(env.order_id)
+    record = env.store.orders.get(env.order_id)
     if record.status is not OrderStatus.PROCESSING:
         raise PermanentError(
             f"order {env.order_id!r} is {record.status.value}; only queued or replayed orders are "
@@ -163,7 +163,7 @@ def review(env: StepEnv, inputs: Mapping[str, Artifact]) -> Review:
     if not findings and not env.requires_approval(order):
         return Review(**verdict)
     kind: HoldKind = "quarantined" if findings else "awaiting_approval"
-    hold_id = env.store.hold_for_review(
+    hold_id = env.store.review.hold_for_review(
         order.order_id,
         run_id=env.run_id,
         kind=kind,
@@ -177,7 +177,7 @@ def review(env: StepEnv, inputs: Mapping[str, Artifact]) -> Review:
 
 def _findings(env: StepEnv, order: Order, plan_: Plan, draft_: Draft) -> list[Finding]:
     """The rule set over a draft, with the other customers and orders the draft could name."""
-    others = env.store.names_in(draft_.as_markdown(), besides=order.order_id)
+    others = env.store.orders.names_in(draft_.as_markdown(), besides=order.order_id)
     return review_findings(
         order, plan_, draft_, other_customers=others.customers, other_order_ids=others.order_ids
     )
@@ -201,7 +201,7 @@ def deliver(env: StepEnv, inputs: Mapping[str, Artifact]) -> Delivery | None:
             return None
     data = content.encode("utf-8")
     location = env.deliverables.put(env.order_id, data)
-    return env.store.record_delivery(
+    return env.store.deliveries.record_delivery(
         Delivery(
             order_id=env.order_id,
             delivery_id=f"dlv-{env.order_id}",
@@ -216,7 +216,7 @@ def invoice(env: StepEnv, inputs: Mapping[str, Artifact]) -> Invoice:
     """Book the order in the ledger (once, by the database's unique key) and complete it."""
     order = _get(inputs, "intake", Order)
     _get(inputs, "delivery", Delivery)  # no invoice without a delivery
-    booked = env.store.record_ledger_entry(
+    booked = env.store.deliveries.record_ledger_entry(
         order,
         Invoice(
             order_id=order.order_id,
@@ -225,8 +225,8 @@ def invoice(env: StepEnv, inputs: Mapping[str, Artifact]) -> Invoice:
             issued_at=utcnow(),
         ),
     )
-    if env.store.get(order.order_id).status is not OrderStatus.COMPLETED:
-        env.store.transition(
+    if env.store.orders.get(order.order_id).status is not OrderStatus.COMPLETED:
+        env.store.orders.transition(
             order.order_id,
             OrderStatus.COMPLETED,
             run_id=env.run_id,

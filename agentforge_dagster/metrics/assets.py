@@ -124,7 +124,7 @@ def daily_reliability(
         ascending=True,
     )
     runs = [record.dagster_run for record in records]
-    statuses = store.get_store().statuses()
+    statuses = store.get_store().orders.statuses()
     run_orders = {order for run in runs if (order := order_of_run(run.tags)) is not None}
     report = build_report(
         context.instance, {o: statuses.get(o, "unknown") for o in run_orders}, runs=runs

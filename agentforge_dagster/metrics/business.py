@@ -6,15 +6,7 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
-
-from agentforge_dagster.persistence.schema import (
-    audit_log,
-    deliveries,
-    ledger,
-    model_calls,
-    orders,
-)
+from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.persistence.store import BusinessStore
 
 if TYPE_CHECKING:
@@ -40,9 +32,9 @@ class DailyFigures:
         return asdict(self)
 
 
-def _frame(store: BusinessStore, query: Any) -> pd.DataFrame:
-    with store.engine.connect() as conn:
-        return pd.DataFrame(conn.execute(query).mappings().all())
+def _frame(rows: list[dict[str, Any]], columns: list[str]) -> pd.DataFrame:
+    """The rows a store read, as a frame of the columns a figure uses."""
+    return pd.DataFrame(rows, columns=columns)
 
 
 def _on_day(frame: pd.DataFrame, column: str, day: date) -> pd.DataFrame:
@@ -57,21 +49,15 @@ def daily_figures(
     store: BusinessStore, day: date, *, cash_on_hand: float, daily_fixed_costs: float
 ) -> DailyFigures:
     booked = _on_day(
-        _frame(store, select(ledger.c.amount_cents, ledger.c.created_at)), "created_at", day
+        _frame(store.deliveries.ledger_rows(), ["amount_cents", "created_at"]), "created_at", day
     )
     calls = _on_day(
-        _frame(
-            store,
-            select(model_calls.c.cost_usd, model_calls.c.cache_hit, model_calls.c.started_at),
-        ),
+        _frame(store.model_calls.model_call_rows(), ["cost_usd", "cache_hit", "started_at"]),
         "started_at",
         day,
     )
     done = _on_day(
-        _frame(
-            store,
-            select(orders.c.created_at, orders.c.updated_at).where(orders.c.status == "completed"),
-        ),
+        _frame(store.orders.lifetimes(OrderStatus.COMPLETED), ["created_at", "updated_at"]),
         "updated_at",
         day,
     )
@@ -83,14 +69,11 @@ def daily_figures(
         if len(done)
         else pd.Series(dtype=float)
     )
-    delivered = _on_day(_frame(store, select(deliveries.c.delivered_at)), "delivered_at", day)
+    delivered = _on_day(
+        _frame(store.deliveries.delivery_rows(), ["delivered_at"]), "delivered_at", day
+    )
     transitions = _on_day(
-        _frame(
-            store,
-            select(audit_log.c.ts, audit_log.c.detail).where(audit_log.c.event == "transition"),
-        ),
-        "ts",
-        day,
+        _frame(store.audit.stored_events("transition"), ["ts", "detail"]), "ts", day
     )
     failed = (
         int(transitions["detail"].str.contains('"to": "failed"').sum()) if len(transitions) else 0
@@ -119,10 +102,7 @@ COST_GROUPS = {"order": "order_id", "step": "step", "customer": "customer", "mod
 
 def model_costs(store: BusinessStore, by: str) -> pd.DataFrame:
     """Model calls, tokens and cost per order, step, customer or model; cache hits cost 0."""
-    query = select(model_calls, orders.c.customer).join(
-        orders, orders.c.order_id == model_calls.c.order_id
-    )
-    calls = _frame(store, query)
+    calls = pd.DataFrame(store.model_calls.calls_with_customer())
     column = COST_GROUPS[by]
     if calls.empty:
         return pd.DataFrame(
@@ -149,6 +129,5 @@ def plan_day(day: date, plan_start: date | None, first_order: date | None) -> in
 
 
 def first_order_date(store: BusinessStore) -> date | None:
-    with store.engine.connect() as conn:
-        first = conn.execute(select(func.min(orders.c.created_at))).scalar_one_or_none()
+    first = store.orders.first_submitted_at()
     return pd.Timestamp(first).date() if first is not None else None

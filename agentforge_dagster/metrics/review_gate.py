@@ -14,10 +14,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
-
 from agentforge_dagster.persistence.review_holds import DECISIONS
-from agentforge_dagster.persistence.schema import model_calls, orders, review_holds
 from agentforge_dagster.persistence.store import BusinessStore
 
 if TYPE_CHECKING:
@@ -36,33 +33,16 @@ class ReviewGateFigures:
     outcomes: dict[str, int]
 
 
-def _frame(store: BusinessStore, query: object) -> pd.DataFrame:
-    with store.engine.connect() as conn:
-        result = conn.execute(query)  # type: ignore[call-overload]
-        return pd.DataFrame(result.mappings().all(), columns=list(result.keys()))
+_HOLD_COLUMNS = ["order_id", "kind", "model", "held_at", "decision", "decided_at"]
 
 
 def review_gate_figures(store: BusinessStore, day: date | None = None) -> ReviewGateFigures:
     """The gate's figures over every hold, or over the holds of ``day`` (UTC)."""
-    holds = _frame(
-        store,
-        select(
-            review_holds.c.order_id,
-            review_holds.c.kind,
-            review_holds.c.model,
-            review_holds.c.held_at,
-            review_holds.c.decision,
-            review_holds.c.decided_at,
-        ),
+    holds = pd.DataFrame(store.review.hold_rows(), columns=_HOLD_COLUMNS)
+    drafts = pd.DataFrame(
+        store.model_calls.draft_models(), columns=["order_id", "model", "service"]
     )
-    drafts = _frame(
-        store,
-        select(model_calls.c.order_id, model_calls.c.model, orders.c.service)
-        .join(orders, orders.c.order_id == model_calls.c.order_id)
-        .where(model_calls.c.step == "draft")
-        .distinct(),
-    )
-    services = _frame(store, select(orders.c.order_id, orders.c.service))
+    services = pd.DataFrame(list(store.orders.services().items()), columns=["order_id", "service"])
     if day is not None:
         moments = pd.to_datetime(holds["held_at"], utc=True)
         holds = holds[moments.dt.date == day]

@@ -8,7 +8,6 @@ from agentforge_dagster.orchestration.schedules import utc_schedule
 from agentforge_dagster.persistence.anchors import verify_against_anchors, write_anchor
 from agentforge_dagster.persistence.backup import create_backup
 from agentforge_dagster.persistence.resources import BackupTargetResource, BusinessStoreResource
-from agentforge_dagster.persistence.sql import integrity_problem
 from agentforge_dagster.settings import AgentForgeSettings
 
 
@@ -72,9 +71,9 @@ def anchor_audit_chain(
     business = store.get_store()
     location = backup_target.location()
     key = backup_target.anchor_signing_key()
-    reason = integrity_problem(business.engine)
+    reason = business.integrity_problem()
     if reason is None:
-        chain = business.verify_audit()
+        chain = business.audit.verify_audit()
         if not chain.ok:
             reason = f"the chain breaks at row {chain.first_broken_seq}: {chain.reason}"
     if reason is None:

@@ -52,7 +52,7 @@ def letters_table(letters: list[dict[str, Any]]) -> str:
     "replay_dead_letters job.",
 )
 def dead_letter_queue_asset(store: BusinessStoreResource) -> dg.MaterializeResult:
-    letters = store.get_store().dead_letters()
+    letters = store.get_store().dead_letters.dead_letters()
     by_class = Counter(letter["error_class"] for letter in letters)
     return dg.MaterializeResult(
         metadata={
@@ -82,7 +82,7 @@ def replay_letters(
             allow_retries=False,
         )
     targets = config.order_ids or [
-        letter["order_id"] for letter in store.dead_letters(config.error_class)
+        letter["order_id"] for letter in store.dead_letters.dead_letters(config.error_class)
     ]
     asked, refused = [], []
     for order_id in targets:

@@ -66,7 +66,7 @@ def request_replay(
             f"cannot replay {order_id!r} from {from_step!r}: a step is one of "
             + ", ".join(STEP_NAMES)
         )
-    return store.request_replay(order_id, actor=actor, from_step=from_step)
+    return store.dead_letters.request_replay(order_id, actor=actor, from_step=from_step)
 
 
 class InvalidReplay(PermanentError):
@@ -104,12 +104,14 @@ def planned_replays(store: BusinessStore, artifacts: ArtifactInventory) -> list[
     :func:`replay_start`); a moved start is kept on the letter and audited once.
     """
     plans = []
-    for row in store.replays_to_launch():
+    for row in store.dead_letters.replays_to_launch():
         order_id = row["order_id"]
         requested = row["replay_from"] or row["failed_step"]
         start, missing = replay_start(requested, artifacts.existing_steps(order_id))
         if missing:
-            store.move_replay_start(order_id, requested=requested, start=start, missing=missing)
+            store.dead_letters.move_replay_start(
+                order_id, requested=requested, start=start, missing=missing
+            )
         plans.append(
             ReplayPlan(
                 order_id=order_id,
@@ -138,7 +140,7 @@ def eligible_for_auto_replay(
     """
     now = utcnow()
     due = []
-    for letter in store.dead_letters():
+    for letter in store.dead_letters.dead_letters():
         lost_inputs = letter["error_type"] == "MissingArtifact"
         if letter["error_class"] not in AUTO_REPLAYED_CLASSES and not lost_inputs:
             continue
@@ -164,7 +166,7 @@ def request_due_replays(
     requested = []
     for order_id in eligible_for_auto_replay(store, cooldown_seconds, max_replays):
         try:
-            store.request_replay(order_id, actor="auto_replay")
+            store.dead_letters.request_replay(order_id, actor="auto_replay")
         except (IllegalTransition, UnknownOrder):
             continue  # someone asked for it first
         requested.append(order_id)
@@ -177,15 +179,15 @@ def resume_waiting_for_budget(store: BusinessStore, default_cap: float | None) -
     That happens when the cap is raised (``agentforge budget set``) or the month turns (the new
     month's spend starts at zero). Each resumes from the step that paused it.
     """
-    waiting = store.order_ids(OrderStatus.WAITING_BUDGET)
+    waiting = store.orders.order_ids(OrderStatus.WAITING_BUDGET)
     if not waiting:
         return []
     month = utcnow().strftime("%Y-%m")
-    cap = store.budget_cap(month)
+    cap = store.model_calls.budget_cap(month)
     if cap is None and default_cap is not None:
         cap = Decimal(str(default_cap))
-    if cap is not None and store.month_spend(month) >= cap:
+    if cap is not None and store.model_calls.month_spend(month) >= cap:
         return []
     for order_id in waiting:
-        store.request_replay(order_id, actor="budget")
+        store.dead_letters.request_replay(order_id, actor="budget")
     return waiting

@@ -78,7 +78,7 @@ class RunFailure:
     worker_output: str | None = None  # a run container's last lines, when it died around steps
 
     def letter(self) -> dict[str, Any]:
-        """The dead letter's fields (``BusinessStore.dead_letter``'s keywords)."""
+        """The dead letter's fields (the keywords of ``store.dead_letters.dead_letter``)."""
         return {
             "failed_step": self.step,
             "error_class": self.error_class,
@@ -230,7 +230,7 @@ def settle_failed_run(
             return Verdict.UNDECIDED  # the sensor judges it once Dagster has decided
     else:
         try:
-            if store.status(order_id) in _SETTLED:
+            if store.orders.status(order_id) in _SETTLED:
                 return Verdict.ALREADY_SETTLED  # judged before (e.g. by the hook)
         except UnknownOrder:
             return Verdict.UNKNOWN_ORDER
@@ -253,17 +253,17 @@ def settle_failed_run(
 
 
 def _apply(store: BusinessStore, order_id: str, run_id: str, failure: RunFailure) -> Verdict:
-    status = store.status(order_id)
+    status = store.orders.status(order_id)
     if status in (OrderStatus.QUEUED, OrderStatus.REPLAYED):
         # The run died before its first step took the order in: take it in, to fail it.
-        status = store.claim(order_id, run_id=run_id, step=failure.step, lease_seconds=None)
+        status = store.orders.claim(order_id, run_id=run_id, step=failure.step, lease_seconds=None)
     if status is OrderStatus.PROCESSING:
         if failure.error_class == "budget":
-            store.park_for_budget(
+            store.dead_letters.park_for_budget(
                 order_id, run_id=run_id, step=failure.step, message=failure.message
             )
             return Verdict.WAITING_BUDGET
-        store.transition(
+        store.orders.transition(
             order_id,
             OrderStatus.FAILED,
             run_id=run_id,
@@ -274,7 +274,7 @@ def _apply(store: BusinessStore, order_id: str, run_id: str, failure: RunFailure
         status = OrderStatus.FAILED
     if status is not OrderStatus.FAILED:
         return Verdict.ALREADY_SETTLED
-    store.dead_letter(order_id, run_id=run_id, **failure.letter())
+    store.dead_letters.dead_letter(order_id, run_id=run_id, **failure.letter())
     return Verdict.DEAD_LETTERED
 
 

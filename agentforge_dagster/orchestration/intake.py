@@ -65,7 +65,7 @@ def submit_order(
     partition: the first try may have ended, with a dropped connection, between the two.
     """
     try:
-        store.submit(order, source=source, traceparent=traceparent)
+        store.orders.submit(order, source=source, traceparent=traceparent)
     except AlreadySubmitted:
         register_orders(instance, [order.order_id])
         raise
@@ -76,5 +76,5 @@ def submit_order(
 def register_existing_orders(store: BusinessStore, instance: DagsterInstance) -> list[str]:
     """Register the partition of every order the store holds (orders taken in before this rule)."""
     return register_orders(
-        instance, (order_id for order_id in store.order_ids() if _ORDER_ID.match(order_id))
+        instance, (order_id for order_id in store.orders.order_ids() if _ORDER_ID.match(order_id))
     )

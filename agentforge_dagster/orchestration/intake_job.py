@@ -107,7 +107,7 @@ def accept_order(
     except InvalidOrder as exc:  # a bad order, or an id that holds a different order
         payload = json.dumps(raw, default=str)
         digest = hashlib.sha256(payload.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-        rejection = business.reject(
+        rejection = business.orders.reject(
             payload,
             exc.errors,
             source=SOURCE,

@@ -67,9 +67,9 @@ def take_back_expired(
     runs it next); without, the dead-letter replays' cool-down decides (the daemon).
     """
     taken: list[TakenBack] = []
-    for lease in store.expired_leases(limit=limit):
+    for lease in store.leases.expired_leases(limit=limit):
         assert lease.run_id is not None
-        if not store.take_back(lease, reason="lease expired without renewal"):
+        if not store.leases.take_back(lease, reason="lease expired without renewal"):
             continue  # renewed after all, or another caller took it first
         run = instance.get_run_by_id(lease.run_id)
         if run is None:
@@ -84,7 +84,7 @@ def take_back_expired(
         replayed = False
         if replay and verdict in (Verdict.DEAD_LETTERED, Verdict.ALREADY_SETTLED):
             try:
-                store.request_replay(lease.order_id, actor="lease_expired")
+                store.dead_letters.request_replay(lease.order_id, actor="lease_expired")
                 replayed = True
             except (IllegalTransition, UnknownOrder):
                 pass  # not a dead letter (completed after all, or replayed by someone first)

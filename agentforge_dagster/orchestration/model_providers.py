@@ -42,7 +42,7 @@ def build_providers_sensor(settings: AgentForgeSettings) -> SensorDefinition:
     def model_providers(
         context: SensorEvaluationContext, store: BusinessStoreResource
     ) -> SensorResult:
-        breakers = store.get_store().breakers()
+        breakers = store.get_store().breakers.breakers()
         metadata: dict[str, Any] = {"chain": settings.models}
         for breaker in breakers:
             metadata[breaker.provider] = f"{breaker.state.value}, {breaker.failures} failures" + (

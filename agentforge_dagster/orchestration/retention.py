@@ -28,13 +28,13 @@ def prune_order_partitions(
 ) -> list[str]:
     """Delete the partitions of orders final for over ``older_than_days``; returns their ids."""
     cutoff = utcnow() - timedelta(days=older_than_days)
-    finished = set(store.finished_before(cutoff))
+    finished = set(store.orders.finished_before(cutoff))
     known = instance.get_dynamic_partitions(ORDERS_PARTITIONS_NAME)
     pruned = [order_id for order_id in known if order_id in finished]
     for order_id in pruned:
         instance.delete_dynamic_partition(ORDERS_PARTITIONS_NAME, order_id)
     if pruned:
-        store.record_event(
+        store.audit.record_event(
             "partitions_pruned",
             detail={
                 "count": len(pruned),

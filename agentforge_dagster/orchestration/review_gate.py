@@ -51,7 +51,7 @@ def decide(
         except ValueError as exc:
             raise DecisionRefused(f"--model {model!r}: {exc}") from exc
     chosen: Decision = decision  # type: ignore[assignment]  # checked against DECISIONS above
-    return store.decide(
+    return store.review.decide(
         order_id,
         chosen,
         actor=actor.strip() or UI_UNAUTHENTICATED,
@@ -129,7 +129,7 @@ def build_escalation_sensor(settings: AgentForgeSettings) -> dg.SensorDefinition
         context: dg.SensorEvaluationContext, store: BusinessStoreResource
     ) -> dg.SkipReason:
         waited = timedelta(hours=settings.review_escalate_after_hours)
-        escalated = store.get_store().escalate_overdue(waited)
+        escalated = store.get_store().review.escalate_overdue(waited)
         if escalated:
             context.log.warning(f"decisions overdue, escalated: {', '.join(escalated)}")
         return dg.SkipReason(

@@ -92,9 +92,9 @@ def run_order(
     """
     run_id = str(uuid.uuid4())
     try:
-        store.take_lease(order_id, run_id, seconds=lease_seconds)
+        store.leases.take_lease(order_id, run_id, seconds=lease_seconds)
     except OrderTaken as exc:
-        return OrderRunResult(order_id, "", False, store.status(order_id), skipped=str(exc))
+        return OrderRunResult(order_id, "", False, store.orders.status(order_id), skipped=str(exc))
     except UnknownOrder:
         pass  # the run is refused by the store's resource, and settled as never submitted
     register_orders(instance, [order_id])
@@ -116,7 +116,7 @@ def run_order(
         run = instance.get_run_by_id(result.run_id)
         assert run is not None, "a run that was just executed is in the instance"
         verdict = settle_failed_run(store, instance, run)
-    status = None if verdict is Verdict.UNKNOWN_ORDER else store.get(order_id).status
+    status = None if verdict is Verdict.UNKNOWN_ORDER else store.orders.get(order_id).status
     return OrderRunResult(order_id, result.run_id, result.success, status, verdict)
 
 
@@ -243,13 +243,13 @@ def leave_current_run(store: BusinessStore, instance: DagsterInstance, signum: i
     name = signal.Signals(signum).name
     started = [
         row
-        for row in store.audit_rows(order_id)
+        for row in store.audit.audit_rows(order_id)
         if row["event"] == "step_started" and row["run_id"] == run_id
     ]
     step = started[-1]["step"] if started else None
     attempt = started[-1]["attempt"] if started else None
     where = f"step {step} (attempt {attempt})" if step else "its run's start"
-    store.record_event(
+    store.audit.record_event(
         "run_interrupted",
         order_id=order_id,
         run_id=run_id,
@@ -262,7 +262,7 @@ def leave_current_run(store: BusinessStore, instance: DagsterInstance, signum: i
         instance.report_run_failed(
             run, f"interrupted by {name} in {where}: the next agentforge run takes the order up"
         )
-    store.release_leases(run_id)
+    store.leases.release_leases(run_id)
     return (
         f"order {order_id} stopped in {where}; its run {run_id[:8]} is marked failed and the "
         "next `agentforge run` takes the order up from that step"

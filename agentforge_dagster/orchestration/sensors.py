@@ -136,7 +136,9 @@ def queue_requests(
 ) -> list[RunRequest]:
     """Run requests for the queued orders (run key ``order-<id>``) that no run has taken yet."""
     busy = orders_with_unfinished_runs(context.instance)
-    claimed = [order_id for order_id in store.claim_for_launch(batch) if order_id not in busy]
+    claimed = [
+        order_id for order_id in store.orders.claim_for_launch(batch) if order_id not in busy
+    ]
     return [
         RunRequest(
             run_key=order_run_key(order_id), partition_key=order_id, tags={ORDER_TAG: order_id}
@@ -288,7 +290,7 @@ def _set_aside(path: Path, folder: Path, companion: str = "") -> Path:
 def _refuse_drop_file(store: BusinessStore, path: Path, folder: Path, reason: str) -> None:
     """A file that cannot be read: recorded as a refusal and moved to rejected/ with its reason."""
     errors = [f"file: cannot be read ({reason})"]
-    store.reject(b"", errors, source=f"drop:{path.name}")
+    store.orders.reject(b"", errors, source=f"drop:{path.name}")
     target = _set_aside(path, folder / "rejected", companion=REASON_SUFFIX)
     reason_file = target.with_name(target.name + REASON_SUFFIX)
     # A new file, never through a link: one planted between the move and here fails the write.
@@ -336,7 +338,7 @@ def take_drop_folder(
                 counts["already_queued"] += 1  # a file taken before a crash, seen again
             except InvalidOrder as exc:  # a bad order, or its id holds a different order
                 text = _drop_payload_text(payload, path)
-                store.reject(text, exc.errors, source=f"drop:{path.name}")
+                store.orders.reject(text, exc.errors, source=f"drop:{path.name}")
                 counts["rejected"] += 1
         _set_aside(path, folder / "done")
     return counts

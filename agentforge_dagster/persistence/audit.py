@@ -120,6 +120,13 @@ class AuditStore(StoreConcern):
                 for row in conn.execute(query).mappings()
             ]
 
+    def stored_events(self, event_name: str) -> list[dict[str, Any]]:
+        """When each ``event_name`` event happened and its detail as stored (JSON text), for
+        figures counted over a day; not for a hot path, which never reads the trail."""
+        query = select(audit_log.c.ts, audit_log.c.detail).where(audit_log.c.event == event_name)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
     def event_count(self, event_name: str) -> int:
         """How many times ``event_name`` was recorded (an indexed count, not a scan)."""
         with self.engine.connect() as conn:

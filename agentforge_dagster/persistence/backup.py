@@ -225,7 +225,7 @@ def restore_backup(location: BackupLocation, backup_id: str, target_url: str) ->
             raise BackupError(
                 f"restored row counts {counts} differ from the manifest's {manifest.row_counts}"
             )
-        chain = target.verify_audit()
+        chain = target.audit.verify_audit()
         if not chain.ok or _audit_head(target) != manifest.audit_head:
             raise BackupError(f"restored audit chain does not verify: {chain.reason}")
         return RestoreReport(backup_id=backup_id, row_counts=counts, audit_rows=chain.rows)

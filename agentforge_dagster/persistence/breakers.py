@@ -6,7 +6,8 @@ seconds: calls go straight to the next provider of the chain. Then the first cal
 **probe** (``half_open``): its success closes the breaker, its failure opens it again. Every open
 and close is an audit event (``breaker_opened``, ``breaker_closed``), written in the transaction
 that changes the state. Each change is a compare-and-set on the row, so two workers never both
-open a breaker or both take its probe.
+open a breaker or both take its probe. When a breaker opens is plain policy
+(:class:`~agentforge_dagster.domain.limits.BreakerPolicy`); this module keeps the breakers' state.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import Connection, select
 
+from agentforge_dagster.domain.limits import BreakerPolicy
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.persistence import audit
 from agentforge_dagster.persistence.schema import provider_breakers
@@ -33,14 +35,6 @@ class BreakerState(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
-
-
-@dataclass(frozen=True)
-class BreakerPolicy:
-    threshold: int = 5  # transient failures within the window that open the breaker; 0: never
-    window_s: float = 60.0
-    cooldown_s: float = 30.0
-    probe_timeout_s: float = 180.0  # a probe that never reported (its worker died) is retaken
 
 
 @dataclass(frozen=True)

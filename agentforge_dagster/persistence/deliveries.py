@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from agentforge_dagster.domain.models import Delivery, Invoice, Order
 from agentforge_dagster.persistence.schema import deliveries, ledger
@@ -32,6 +32,12 @@ class DeliveryStore(StoreConcern):
             row = conn.execute(query).mappings().one_or_none()
         return Delivery(**row) if row is not None else None
 
+    def delivery_rows(self) -> list[dict[str, Any]]:
+        """Every recorded delivery, in the order they were made."""
+        query = select(deliveries).order_by(deliveries.c.delivered_at, deliveries.c.order_id)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
     def record_ledger_entry(self, order: Order, invoice: Invoice) -> Invoice:
         """Book an invoice in the ledger once per order; a repeat returns the booked invoice."""
         values = {
@@ -49,6 +55,12 @@ class DeliveryStore(StoreConcern):
             amount_cents=row["amount_cents"],
             issued_at=row["created_at"],
         )
+
+    def ledger_entries(self, order_id: str) -> int:
+        """How many ledger rows the order has (one once invoiced; the invoice check counts them)."""
+        query = select(func.count()).select_from(ledger).where(ledger.c.order_id == order_id)
+        with self.engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
 
     def ledger_rows(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:

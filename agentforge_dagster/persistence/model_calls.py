@@ -26,6 +26,7 @@ from agentforge_dagster.persistence.schema import (
     budgets,
     model_calls,
     model_responses,
+    orders,
 )
 from agentforge_dagster.persistence.sql import StoreConcern, dialect_insert, insert_once
 
@@ -67,6 +68,25 @@ class ModelCallStore(StoreConcern):
         query = select(model_calls).order_by(model_calls.c.call_id)
         if order_id is not None:
             query = query.where(model_calls.c.order_id == order_id)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def calls_with_customer(self) -> list[dict[str, Any]]:
+        """Every model call, each with its order's customer (what the cost figures group by)."""
+        query = select(model_calls, orders.c.customer).join(
+            orders, orders.c.order_id == model_calls.c.order_id
+        )
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def draft_models(self) -> list[dict[str, Any]]:
+        """Which model drafted which order, with the order's service (one row per pair)."""
+        query = (
+            select(model_calls.c.order_id, model_calls.c.model, orders.c.service)
+            .join(orders, orders.c.order_id == model_calls.c.order_id)
+            .where(model_calls.c.step == "draft")
+            .distinct()
+        )
         with self.engine.connect() as conn:
             return [dict(row) for row in conn.execute(query).mappings()]
 

@@ -34,7 +34,7 @@ from agentforge_dagster.persistence.leases import (
     clear_lease_values,
 )
 from agentforge_dagster.persistence.schema import orders, rejected_orders
-from agentforge_dagster.persistence.sql import StoreConcern, dialect_insert
+from agentforge_dagster.persistence.sql import StoreConcern, as_utc, dialect_insert
 
 CLAIMABLE = frozenset({OrderStatus.QUEUED, OrderStatus.REPLAYED})
 # SQLite ignores FOR UPDATE: a writer that lost the compare-and-set re-reads and judges again.
@@ -412,6 +412,26 @@ class OrderStore(StoreConcern):
     def statuses(self) -> dict[str, str]:
         with self.engine.connect() as conn:
             return dict(conn.execute(select(orders.c.order_id, orders.c.status)).all())
+
+    def services(self) -> dict[str, str]:
+        """Each order's service, by order id."""
+        with self.engine.connect() as conn:
+            return dict(conn.execute(select(orders.c.order_id, orders.c.service)).all())
+
+    def lifetimes(self, status: OrderStatus | None = None) -> list[dict[str, Any]]:
+        """Each order's id and status, when it was submitted and when it last changed (in
+        ``status`` only, when one is named): what latency figures are made of."""
+        query = select(orders.c.order_id, orders.c.status, orders.c.created_at, orders.c.updated_at)
+        if status is not None:
+            query = query.where(orders.c.status == status.value)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
+    def first_submitted_at(self) -> datetime | None:
+        """When the first order was submitted; None: no order yet."""
+        with self.engine.connect() as conn:
+            first = conn.execute(select(func.min(orders.c.created_at))).scalar_one_or_none()
+        return as_utc(first)
 
     # -- state machine --------------------------------------------------------------------------
     def transition(

@@ -9,12 +9,12 @@ row per call under way, with an expiry, so a worker that dies mid-call frees its
 Each acquisition is one transaction that changes the provider's row by compare-and-set: two workers
 never spend the same request. A 429 empties the buckets and pauses the provider for its
 ``Retry-After``; rate-limit headers, where a provider sends them, lower what is left to what the
-provider says is left.
+provider says is left. The limits themselves are plain policy
+(:class:`~agentforge_dagster.domain.limits.RateLimits`); this module keeps their state.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -22,7 +22,7 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S
+from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S, RateLimits
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.persistence.schema import provider_calls_in_flight, provider_rate_limits
 from agentforge_dagster.persistence.sql import (
@@ -33,51 +33,6 @@ from agentforge_dagster.persistence.sql import (
 )
 
 _CAS_ATTEMPTS = 20
-
-
-@dataclass(frozen=True)
-class RateLimits:
-    """A provider's limits; None: that limit is not enforced."""
-
-    requests_per_minute: float | None = None
-    tokens_per_minute: float | None = None
-    concurrency: int | None = None
-    call_ttl_s: float = 300.0  # a call in flight longer than this is a dead worker's
-
-    @property
-    def enforced(self) -> bool:
-        return any(
-            limit is not None
-            for limit in (self.requests_per_minute, self.tokens_per_minute, self.concurrency)
-        )
-
-
-def parse_rate_limits(text: str) -> dict[str, RateLimits]:
-    """``{"provider:model": {"rpm": N, "tpm": N, "concurrency": N}}`` → limits by provider.
-
-    Raises ``ValueError`` naming what is wrong (an unknown key, a limit that is not positive).
-    """
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"model rate limits: not JSON ({exc.msg})") from exc
-    if not isinstance(data, dict):
-        raise ValueError("model rate limits: a JSON object of provider:model → limits")
-    limits = {}
-    for provider, given in data.items():
-        if not isinstance(given, dict) or not set(given) <= {"rpm", "tpm", "concurrency"}:
-            raise ValueError(
-                f"model rate limits of {provider!r}: an object of rpm, tpm and concurrency"
-            )
-        for key, value in given.items():
-            if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
-                raise ValueError(f"model rate limits of {provider!r}: {key} must be above 0")
-        limits[provider] = RateLimits(
-            requests_per_minute=given.get("rpm"),
-            tokens_per_minute=given.get("tpm"),
-            concurrency=int(given["concurrency"]) if "concurrency" in given else None,
-        )
-    return limits
 
 
 @dataclass(frozen=True)

@@ -50,14 +50,14 @@ class BusinessStoreResource(ConfigurableResource):
         if order_id is None or run is None:
             return
         try:
-            self._store.status(order_id)
+            self._store.orders.status(order_id)
         except UnknownOrder as exc:
             self._store.engine.dispose()
             raise UnknownOrder(
                 f"order {order_id!r} was never submitted, so this run changes nothing: submit it "
                 "first (agentforge submit, or the drop folder), then launch the run"
             ) from exc
-        self._keeper = LeaseKeeper(self._store, run.run_id, seconds=self.lease_seconds)
+        self._keeper = LeaseKeeper(self._store.leases, run.run_id, seconds=self.lease_seconds)
         self._keeper.start()
 
     def teardown_after_execution(self, context: InitResourceContext) -> None:

@@ -214,6 +214,20 @@ class ReviewHoldStore(StoreConcern):
         with self.engine.connect() as conn:
             return [Hold.from_row(row) for row in conn.execute(query).mappings()]
 
+    def hold_rows(self) -> list[dict[str, Any]]:
+        """Every hold's order, kind and model, when it was held, and its decision and when,
+        oldest first: what the review gate's figures are made of."""
+        query = select(
+            review_holds.c.order_id,
+            review_holds.c.kind,
+            review_holds.c.model,
+            review_holds.c.held_at,
+            review_holds.c.decision,
+            review_holds.c.decided_at,
+        ).order_by(review_holds.c.hold_id)
+        with self.engine.connect() as conn:
+            return [dict(row) for row in conn.execute(query).mappings()]
+
     def escalate_overdue(self, waited: timedelta) -> list[str]:
         """Flag the holds waiting longer than ``waited`` (once each, audited); their orders."""
         cutoff = utcnow() - waited

@@ -1,7 +1,10 @@
 """What every concern of the business store shares: one engine, and inserts the database settles.
 
-Each concern (orders, deliveries, dead letters, model calls, audit) is a small class over the same
-engine; :class:`~agentforge_dagster.persistence.store.BusinessStore` combines them. Writers in
+Each concern (orders, leases, deliveries, dead letters, review holds, model calls, audit, outbox,
+breakers, rate limits) is a small :class:`StoreConcern` over the same engine;
+:class:`~agentforge_dagster.persistence.store.BusinessStore` holds one of each (``store.orders``,
+``store.deliveries``, …), and a concern's write that touches another's tables calls that module's
+functions on the connection it holds, so the whole write stays one transaction. Writers in
 several processes race on the same keys, so a write that may collide is one statement whose
 conflict clause says what happens (``INSERT … ON CONFLICT``), never a read followed by a write:
 the database's unique keys decide, inside the writer's own transaction, with no window between.

@@ -1,11 +1,16 @@
-"""The business store: one object over the business database, made of one class per concern.
+"""The business store: one object over the business database, composed of one store per concern.
 
 SQLAlchemy Core over any URL (SQLite by default, PostgreSQL in production). Callers hold one
-:class:`BusinessStore`; behind it each concern keeps its own module — orders and their state
-machine (:mod:`.orders`), deliveries and the ledger (:mod:`.deliveries`), dead letters and replays
-(:mod:`.dead_letters`), model calls, stored answers and the budget (:mod:`.model_calls`), the audit
-trail (:mod:`.audit`) — all sharing one engine. This module keeps what concerns the database as a
-whole: the engine's settings and the schema's migrations.
+:class:`BusinessStore` and go through the concern a call is about — ``store.orders`` (orders and
+their state machine, :mod:`.orders`), ``store.leases`` (runners' leases on orders, :mod:`.leases`),
+``store.deliveries`` (deliveries and the ledger, :mod:`.deliveries`), ``store.dead_letters``
+(dead letters and replays, :mod:`.dead_letters`), ``store.review`` (the review gate's holds,
+:mod:`.review_holds`), ``store.model_calls`` (model calls, stored answers and the budget,
+:mod:`.model_calls`), ``store.audit`` (the audit trail, :mod:`.audit`), ``store.outbox`` (order
+events for the brokers, :mod:`.outbox`), ``store.breakers`` (providers' circuit breakers,
+:mod:`.breakers`) and ``store.rate_limits`` (providers' rate limits, :mod:`.rate_limits`) — each a
+small class over the one engine they share. This module keeps what concerns the database as a
+whole: the engine's settings, the schema's migrations and the integrity check.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from agentforge_dagster.persistence import sql
 from agentforge_dagster.persistence.audit import AuditStore
 from agentforge_dagster.persistence.breakers import BreakerStore
 from agentforge_dagster.persistence.dead_letters import DeadLetterStore
@@ -78,19 +84,21 @@ def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
         yield
 
 
-class BusinessStore(
-    OrderStore,
-    LeaseStore,
-    DeliveryStore,
-    DeadLetterStore,
-    ReviewHoldStore,
-    ModelCallStore,
-    AuditStore,
-    OutboxStore,
-    BreakerStore,
-    RateLimitStore,
-):
-    """Every concern of the business store over one engine."""
+class BusinessStore:
+    """The business database: one store per concern over one engine, and the schema they share."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.orders = OrderStore(engine)
+        self.leases = LeaseStore(engine)
+        self.deliveries = DeliveryStore(engine)
+        self.dead_letters = DeadLetterStore(engine)
+        self.review = ReviewHoldStore(engine)
+        self.model_calls = ModelCallStore(engine)
+        self.audit = AuditStore(engine)
+        self.outbox = OutboxStore(engine)
+        self.breakers = BreakerStore(engine)
+        self.rate_limits = RateLimitStore(engine)
 
     @classmethod
     def from_url(cls, url: str) -> BusinessStore:
@@ -102,6 +110,18 @@ class BusinessStore(
         store = cls.from_url(url)
         store.upgrade()
         return store
+
+    @contextmanager
+    def begin(self) -> Iterator[Connection]:
+        """One transaction over the whole database: committed when the block ends, rolled back if
+        it raises."""
+        with self.engine.begin() as conn:
+            yield conn
+
+    def integrity_problem(self) -> str | None:
+        """What is wrong with the database file or tables, or None when it reads back whole
+        (:func:`~agentforge_dagster.persistence.sql.integrity_problem`)."""
+        return sql.integrity_problem(self.engine)
 
     def upgrade(self) -> None:
         """Bring the business tables to the newest Alembic revision (the only way tables are made).

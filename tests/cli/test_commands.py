@@ -348,7 +348,7 @@ def test_audit_verify_reports_a_damaged_database_in_one_line(cli, tmp_path: Path
     store = BusinessStore.from_url(f"sqlite:///{database}")
     store.upgrade()
     for index in range(200):
-        store.record_event("drill_event", order_id=f"o-{index}")
+        store.audit.record_event("drill_event", order_id=f"o-{index}")
     store.engine.dispose()
     data = bytearray(database.read_bytes())
     data[4096 * 2 :] = b"\xa5" * (len(data) - 4096 * 2)

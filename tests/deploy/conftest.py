@@ -216,7 +216,7 @@ class DockerDeployment:
     def step_images(self, order_id: str, run_id: str) -> set[tuple[str, str]]:
         return {
             (row["detail"]["image"], row["detail"]["image_id"])
-            for row in self.store.audit_rows(order_id)
+            for row in self.store.audit.audit_rows(order_id)
             if row["event"] == "step_started" and row["run_id"] == run_id
         }
 
@@ -393,10 +393,11 @@ def docker_deployment(
         )
         TIMINGS["deploy A (fixture)"] = round(time.monotonic() - start, 1)
         orders = {
-            name: store.submit(make_order(i)).order_id for i, name in enumerate(HAND_LAUNCHED)
+            name: store.orders.submit(make_order(i)).order_id
+            for i, name in enumerate(HAND_LAUNCHED)
         }
         for order_id in orders.values():
-            store.claim(order_id, run_id=None, step="launch")
+            store.orders.claim(order_id, run_id=None, step="launch")
         instance.add_dynamic_partitions("orders", list(orders.values()))
         daemon.start()
         yield DockerDeployment(

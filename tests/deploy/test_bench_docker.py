@@ -44,7 +44,7 @@ def test_orders_in_run_containers_at_a_fault_rate(docker_deployment: DockerDeplo
     ids = list(submitted)
     deadline = time.monotonic() + 60 * 30
     while time.monotonic() < deadline:
-        status = deployment.store.statuses()
+        status = deployment.store.orders.statuses()
         pending = set(eligible_for_auto_replay(deployment.store, 0, 3))
         if all(
             status.get(o) == "completed" or (status.get(o) == "dead_lettered" and o not in pending)
@@ -54,7 +54,7 @@ def test_orders_in_run_containers_at_a_fault_rate(docker_deployment: DockerDeplo
         time.sleep(5)
     wall = time.monotonic() - started
     figures = suite.store_figures(deployment.store, ids, submitted)
-    events = [row["event"] for o in ids for row in deployment.store.audit_rows(o)]
+    events = [row["event"] for o in ids for row in deployment.store.audit.audit_rows(o)]
     attempts, failed = events.count("step_started"), events.count("step_failed")
     latencies = figures["latencies"]
     p50 = statistics.median(latencies) if latencies else None

@@ -134,7 +134,7 @@ def test_a_launched_order_runs_in_a_capped_container_of_this_image(
     run = dep.wait_run(run_id)
     assert run.status is DagsterRunStatus.SUCCESS
     assert run.tags[IMAGE_ID_TAG] == dep.image_ids["A"]
-    assert dep.store.get(order_id).status is OrderStatus.COMPLETED
+    assert dep.store.orders.get(order_id).status is OrderStatus.COMPLETED
     assert dep.step_images(order_id, run_id) == {(dep.images["A"], dep.image_ids["A"])}
     engine_events = [
         record.event_log_entry.message
@@ -157,9 +157,9 @@ def test_a_queued_order_is_launched_by_the_sensor_into_a_container(
     docker_deployment: DockerDeployment,
 ) -> None:
     dep = docker_deployment
-    order_id = dep.store.submit(make_order(100)).order_id
+    order_id = dep.store.orders.submit(make_order(100)).order_id
     wait_until(
-        lambda: dep.store.get(order_id).status is OrderStatus.COMPLETED,
+        lambda: dep.store.orders.get(order_id).status is OrderStatus.COMPLETED,
         150,
         f"order {order_id} to complete",
         dep.log,
@@ -185,7 +185,7 @@ def test_a_step_over_the_memory_cap_is_killed_retried_and_dead_lettered(
     assert container.attrs["HostConfig"]["Memory"] == parse_memory("400m")
 
     wait_until(
-        lambda: dep.store.get(order_id).status is OrderStatus.DEAD_LETTERED,
+        lambda: dep.store.orders.get(order_id).status is OrderStatus.DEAD_LETTERED,
         240,
         f"order {order_id} to be dead-lettered",
         dep.log,
@@ -195,11 +195,11 @@ def test_a_step_over_the_memory_cap_is_killed_retried_and_dead_lettered(
     assert all(run.status is DagsterRunStatus.FAILURE for run in runs)
     retry = next(run for run in runs if run.run_id != run_id)
     assert retry.parent_run_id == run_id and retry.tags["agentforge/mem_limit"] == "400m"
-    [letter] = [row for row in dep.store.dead_letters() if row["order_id"] == order_id]
+    [letter] = [row for row in dep.store.dead_letters.dead_letters() if row["order_id"] == order_id]
     assert letter["error_class"] == "infrastructure"
     assert letter["failed_step"] == "plan"
     assert "137" in letter["message"] and "OOM" in letter["message"], letter["message"]
-    audit = dep.store.audit_rows(order_id)
+    audit = dep.store.audit.audit_rows(order_id)
     plans = [row for row in audit if row["step"] == "plan"]
     assert {row["run_id"] for row in plans if row["event"] == "step_started"} == {
         run_id,
@@ -236,7 +236,7 @@ def test_a_run_whose_container_dies_before_it_starts_says_why_at_once(
     order_id = dep.orders["dies_at_start"]
     run_id = dep.launch(order_id, tags={"agentforge/mem_limit": "8m"})
     wait_until(
-        lambda: dep.store.get(order_id).status is OrderStatus.DEAD_LETTERED,
+        lambda: dep.store.orders.get(order_id).status is OrderStatus.DEAD_LETTERED,
         240,
         f"order {order_id} to be dead-lettered",
         dep.log,
@@ -256,7 +256,7 @@ def test_a_run_whose_container_dies_before_it_starts_says_why_at_once(
         ]
         assert [r["container_exit_code"].value for r in reports] == [137]
         assert [r["container_oom_killed"].value for r in reports] == [True]
-    letter = dep.store.dead_letter_of(order_id)
+    letter = dep.store.dead_letters.dead_letter_of(order_id)
     assert letter is not None and letter["error_class"] == "infrastructure"
     assert "exited with code 137 (OOM-killed)" in letter["message"], letter["message"]
     shown = dep.agentforge("dlq", "show", order_id)
@@ -342,9 +342,9 @@ def test_deploy_b_and_roll_back_to_a_each_run_records_its_image(
     assert server.image.id == dep.image_ids["B"]
     # Launched by the sensor right after the deploy: the daemon's copy of the workspace may still
     # name A (it is refreshed every 60 s); the launcher asks the code server and launches in B.
-    on_b_order = dep.store.submit(make_order(300)).order_id
+    on_b_order = dep.store.orders.submit(make_order(300)).order_id
     wait_until(
-        lambda: dep.store.get(on_b_order).status is OrderStatus.COMPLETED,
+        lambda: dep.store.orders.get(on_b_order).status is OrderStatus.COMPLETED,
         150,
         f"order {on_b_order} to complete",
         dep.log,
@@ -371,7 +371,7 @@ def test_deploy_b_and_roll_back_to_a_each_run_records_its_image(
     assert dep.step_images(on_b_order, on_b) == {(image_b, dep.image_ids["B"])}
     assert dep.step_images(dep.orders["back_on_a"], back_on_a) == {(image_a, dep.image_ids["A"])}
     for name in ("long", "back_on_a"):
-        assert dep.store.get(dep.orders[name]).status is OrderStatus.COMPLETED
+        assert dep.store.orders.get(dep.orders[name]).status is OrderStatus.COMPLETED
     history = read_history(dep.history)
     assert [(h.action, h.image) for h in history] == [
         ("deploy", image_a),
@@ -416,7 +416,7 @@ def test_an_order_on_a_real_model_is_delivered_to_s3_and_outlives_its_container(
     calls = [r for r in fake_provider.requests if r.path.endswith("/chat/completions")]
     assert len(calls) >= 2, "plan and draft asked the model"
     assert {r.headers["authorization"] for r in calls} == {f"Bearer {CANARY}"}
-    delivery = dep.store.delivery(order_id)
+    delivery = dep.store.deliveries.delivery(order_id)
     assert delivery is not None
     where = parse_s3_location(delivery.location)
     assert where is not None and where.bucket == dep.bucket and where.version_id

@@ -531,7 +531,7 @@ def test_the_canary_secret_is_nowhere_but_in_its_file(
         {f"docker logs {c.name}": c.logs().decode("utf-8", "replace") for c in containers}
     )
     places["daemon log"] = dep.log.read_text(errors="replace")
-    places["audit trail"] = json.dumps(dep.store.audit_rows(), default=str)
+    places["audit trail"] = json.dumps(dep.store.audit.audit_rows(), default=str)
     dagster_db = create_engine(
         make_url(PG_ADMIN_URL).set(database=dep.dagster_db).render_as_string(False)
     )

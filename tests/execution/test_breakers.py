@@ -7,10 +7,11 @@ from datetime import timedelta
 import pytest
 
 from agentforge_dagster.domain.errors import TransientError
+from agentforge_dagster.domain.limits import BreakerPolicy
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.execution.gateway import CircuitOpen, ModelGateway
 from agentforge_dagster.execution.llm.base import ModelRequest, ModelResponse
-from agentforge_dagster.persistence.breakers import BreakerPolicy, BreakerState
+from agentforge_dagster.persistence.breakers import BreakerState
 from agentforge_dagster.persistence.schema import provider_breakers
 from agentforge_dagster.persistence.store import BusinessStore
 
@@ -61,7 +62,7 @@ def cool_down(store: BusinessStore) -> None:
 
 
 def audited(store: BusinessStore, event: str) -> list[dict[str, object]]:
-    return [row["detail"] for row in store.audit_rows() if row["event"] == event]
+    return [row["detail"] for row in store.audit.audit_rows() if row["event"] == event]
 
 
 def test_a_provider_down_for_everyone_is_skipped_by_every_order_until_a_probe_closes_it(
@@ -73,7 +74,7 @@ def test_a_provider_down_for_everyone_is_skipped_by_every_order_until_a_probe_cl
         with pytest.raises(TransientError):
             ask(store, chain, order)
     assert ask(store, chain, 3) == "backup"  # the third failure, any order's, opens it
-    assert [b.state for b in store.breakers()] == [BreakerState.OPEN]
+    assert [b.state for b in store.breakers.breakers()] == [BreakerState.OPEN]
     assert ask(store, chain, 4) == "backup" and ask(store, chain, 5) == "backup"
     assert primary.calls == 3  # orders 4 and 5 went straight to the backup
     (opened,) = audited(store, "breaker_opened")
@@ -86,9 +87,9 @@ def test_a_provider_down_for_everyone_is_skipped_by_every_order_until_a_probe_cl
     primary.down = False
     cool_down(store)
     assert ask(store, chain, 7) == "primary"  # the probe answers: closed
-    assert [b.state for b in store.breakers()] == [BreakerState.CLOSED]
+    assert [b.state for b in store.breakers.breakers()] == [BreakerState.CLOSED]
     assert audited(store, "breaker_closed")[0]["provider"] == "primary:m1"
-    assert store.verify_audit().ok
+    assert store.audit.verify_audit().ok
 
 
 def test_when_every_provider_is_open_no_call_is_made_and_the_step_retries(

@@ -26,7 +26,7 @@ class HoldsTheBudget:
         self.store, self.fail, self.in_flight = store, fail, Decimal(0)
 
     def complete(self, request: ModelRequest) -> ModelResponse:
-        self.in_flight = self.store.budget_in_flight(month_of())
+        self.in_flight = self.store.model_calls.budget_in_flight(month_of())
         if self.fail:
             raise TransientError("the provider is down")
         return ModelResponse(
@@ -58,8 +58,8 @@ def test_a_paid_call_holds_its_worst_case_then_its_real_cost(store: BusinessStor
     gateway(store, provider).complete(REQUEST)
     worst = (len(REQUEST.prompt) // 4 * 1.0 + DEFAULT_MAX_OUTPUT_TOKENS * 4.0) / 1_000_000
     assert provider.in_flight == Decimal(str(worst)).quantize(Decimal("0.000001"))
-    assert store.budget_in_flight(month_of()) == 0  # replaced by the recorded call
-    assert store.month_spend(month_of()) == Decimal("0.00124")
+    assert store.model_calls.budget_in_flight(month_of()) == 0  # replaced by the recorded call
+    assert store.model_calls.month_spend(month_of()) == Decimal("0.00124")
 
 
 def test_a_failed_call_gives_its_reservation_back(store: BusinessStore) -> None:
@@ -67,13 +67,15 @@ def test_a_failed_call_gives_its_reservation_back(store: BusinessStore) -> None:
     with pytest.raises(TransientError):
         gateway(store, provider).complete(REQUEST)
     assert provider.in_flight > 0
-    assert store.budget_in_flight(month_of()) == 0
+    assert store.model_calls.budget_in_flight(month_of()) == 0
 
 
 def test_a_call_whose_worst_case_does_not_fit_is_not_made(store: BusinessStore) -> None:
-    store.set_budget(Decimal("0.01"))  # under one call's worst case (4096 tokens out at 4 USD/M)
+    store.model_calls.set_budget(
+        Decimal("0.01")
+    )  # under one call's worst case (4096 tokens out at 4 USD/M)
     provider = HoldsTheBudget(store)
     with pytest.raises(BudgetExhausted, match="may cost up to"):
         gateway(store, provider).complete(REQUEST)
     assert provider.in_flight == 0  # never asked
-    assert store.budget_in_flight(month_of()) == 0
+    assert store.model_calls.budget_in_flight(month_of()) == 0

@@ -40,7 +40,7 @@ def evaluations(instance: DagsterInstance, run_id: str) -> dict[str, bool]:
 def flags(store: BusinessStore, order_id: str) -> list[str]:
     return [
         row["detail"]["check"]
-        for row in store.audit_rows(order_id)
+        for row in store.audit.audit_rows(order_id)
         if row["event"] == "check_failed"
     ]
 
@@ -48,7 +48,7 @@ def flags(store: BusinessStore, order_id: str) -> list[str]:
 def test_every_check_passes_on_an_honest_order(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore
 ) -> None:
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     result = run_order(defs, instance, store, order.order_id)
     assert result.status is OrderStatus.COMPLETED
     assert evaluations(instance, result.run_id) == {
@@ -57,7 +57,7 @@ def test_every_check_passes_on_an_honest_order(
         "delivered_file_matches": True,
         "invoice_matches_price": True,
     }
-    assert store.event_count("check_failed") == 0
+    assert store.audit.event_count("check_failed") == 0
 
 
 def test_a_forged_invoice_amount_fails_its_check_and_raises_a_flag(
@@ -67,15 +67,15 @@ def test_a_forged_invoice_amount_fails_its_check_and_raises_a_flag(
     settings: AgentForgeSettings,
     monkeypatch,
 ) -> None:
-    order = store.submit(make_order(price="150.00"))
+    order = store.orders.submit(make_order(price="150.00"))
     forged = Invoice(
         order_id=order.order_id, invoice_id="inv-forged", amount_cents=100, issued_at=utcnow()
     )
-    store.record_ledger_entry(order, forged)  # booked before the run: the step keeps it
+    store.deliveries.record_ledger_entry(order, forged)  # booked before the run: the step keeps it
     result = run_order(defs, instance, store, order.order_id)
     assert evaluations(instance, result.run_id)["invoice_matches_price"] is False
     assert flags(store, order.order_id) == ["invoice_matches_price"]
-    assert store.event_count("check_failed") == 1
+    assert store.audit.event_count("check_failed") == 1
     monkeypatch.setenv("AGENTFORGE_HOME", str(settings.home))
     status = CliRunner().invoke(main, ["status"], catch_exceptions=False)
     assert "checks failed: 1" in status.output
@@ -84,7 +84,7 @@ def test_a_forged_invoice_amount_fails_its_check_and_raises_a_flag(
 def test_an_altered_delivery_fails_its_check_run_or_direct(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore, settings: AgentForgeSettings
 ) -> None:
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     location = settings.resolved_deliveries_dir() / f"{order.order_id}.md"
     forged = Delivery(
         order_id=order.order_id,
@@ -93,12 +93,12 @@ def test_an_altered_delivery_fails_its_check_run_or_direct(
         content_sha256="0" * 64,  # recorded, but not what is delivered
         delivered_at=utcnow(),
     )
-    store.record_delivery(forged)
+    store.deliveries.record_delivery(forged)
     result = run_order(defs, instance, store, order.order_id)
     assert evaluations(instance, result.run_id)["delivered_file_matches"] is False
     assert flags(store, order.order_id) == ["delivered_file_matches"]
 
-    honest = store.submit(make_order(1))
+    honest = store.orders.submit(make_order(1))
     done = run_order(defs, instance, store, honest.order_id)
     assert evaluations(instance, done.run_id)["delivered_file_matches"] is True
     path = settings.resolved_deliveries_dir() / f"{honest.order_id}.md"
@@ -157,7 +157,7 @@ def test_a_plan_that_leaves_the_outline_out_blocks_the_steps_after_it(
         settings = configure(monkeypatch, tmp_path, f"openai:gpt-test@{llm.openai_base_url}")
         store = BusinessStore.opened(settings.resolved_database_url())
         defs = build_definitions(settings, drills=True)
-        order = store.submit(make_order())
+        order = store.orders.submit(make_order())
         result = run_order(defs, instance, store, order.order_id)
     assert not result.success and result.status is OrderStatus.DEAD_LETTERED
     assert evaluations(instance, result.run_id) == {"plan_covers_outline": False}
@@ -165,6 +165,6 @@ def test_a_plan_that_leaves_the_outline_out_blocks_the_steps_after_it(
         e.step_key for e in instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_START)
     }
     assert started == {"order_intake", "order_plan"}, "nothing after the plan ran"
-    [letter] = store.dead_letters()
+    [letter] = store.dead_letters.dead_letters()
     assert (letter["failed_step"], letter["error_class"]) == ("plan", "permanent")
     assert flags(store, order.order_id) == ["plan_covers_outline"]

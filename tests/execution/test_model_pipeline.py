@@ -81,7 +81,7 @@ def env(
 def paid(store: BusinessStore, step: str | None = None) -> list[dict[str, Any]]:
     return [
         r
-        for r in store.model_call_rows()
+        for r in store.model_calls.model_call_rows()
         if not r["cache_hit"] and (step is None or r["step"] == step)
     ]
 
@@ -102,7 +102,7 @@ def test_an_order_runs_on_a_real_sdk_and_records_tokens_and_cost(
     settings = configure(monkeypatch, tmp_path, models)
     store = BusinessStore.from_url(settings.resolved_database_url())
     store.upgrade()
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     result = run_order(build_definitions(settings), instance, store, order.order_id)
     assert result.success and result.status is OrderStatus.COMPLETED
     calls = paid(store)
@@ -118,7 +118,7 @@ def test_an_order_runs_on_a_real_sdk_and_records_tokens_and_cost(
 def test_a_rate_limit_waits_what_retry_after_says(env, llm, instance) -> None:
     defs, store = env
     llm.script(status(429, retry_after=2))
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     result = run_order(defs, instance, store, order.order_id)
     assert result.success
     first, second = chat_requests(llm)[:2]
@@ -129,24 +129,24 @@ def test_a_rate_limit_waits_what_retry_after_says(env, llm, instance) -> None:
 def test_server_errors_are_retried_and_a_bad_key_is_not(env, llm, instance) -> None:
     defs, store = env
     llm.script(status(500), status(503))
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     assert run_order(defs, instance, store, order.order_id).success
     assert len(chat_requests(llm)) == len(paid(store)) + 2
 
     llm.clear()
     llm.script(status(401))
-    refused = store.submit(make_order(1))
+    refused = store.orders.submit(make_order(1))
     result = run_order(defs, instance, store, refused.order_id)
     assert not result.success and result.status is OrderStatus.DEAD_LETTERED
     assert len(chat_requests(llm)) == 1, "a permanent error is not retried"
     assert not instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)
-    assert store.get(refused.order_id).failed_error_class == "permanent"
+    assert store.orders.get(refused.order_id).failed_error_class == "permanent"
 
 
 def test_an_invalid_answer_is_sent_back_with_the_validation_error(env, llm, instance) -> None:
     defs, store = env
     llm.script(ok('{"title": "", "sections": []}'))
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     assert run_order(defs, instance, store, order.order_id).success
     first, second = chat_requests(llm)[:2]
     assert "previous answer was invalid" not in user_prompt(first.body)
@@ -158,11 +158,11 @@ def test_answers_that_never_validate_fail_permanently(monkeypatch, tmp_path, ins
         settings = configure(monkeypatch, tmp_path, f"openai:gpt-test@{bad.openai_base_url}")
         store = BusinessStore.from_url(settings.resolved_database_url())
         store.upgrade()
-        order = store.submit(make_order())
+        order = store.orders.submit(make_order())
         result = run_order(build_definitions(settings), instance, store, order.order_id)
         assert not result.success
         assert len(chat_requests(bad)) == 1 + settings.model_max_reprompts
-        record = store.get(order.order_id)
+        record = store.orders.get(order.order_id)
         assert record.failed_step == "plan" and record.failed_error_class == "permanent"
 
 
@@ -170,30 +170,30 @@ def test_a_step_failing_after_the_answer_is_retried_without_paying_again(
     env, llm, instance
 ) -> None:
     defs, store = env
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     config = {"resources": {"faults": {"config": {"fail_first": {"plan": 2}}}}}
     assert run_order(defs, instance, store, order.order_id, run_config=config).success
-    plan_calls = [r for r in store.model_call_rows() if r["step"] == "plan"]
+    plan_calls = [r for r in store.model_calls.model_call_rows() if r["step"] == "plan"]
     assert [r["cache_hit"] for r in plan_calls] == [False, True, True]
     assert [Decimal(str(r["cost_usd"])) > 0 for r in plan_calls] == [True, False, False]
     assert len(chat_requests(llm)) == len(paid(store))
     assert len({r["cache_key"] for r in plan_calls}) == 1, "the retries reused the paid answer"
-    assert store.repaid_calls() == {}
+    assert store.model_calls.repaid_calls() == {}
     # A second payment for the same answer (two racing runs, say) is what repaid_calls counts.
     first = plan_calls[0]
     again = {k: v for k, v in first.items() if k not in ("call_id", "cache_hit")}
-    store.record_model_call(**again, cache_hit=False)
-    assert store.repaid_calls() == {order.order_id: 1}
+    store.model_calls.record_model_call(**again, cache_hit=False)
+    assert store.model_calls.repaid_calls() == {order.order_id: 1}
 
 
 def test_a_replayed_dead_letter_makes_no_new_paid_calls(env, llm, instance) -> None:
     defs, store = env
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     broken = {"resources": {"faults": {"config": {"fail_first": {"review": 99}}}}}
     first = run_order(defs, instance, store, order.order_id, run_config=broken)
     assert not first.success  # run_order dead-letters the order itself
     before = len(chat_requests(llm))
-    store.request_replay(order.order_id, actor="test")
+    store.dead_letters.request_replay(order.order_id, actor="test")
     [replay] = run_replays(defs, instance, store)
     assert replay.status is OrderStatus.COMPLETED
     assert len(chat_requests(llm)) == before, "the replay paid for a call again"
@@ -210,37 +210,41 @@ def test_when_the_primary_is_down_the_step_falls_back_and_says_who_answered(
         )
         store = BusinessStore.from_url(settings.resolved_database_url())
         store.upgrade()
-        order = store.submit(make_order())
+        order = store.orders.submit(make_order())
         result = run_order(build_definitions(settings), instance, store, order.order_id)
         assert result.success
         assert {r["model"] for r in paid(store)} == {"secondary"}
-        failed = [r for r in store.audit_rows(order.order_id) if r["event"] == "model_call_failed"]
+        failed = [
+            r for r in store.audit.audit_rows(order.order_id) if r["event"] == "model_call_failed"
+        ]
         assert {r["detail"]["model"] for r in failed} == {"gpt-test"}
         assert len([r for r in failed if r["step"] == "plan"]) == settings.model_fallback_after
 
 
 def test_the_budget_pauses_orders_and_raising_it_resumes_them(env, llm, instance) -> None:
     defs, store = env
-    store.set_budget(Decimal("0.00"))
-    order = store.submit(make_order())
+    store.model_calls.set_budget(Decimal("0.00"))
+    order = store.orders.submit(make_order())
     result = run_order(defs, instance, store, order.order_id)
     assert not result.success and result.status is OrderStatus.WAITING_BUDGET
-    assert chat_requests(llm) == [] and store.dead_letters() == []
+    assert chat_requests(llm) == [] and store.dead_letters.dead_letters() == []
     assert resume_waiting_for_budget(store, None) == []  # still over the cap
 
-    store.set_budget(Decimal("100"))
+    store.model_calls.set_budget(Decimal("100"))
     assert resume_waiting_for_budget(store, None) == [order.order_id]
     [replay] = run_replays(defs, instance, store)
     assert replay.status is OrderStatus.COMPLETED
     moves = [
-        r["detail"]["to"] for r in store.audit_rows(order.order_id) if r["event"] == "transition"
+        r["detail"]["to"]
+        for r in store.audit.audit_rows(order.order_id)
+        if r["event"] == "transition"
     ]
     assert moves == ["processing", "waiting_budget", "replayed", "processing", "completed"]
 
 
 def test_the_budget_resumes_when_the_month_turns(env, llm, instance) -> None:
     defs, store = env
-    store.set_budget(Decimal("1.00"))
+    store.model_calls.set_budget(Decimal("1.00"))
     with store.begin() as conn:  # this month's spend so far, by earlier orders
         conn.execute(
             insert(model_calls).values(
@@ -259,7 +263,7 @@ def test_the_budget_resumes_when_the_month_turns(env, llm, instance) -> None:
                 cache_hit=False,
             )
         )
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     assert run_order(defs, instance, store, order.order_id).status is OrderStatus.WAITING_BUDGET
     with store.begin() as conn:  # the month turns: that spend now belongs to last month
         conn.execute(update(model_calls).values(started_at=utcnow() - timedelta(days=40)))
@@ -275,7 +279,7 @@ def test_the_api_key_appears_in_no_log_metadata_or_table(
     caplog.set_level("DEBUG")
     llm.script(status(429, retry_after=0), status(401))
     for index in range(2):
-        order = store.submit(make_order(index))
+        order = store.orders.submit(make_order(index))
         run_order(defs, instance, store, order.order_id)
     assert any(r.headers.get("authorization") == f"Bearer {SECRET}" for r in llm.requests)
 
@@ -330,7 +334,7 @@ def test_the_response_store_key_of_a_known_request_is_unchanged() -> None:
 
 def test_a_run_uses_one_connection_and_closes_it(env, llm, instance) -> None:
     defs, store = env
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     assert run_order(defs, instance, store, order.order_id).success
     requests = chat_requests(llm)
     assert len(requests) >= 2
@@ -386,8 +390,8 @@ def test_fallback_counts_failures_in_memory_across_attempts(
     def no_scan(*args: object, **kwargs: object) -> None:
         raise AssertionError("a model call scanned the audit trail")
 
-    monkeypatch.setattr(store, "audit_rows", no_scan)
-    order = store.submit(make_order())
+    monkeypatch.setattr(store.audit, "audit_rows", no_scan)
+    order = store.orders.submit(make_order())
     down = _Down()
     providers: list[ModelProvider] = [down, OfflineModel()]
     failures: Counter[tuple[str, str]] = Counter()

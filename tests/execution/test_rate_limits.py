@@ -10,10 +10,10 @@ from datetime import timedelta
 import pytest
 
 from agentforge_dagster.domain.errors import ProviderRateLimited
+from agentforge_dagster.domain.limits import RateLimits, parse_rate_limits
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.execution.gateway import ModelGateway
 from agentforge_dagster.execution.llm.base import ModelRequest, ModelResponse
-from agentforge_dagster.persistence.rate_limits import RateLimits, parse_rate_limits
 from agentforge_dagster.persistence.schema import provider_rate_limits
 from agentforge_dagster.persistence.store import BusinessStore
 
@@ -72,14 +72,14 @@ def test_calls_at_once_never_exceed_the_shared_concurrency(store: BusinessStore)
             pool.map(lambda i: gateway(store, provider, limits, i).complete(request(i)), range(6))
         )
     assert len(answers) == 6 and provider.most == 2
-    assert store.calls_in_flight("fake:m1") == 0
+    assert store.rate_limits.calls_in_flight("fake:m1") == 0
 
 
 def test_requests_a_minute_spread_the_calls_out(store: BusinessStore) -> None:
     provider = Provider()
     limits = RateLimits(requests_per_minute=120)  # a bucket of 120, refilled by one every 0.5 s
     granted = 0
-    while store.acquire_call("fake:m1", limits, 10).granted:  # other workers emptied it
+    while store.rate_limits.acquire_call("fake:m1", limits, 10).granted:  # other workers emptied it
         granted += 1
     assert 120 <= granted < 130
     started = time.monotonic()
@@ -96,7 +96,7 @@ def test_a_429_pauses_the_provider_for_everyone_and_a_long_wait_is_a_transient_f
     limits = RateLimits(requests_per_minute=600)
     with pytest.raises(ProviderRateLimited, match="429"):
         gateway(store, provider, limits, 1).complete(request(1))
-    grant = store.acquire_call("fake:m1", limits, 10)
+    grant = store.rate_limits.acquire_call("fake:m1", limits, 10)
     assert not grant.granted and 20 < grant.wait_s <= 30  # paused for its Retry-After
     impatient = gateway(store, provider, limits, 2)
     impatient.max_rate_wait_s = 0.0

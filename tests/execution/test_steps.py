@@ -29,22 +29,22 @@ def planned(store: BusinessStore, order: Order, tmp_path: Path) -> tuple[steps.S
 
 
 def test_a_claimed_order_is_taken_in_and_a_second_claim_changes_nothing(store, tmp_path) -> None:
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     env = env_for(store, order, tmp_path)
     with pytest.raises(PermanentError, match="is queued"):
         steps.intake(env, {})
-    assert store.claim(order.order_id, run_id="r1", step="intake") is OrderStatus.PROCESSING
-    assert store.claim(order.order_id, run_id="r1", step="intake") is OrderStatus.PROCESSING
+    assert store.orders.claim(order.order_id, run_id="r1", step="intake") is OrderStatus.PROCESSING
+    assert store.orders.claim(order.order_id, run_id="r1", step="intake") is OrderStatus.PROCESSING
     assert steps.intake(env, {}) == order
-    transitions = [r for r in store.audit_rows(order.order_id) if r["event"] == "transition"]
+    transitions = [r for r in store.audit.audit_rows(order.order_id) if r["event"] == "transition"]
     assert len(transitions) == 1
 
 
 def test_intake_refuses_an_order_that_is_not_queued(store, tmp_path) -> None:
-    order = store.submit(make_order())
-    store.transition(order.order_id, OrderStatus.PROCESSING)
-    store.transition(order.order_id, OrderStatus.COMPLETED)
-    assert store.claim(order.order_id, run_id="r2", step="intake") is OrderStatus.COMPLETED
+    order = store.orders.submit(make_order())
+    store.orders.transition(order.order_id, OrderStatus.PROCESSING)
+    store.orders.transition(order.order_id, OrderStatus.COMPLETED)
+    assert store.orders.claim(order.order_id, run_id="r2", step="intake") is OrderStatus.COMPLETED
     with pytest.raises(PermanentError, match="is completed"):
         steps.intake(env_for(store, order, tmp_path), {})
 
@@ -117,25 +117,25 @@ def test_review_sends_an_incomplete_draft_back_once(store, tmp_path) -> None:
 
 def test_review_without_revisions_left_quarantines_the_order(store, tmp_path) -> None:
     order, plan, lapsed = _lapsing_order(store, tmp_path)
-    store.submit(order)
-    store.claim(order.order_id, run_id="r1", step="intake")
+    store.orders.submit(order)
+    store.orders.claim(order.order_id, run_id="r1", step="intake")
     env = env_for(store, order, tmp_path, max_revisions=0)
     review = steps.review(env, {"intake": order, "plan": plan, "draft": lapsed})
     assert (review.approved, review.hold) == (False, "quarantined")
     assert review.issues == [f"missing section {plan.sections[-1]!r}"]
-    assert store.status(order.order_id) is OrderStatus.QUARANTINED
-    hold = store.latest_hold(order.order_id)
+    assert store.orders.status(order.order_id) is OrderStatus.QUARANTINED
+    hold = store.review.latest_hold(order.order_id)
     assert hold is not None and hold.hold_id == review.hold_id
     assert hold.reasons == review.issues and hold.draft == lapsed.as_markdown()
     # The step retried after it held the order (a fault after its work) holds it once.
     again = steps.review(env, {"intake": order, "plan": plan, "draft": lapsed})
-    assert again.hold_id == review.hold_id and len(store.holds()) == 1
+    assert again.hold_id == review.hold_id and len(store.review.holds()) == 1
 
 
 def _deliver_and_invoice(store: BusinessStore, tmp_path: Path) -> tuple[Order, steps.StepEnv]:
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     env = env_for(store, order, tmp_path)
-    store.claim(order.order_id, run_id="r1", step="intake")
+    store.orders.claim(order.order_id, run_id="r1", step="intake")
     steps.intake(env, {})
     plan = steps.plan(env, {"intake": order})
     draft = steps.draft(env, {"intake": order, "plan": plan})
@@ -151,9 +151,9 @@ def _deliver_and_invoice(store: BusinessStore, tmp_path: Path) -> tuple[Order, s
 
 def test_delivery_and_invoice_happen_once_and_complete_the_order(store, tmp_path) -> None:
     order, _ = _deliver_and_invoice(store, tmp_path)
-    ledger = store.ledger_rows()
+    ledger = store.deliveries.ledger_rows()
     assert [(r["order_id"], r["amount_cents"]) for r in ledger] == [(order.order_id, 15000)]
-    assert store.get(order.order_id).status is OrderStatus.COMPLETED
+    assert store.orders.get(order.order_id).status is OrderStatus.COMPLETED
 
 
 def test_the_step_table_is_a_chain_over_six_steps() -> None:

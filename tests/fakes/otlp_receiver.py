@@ -53,7 +53,7 @@ class OtlpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if self.headers.get("Content-Encoding") == "gzip":
                     body = gzip.decompress(body)
@@ -98,7 +98,9 @@ class OtlpReceiver:
                             kind=span.kind,
                             attributes={a.key: _value(a.value) for a in span.attributes},
                             resource=resource,
-                            links=[(link.trace_id.hex(), link.span_id.hex()) for link in span.links],
+                            links=[
+                                (link.trace_id.hex(), link.span_id.hex()) for link in span.links
+                            ],
                             start_ns=span.start_time_unix_nano,
                             end_ns=span.end_time_unix_nano,
                             status_code=span.status.code,

@@ -26,7 +26,7 @@ def test_todays_figures_materialise_during_the_day_with_numeric_runway(
     store: BusinessStore,
     settings: AgentForgeSettings,
 ) -> None:
-    order = store.submit(make_order(price="120.00"))
+    order = store.orders.submit(make_order(price="120.00"))
     run_order(defs, instance, store, order.order_id)
     today = utcnow().date().isoformat()
     result = materialize(
@@ -53,11 +53,11 @@ def test_todays_figures_materialise_during_the_day_with_numeric_runway(
 def test_todays_reliability_from_the_days_runs(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore, settings: AgentForgeSettings
 ) -> None:
-    first, second = (store.submit(make_order(i)).order_id for i in range(2))
+    first, second = (store.orders.submit(make_order(i)).order_id for i in range(2))
     run_order(defs, instance, store, first, run_config=fault_run_config(0.0, 0))
     failing = {"resources": {"faults": {"config": {"fail_first": {"plan": 1}}}}}
     run_order(defs, instance, store, second, run_config=failing)
-    store.submit(make_order(2))  # accepted, never run today: not in the day's runs
+    store.orders.submit(make_order(2))  # accepted, never run today: not in the day's runs
     result = materialize(
         [daily_reliability],
         partition_key=utcnow().date().isoformat(),

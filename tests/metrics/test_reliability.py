@@ -61,11 +61,11 @@ def dagster_attempts(instance: DagsterInstance) -> Counter[str]:
 def test_scripted_failures_give_exact_figures(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore
 ) -> None:
-    first, second = (store.submit(make_order(i)).order_id for i in range(2))
+    first, second = (store.orders.submit(make_order(i)).order_id for i in range(2))
     run_order(defs, instance, store, first, run_config=faults(rate=0.0, fail_first={"plan": 2}))
     run_order(defs, instance, store, second, run_config=faults(rate=0.0, fail_first={"invoice": 1}))
 
-    report = build_report(instance, store.statuses())
+    report = build_report(instance, store.orders.statuses())
     figures = report.steps[["orders", "attempts", "failed_attempts"]].to_dict("index")
     assert figures == {
         "intake": {"orders": 2, "attempts": 2, "failed_attempts": 0},
@@ -130,7 +130,7 @@ def test_seeded_random_faults_every_attempt_as_scheduled(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore, settings: AgentForgeSettings
 ) -> None:
     rate, seed = 0.3, 4
-    order_ids = [store.submit(make_order(i)).order_id for i in range(5)]
+    order_ids = [store.orders.submit(make_order(i)).order_id for i in range(5)]
     for order_id in order_ids:
         run_order(defs, instance, store, order_id, run_config=faults(rate=rate, seed=seed))
 
@@ -142,7 +142,7 @@ def test_seeded_random_faults_every_attempt_as_scheduled(
     assert measured == expected
     assert sum(not ok for *_, ok in expected) > 0, "seed 4 at 30% should inject some faults"
 
-    report = build_report(instance, store.statuses())
+    report = build_report(instance, store.orders.statuses())
     assert report.steps["attempts"].sum() == len(expected)
     assert report.steps["failed_attempts"].sum() == sum(not ok for *_, ok in expected)
     firsts = [ok for _, step, attempt, ok in expected if step == "plan" and attempt == 1]
@@ -154,11 +154,11 @@ def test_seeded_random_faults_every_attempt_as_scheduled(
 def test_a_permanent_failure_is_one_failed_attempt_and_ends_the_order(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore
 ) -> None:
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     broken = {"resources": {"faults": {"config": {"fail_permanently": ["review"]}}}}
     run_order(defs, instance, store, order.order_id, run_config=broken)
 
-    report = build_report(instance, store.statuses(), fault_rate=0.1)
+    report = build_report(instance, store.orders.statuses(), fault_rate=0.1)
     review = report.steps.loc["review"]
     assert (review["orders"], review["attempts"], review["failed_attempts"]) == (1, 1, 1)
     assert review["first_try_success"] == 0.0 and review["success_after_retries"] == 0.0

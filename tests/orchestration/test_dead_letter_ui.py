@@ -37,10 +37,10 @@ def test_the_queue_asset_lists_the_letters_and_the_job_replays_them(
     assert not launch({}).success, "name orders or an error class"
     done = launch({"error_class": "transient"}, {"agentforge/actor": "olga"})
     assert done.success and done.output_for_node("replay_dead_letter_orders") == 1
-    assert store.status(order_id) is OrderStatus.REPLAYED
+    assert store.orders.status(order_id) is OrderStatus.REPLAYED
     [asked] = [
         r["detail"]["actor"]
-        for r in store.audit_rows(order_id)
+        for r in store.audit.audit_rows(order_id)
         if r["event"] == "transition" and r["detail"]["to"] == "replayed"
     ]
     assert asked == "olga"

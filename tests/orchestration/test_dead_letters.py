@@ -38,8 +38,8 @@ def failed_order(
 
 def test_a_failed_run_is_dead_lettered_with_its_failure(defs, instance, store) -> None:
     order_id, run_id = failed_order(defs, instance, store)
-    assert store.get(order_id).status is OrderStatus.DEAD_LETTERED
-    [letter] = store.dead_letters()
+    assert store.orders.get(order_id).status is OrderStatus.DEAD_LETTERED
+    [letter] = store.dead_letters.dead_letters()
     assert letter["order_id"] == order_id and letter["run_id"] == run_id
     assert (letter["failed_step"], letter["error_class"], letter["error_type"]) == (
         "delivery",
@@ -52,11 +52,11 @@ def test_a_failed_run_is_dead_lettered_with_its_failure(defs, instance, store) -
     assert settle_failed_run(store, instance, run) is Verdict.ALREADY_SETTLED, "only once"
     moves = [
         (r["detail"]["from"], r["detail"]["to"])
-        for r in store.audit_rows(order_id)
+        for r in store.audit.audit_rows(order_id)
         if r["event"] == "transition"
     ]
     assert moves[-2:] == [("processing", "failed"), ("failed", "dead_lettered")]
-    events = [e.event for e in store.order_events_of(order_id)]
+    events = [e.event for e in store.outbox.order_events_of(order_id)]
     assert [(e["state"], e["error_class"]) for e in events] == [
         ("queued", None),
         ("failed", "transient"),
@@ -68,12 +68,12 @@ def test_a_replay_starts_at_the_failed_step_and_makes_no_new_model_calls(
     defs, instance, store
 ) -> None:
     order_id, _ = failed_order(defs, instance, store)
-    calls_before = len(store.model_call_rows(order_id))
+    calls_before = len(store.model_calls.model_call_rows(order_id))
     assert calls_before >= 2  # plan and draft (and perhaps a revision)
 
-    run_key = store.request_replay(order_id, actor="test")
+    run_key = store.dead_letters.request_replay(order_id, actor="test")
     assert run_key == f"replay-{order_id}-1"
-    assert store.get(order_id).status is OrderStatus.REPLAYED
+    assert store.orders.get(order_id).status is OrderStatus.REPLAYED
     [replay] = run_replays(defs, instance, store)
     assert replay.success and replay.status is OrderStatus.COMPLETED
 
@@ -81,11 +81,11 @@ def test_a_replay_starts_at_the_failed_step_and_makes_no_new_model_calls(
         e.step_key for e in instance.all_logs(replay.run_id, of_type=DagsterEventType.STEP_START)
     }
     assert started == {"order_delivery", "order_invoice"}
-    assert len(store.model_call_rows(order_id)) == calls_before
-    assert len(store.ledger_rows()) == 1
+    assert len(store.model_calls.model_call_rows(order_id)) == calls_before
+    assert len(store.deliveries.ledger_rows()) == 1
     actions = [
         r["detail"].get("actor")
-        for r in store.audit_rows(order_id)
+        for r in store.audit.audit_rows(order_id)
         if r["event"] == "transition" and r["detail"]["to"] == "replayed"
     ]
     assert actions == ["test"]
@@ -93,10 +93,10 @@ def test_a_replay_starts_at_the_failed_step_and_makes_no_new_model_calls(
 
 def test_a_replay_that_fails_again_goes_back_to_the_queue(defs, instance, store) -> None:
     order_id, _ = failed_order(defs, instance, store)
-    store.request_replay(order_id, actor="test")
+    store.dead_letters.request_replay(order_id, actor="test")
     [replay] = run_replays(defs, instance, store, run_config=ALWAYS_FAIL_DELIVERY)
     assert not replay.success and replay.status is OrderStatus.DEAD_LETTERED
-    [letter] = store.dead_letters()
+    [letter] = store.dead_letters.dead_letters()
     assert letter["replays"] == 1 and letter["run_id"] == replay.run_id
 
 
@@ -112,12 +112,12 @@ def test_auto_replay_takes_cooled_down_transient_letters_within_the_limit(
 
 
 def test_permanent_letters_are_not_auto_replayed(defs, instance, store, tmp_path) -> None:
-    store.submit(make_order(order_id="ghost"))
+    store.orders.submit(make_order(order_id="ghost"))
     assert settle_unlaunchable(store, "ghost", "refused") is Verdict.DEAD_LETTERED
     with store.begin() as conn:
         conn.execute(update(dead_letters).values(dead_lettered_at=utcnow() - timedelta(days=1)))
     assert eligible_for_auto_replay(store, cooldown_seconds=0, max_replays=9) == []
-    assert [letter["error_class"] for letter in store.dead_letters()] == ["permanent"]
+    assert [letter["error_class"] for letter in store.dead_letters.dead_letters()] == ["permanent"]
 
 
 def test_replay_selection_is_the_failed_step_and_what_follows() -> None:
@@ -131,7 +131,9 @@ def test_replay_selection_is_the_failed_step_and_what_follows() -> None:
 
 def test_a_replay_can_start_at_a_named_earlier_step(defs, instance, store) -> None:
     order_id, _ = failed_order(defs, instance, store)
-    paid_before = [row for row in store.model_call_rows(order_id) if not row["cache_hit"]]
+    paid_before = [
+        row for row in store.model_calls.model_call_rows(order_id) if not row["cache_hit"]
+    ]
     with pytest.raises(InvalidReplay, match="a step is one of intake, plan"):
         request_replay(store, order_id, actor="test", from_step="polish")
     request_replay(store, order_id, actor="test", from_step="draft")
@@ -143,7 +145,9 @@ def test_a_replay_can_start_at_a_named_earlier_step(defs, instance, store) -> No
     assert started == {"order_draft", "order_review", "order_delivery", "order_invoice"}
     run = instance.get_run_by_id(replay.run_id)
     assert run is not None and run.tags["agentforge/replay_from"] == "draft"
-    paid_after = [row for row in store.model_call_rows(order_id) if not row["cache_hit"]]
+    paid_after = [
+        row for row in store.model_calls.model_call_rows(order_id) if not row["cache_hit"]
+    ]
     assert len(paid_after) == len(paid_before), "the draft's answer was already paid for"
 
 
@@ -154,10 +158,10 @@ def test_blips_are_replayed_without_a_person_after_a_doubling_back_off(store) ->
         ("hard", "permanent", "InjectedPermanentFault"),
         ("lost", "permanent", "MissingArtifact"),
     ):
-        store.submit(make_order(order_id=order_id))
-        store.claim(order_id, run_id=None, step="intake")
-        store.transition(order_id, OrderStatus.FAILED, step="plan", error_class=error_class)
-        store.dead_letter(
+        store.orders.submit(make_order(order_id=order_id))
+        store.orders.claim(order_id, run_id=None, step="intake")
+        store.orders.transition(order_id, OrderStatus.FAILED, step="plan", error_class=error_class)
+        store.dead_letters.dead_letter(
             order_id,
             run_id="r1",
             failed_step="plan",
@@ -191,11 +195,11 @@ def test_blips_are_replayed_without_a_person_after_a_doubling_back_off(store) ->
         "blip",
         "lost",
     ]
-    assert store.status("blip") is OrderStatus.REPLAYED
-    assert store.status("hard") is OrderStatus.DEAD_LETTERED
+    assert store.orders.status("blip") is OrderStatus.REPLAYED
+    assert store.orders.status("hard") is OrderStatus.DEAD_LETTERED
     [asked] = [
         r["detail"]["actor"]
-        for r in store.audit_rows("blip")
+        for r in store.audit.audit_rows("blip")
         if r["event"] == "transition" and r["detail"]["to"] == "replayed"
     ]
     assert asked == "auto_replay"

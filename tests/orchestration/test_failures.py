@@ -75,48 +75,48 @@ def failed_run(defs: Definitions, instance: DagsterInstance, order_id: str, **ta
 def test_a_run_dagster_will_retry_is_never_dead_lettered(defs, store, settings, two_views) -> None:
     worker, daemon = two_views
     url = settings.resolved_database_url()
-    order = store.submit(make_order())
-    store.claim(order.order_id, run_id=None, step="intake")
+    order = store.orders.submit(make_order())
+    store.orders.claim(order.order_id, run_id=None, step="intake")
     run_id = failed_run(defs, worker, order.order_id)
     assert WILL_RETRY_TAG not in daemon.get_run_by_id(run_id).tags  # the race's window
 
     # The old run-failure sensor read the missing tag as "no retry" and dead-lettered here.
     _, cursor = evaluate(defs, daemon, "dead_letter_queue", url)
-    assert store.get(order.order_id).status is OrderStatus.PROCESSING
+    assert store.orders.get(order.order_id).status is OrderStatus.PROCESSING
     assert cursor is None, "an undecided run keeps the cursor before it"
 
     daemon.add_run_tags(run_id, {WILL_RETRY_TAG: "true"})
     _, cursor = evaluate(defs, daemon, "dead_letter_queue", url, cursor)
-    assert store.get(order.order_id).status is OrderStatus.PROCESSING
-    assert store.dead_letters() == []
+    assert store.orders.get(order.order_id).status is OrderStatus.PROCESSING
+    assert store.dead_letters.dead_letters() == []
 
     # Dagster's retry run fails too, and Dagster says it is the last: now the order is lettered.
     retry_id = failed_run(defs, worker, order.order_id)
     daemon.add_run_tags(retry_id, {WILL_RETRY_TAG: "false"})
     _, cursor = evaluate(defs, daemon, "dead_letter_queue", url, cursor)
-    assert store.get(order.order_id).status is OrderStatus.DEAD_LETTERED
-    [letter] = store.dead_letters()
+    assert store.orders.get(order.order_id).status is OrderStatus.DEAD_LETTERED
+    [letter] = store.dead_letters.dead_letters()
     assert (letter["run_id"], letter["failed_step"], letter["error_class"]) == (
         retry_id,
         "launch",
         "infrastructure",
     )
     assert cursor is not None
-    transitions = [r["detail"]["to"] for r in store.audit_rows(order.order_id)]
+    transitions = [r["detail"]["to"] for r in store.audit.audit_rows(order.order_id)]
     assert transitions.count("dead_lettered") == 1
 
 
 def test_an_older_failed_run_does_not_speak_for_a_newer_one(defs, store, settings) -> None:
     with instance_for_test() as instance:
-        order = store.submit(make_order())
+        order = store.orders.submit(make_order())
         stale = failed_run(defs, instance, order.order_id)
-        store.claim(order.order_id, run_id=None, step="intake")
+        store.orders.claim(order.order_id, run_id=None, step="intake")
         instance.create_run_for_job(
             defs.resolve_job_def(ORDER_PIPELINE),
             tags={PIPELINE_TAG: ORDER_PIPELINE_TAG_VALUE, PARTITION_TAG: order.order_id},
         )
         _, _ = evaluate(defs, instance, "dead_letter_queue", settings.resolved_database_url())
-        assert store.get(order.order_id).status is OrderStatus.PROCESSING, stale
+        assert store.orders.get(order.order_id).status is OrderStatus.PROCESSING, stale
 
 
 def queue_unchecked(store: BusinessStore, order_id: str) -> None:
@@ -138,12 +138,14 @@ def queue_unchecked(store: BusinessStore, order_id: str) -> None:
 
 def test_a_bad_replay_request_does_not_stop_the_others(defs, instance, store, settings) -> None:
     url = settings.resolved_database_url()
-    good = store.submit(make_order(1)).order_id
+    good = store.orders.submit(make_order(1)).order_id
     queue_unchecked(store, "bad...id")
     for order_id in (good, "bad...id"):
-        store.claim(order_id, run_id=None, step="intake")
-        store.transition(order_id, OrderStatus.FAILED, step="review", error_class="transient")
-        store.dead_letter(
+        store.orders.claim(order_id, run_id=None, step="intake")
+        store.orders.transition(
+            order_id, OrderStatus.FAILED, step="review", error_class="transient"
+        )
+        store.dead_letters.dead_letter(
             order_id,
             run_id="r1",
             failed_step="review",
@@ -152,7 +154,7 @@ def test_a_bad_replay_request_does_not_stop_the_others(defs, instance, store, se
             message="failed",
             attempts=7,
         )
-        store.request_replay(order_id, actor="test")
+        store.dead_letters.request_replay(order_id, actor="test")
 
     requests, _ = evaluate(defs, instance, "dead_letter_replays", url)
     assert [(r.partition_key, r.run_key) for r in requests] == [(good, f"replay-{good}-1")]
@@ -160,22 +162,22 @@ def test_a_bad_replay_request_does_not_stop_the_others(defs, instance, store, se
     assert requests[0].asset_selection[0].to_user_string() == "order_intake"
     assert requests[0].tags["agentforge/replay_from"] == "intake"
     assert instance.has_dynamic_partition("orders", good), "a missing partition is registered"
-    [letter] = store.dead_letters()
+    [letter] = store.dead_letters.dead_letters()
     assert letter["order_id"] == "bad...id" and letter["error_type"] == "NotLaunchable"
     assert "cannot be launched" in letter["message"] and letter["replays"] == 1
     assert any(
-        r["detail"].get("error_type") == "NotLaunchable" for r in store.audit_rows("bad...id")
+        r["detail"].get("error_type") == "NotLaunchable" for r in store.audit.audit_rows("bad...id")
     )
 
 
 def test_an_unlaunchable_queued_order_is_set_aside_and_the_queue_goes_on(
     defs, instance, store, settings
 ) -> None:
-    good = store.submit(make_order(1)).order_id
+    good = store.orders.submit(make_order(1)).order_id
     queue_unchecked(store, "tab\there")
     requests, _ = evaluate(defs, instance, "order_queue", settings.resolved_database_url())
     assert [r.partition_key for r in requests] == [good]
-    assert store.status("tab\there") is OrderStatus.DEAD_LETTERED
+    assert store.orders.status("tab\there") is OrderStatus.DEAD_LETTERED
     assert settle_unlaunchable(store, "tab\there", "again") is Verdict.ALREADY_SETTLED
 
 
@@ -185,7 +187,11 @@ def test_a_run_for_an_order_never_submitted_is_refused_and_changes_nothing(
     result = run_order(defs, instance, store, "never-submitted")
     assert not result.success and result.status is None
     assert result.verdict is Verdict.UNKNOWN_ORDER
-    assert store.audit_rows() == [] and store.dead_letters() == [] and store.order_ids() == []
+    assert (
+        store.audit.audit_rows() == []
+        and store.dead_letters.dead_letters() == []
+        and store.orders.order_ids() == []
+    )
     failure = failure_of_run(instance, result.run_id)
     assert failure.step == "launch" and failure.error_class == "infrastructure"
     assert "'never-submitted' was never submitted" in failure.message

@@ -23,7 +23,7 @@ def test_submit_registers_the_partition(store: BusinessStore, instance: DagsterI
 def test_orders_taken_in_before_are_registered_once(
     store: BusinessStore, instance: DagsterInstance
 ) -> None:
-    old = [store.submit(make_order(i)).order_id for i in range(3)]  # as before: store only
+    old = [store.orders.submit(make_order(i)).order_id for i in range(3)]  # as before: store only
     assert instance.get_dynamic_partitions("orders") == []
     assert sorted(register_existing_orders(store, instance)) == sorted(old)
     assert sorted(instance.get_dynamic_partitions("orders")) == sorted(old)
@@ -34,7 +34,7 @@ def test_a_repeated_submission_registers_what_the_first_try_did_not(
     store: BusinessStore, instance: DagsterInstance
 ) -> None:
     """The first try queued the order and lost its connection before registering the partition."""
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     with pytest.raises(AlreadySubmitted):
         submit_order(store, instance, order, source="test")
     assert instance.get_dynamic_partitions("orders") == [order.order_id]

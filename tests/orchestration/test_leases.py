@@ -56,7 +56,7 @@ class Home:
     def submit(self, count: int) -> list[str]:
         store = self.store
         try:
-            return [store.submit(make_order(index)).order_id for index in range(count)]
+            return [store.orders.submit(make_order(index)).order_id for index in range(count)]
         finally:
             store.engine.dispose()
 
@@ -79,14 +79,14 @@ class Home:
     def statuses(self, order_ids: list[str]) -> dict[str, OrderStatus]:
         store = self.store
         try:
-            return {order_id: store.status(order_id) for order_id in order_ids}
+            return {order_id: store.orders.status(order_id) for order_id in order_ids}
         finally:
             store.engine.dispose()
 
     def events(self, order_id: str) -> list[dict[str, object]]:
         store = self.store
         try:
-            return store.audit_rows(order_id)
+            return store.audit.audit_rows(order_id)
         finally:
             store.engine.dispose()
 
@@ -125,7 +125,7 @@ def _delivered_once(home: Home, order_ids: list[str]) -> None:
     store = home.store
     try:
         for order_id in order_ids:
-            assert store.delivery(order_id) is not None, order_id
+            assert store.deliveries.delivery(order_id) is not None, order_id
         with store.engine.connect() as conn:
             from sqlalchemy import func, select
 
@@ -329,7 +329,7 @@ def test_under_the_daemon_the_expired_leases_sensor_takes_a_dead_worker_s_order_
     assert home.statuses([order_id]) == {order_id: OrderStatus.DEAD_LETTERED}
     store = home.store
     try:
-        letter = store.dead_letter_of(order_id)
+        letter = store.dead_letters.dead_letter_of(order_id)
         assert letter is not None and letter["error_class"] == "infrastructure", letter
         assert letter["failed_step"] == "plan" and "lease" in letter["message"], letter
     finally:

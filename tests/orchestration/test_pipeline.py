@@ -36,16 +36,16 @@ def scripted(step: str, failures: int) -> dict[str, Any]:
 def test_a_step_that_fails_twice_then_succeeds_books_one_ledger_row(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore
 ) -> None:
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     result = run_order(defs, instance, store, order.order_id, run_config=scripted("invoice", 2))
     assert result.success and result.status is OrderStatus.COMPLETED
-    assert [row["order_id"] for row in store.ledger_rows()] == [order.order_id]
+    assert [row["order_id"] for row in store.deliveries.ledger_rows()] == [order.order_id]
     events = step_events(instance, result.run_id)
     assert events[("invoice", DagsterEventType.STEP_UP_FOR_RETRY.value)] == 2
     assert events[("invoice", DagsterEventType.STEP_SUCCESS.value)] == 1
     attempts = [
         (r["attempt"], r["event"])
-        for r in store.audit_rows(order.order_id)
+        for r in store.audit.audit_rows(order.order_id)
         if r["step"] == "invoice" and r["event"].startswith("step_")
     ]
     assert attempts == [
@@ -61,28 +61,28 @@ def test_a_step_that_fails_twice_then_succeeds_books_one_ledger_row(
 def test_a_permanent_error_is_not_retried_and_dead_letters_the_order(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore
 ) -> None:
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     broken = {"resources": {"faults": {"config": {"fail_permanently": ["review"]}}}}
     result = run_order(defs, instance, store, order.order_id, run_config=broken)
     assert not result.success and result.status is OrderStatus.DEAD_LETTERED
     events = step_events(instance, result.run_id)
     assert events[("review", DagsterEventType.STEP_FAILURE.value)] == 1
     assert events[("review", DagsterEventType.STEP_UP_FOR_RETRY.value)] == 0
-    record = store.get(order.order_id)
+    record = store.orders.get(order.order_id)
     assert record.failed_step == "review" and "cannot succeed" in (record.last_error or "")
     [failed] = [
         r
-        for r in store.audit_rows(order.order_id)
+        for r in store.audit.audit_rows(order.order_id)
         if r["event"] == "transition" and r["detail"]["to"] == "failed"
     ]
     assert failed["detail"]["error_class"] == "permanent"
-    [letter] = store.dead_letters()
+    [letter] = store.dead_letters.dead_letters()
     assert (letter["error_class"], letter["error_type"], letter["attempts"]) == (
         "permanent",
         "InjectedPermanentFault",
         1,
     )
-    assert store.ledger_rows() == []
+    assert store.deliveries.ledger_rows() == []
 
 
 def test_a_run_for_an_unknown_order_is_refused_before_any_step(
@@ -95,7 +95,7 @@ def test_a_run_for_an_unknown_order_is_refused_before_any_step(
     assert not result.success
     started = [event for (_, event) in step_events(instance, result.run_id) if "STEP" in event]
     assert started == [], "no step ran"
-    assert store.audit_rows() == [], "nothing was written"
+    assert store.audit.audit_rows() == [], "nothing was written"
 
 
 def test_twenty_orders_at_thirty_percent_faults_none_lost(
@@ -104,16 +104,16 @@ def test_twenty_orders_at_thirty_percent_faults_none_lost(
     # Fixed ids: the injected faults are a function of seed, order, step and attempt, so the same
     # orders fail in the same places on every run of the test.
     order_ids = [
-        store.submit(make_order(i, order_id=f"faulty-{i:02d}")).order_id for i in range(20)
+        store.orders.submit(make_order(i, order_id=f"faulty-{i:02d}")).order_id for i in range(20)
     ]
     results = run_orders(defs, instance, store, order_ids, run_config=fault_run_config(0.3, 11))
 
-    statuses = store.statuses()
+    statuses = store.orders.statuses()
     assert sorted(statuses) == sorted(order_ids)
     # An order whose step runs out of retries is dead-lettered (recorded, replayable), never lost.
     assert {statuses[o] for o in order_ids} <= {"completed", "dead_lettered"}
     completed = [o for o in order_ids if statuses[o] == "completed"]
-    ledger = [row["order_id"] for row in store.ledger_rows()]
+    ledger = [row["order_id"] for row in store.deliveries.ledger_rows()]
     assert sorted(ledger) == sorted(completed) and len(set(ledger)) == len(ledger)
 
     report = build_report(instance, statuses)
@@ -135,4 +135,4 @@ def test_twenty_orders_at_thirty_percent_faults_none_lost(
         assert row["attempts"] == starts, step
         assert row["failed_attempts"] == retries + failures, step
     assert report.steps["failed_attempts"].sum() > 0, "30% faults should have caused retries"
-    assert store.verify_audit().ok
+    assert store.audit.verify_audit().ok

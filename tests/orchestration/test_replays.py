@@ -28,7 +28,7 @@ def delete_artifacts(settings: AgentForgeSettings, order_id: str, *steps: str) -
 
 
 def paid_calls(store: BusinessStore, order_id: str) -> int:
-    return sum(1 for row in store.model_call_rows(order_id) if not row["cache_hit"])
+    return sum(1 for row in store.model_calls.model_call_rows(order_id) if not row["cache_hit"])
 
 
 def started_steps(instance: DagsterInstance, run_id: str) -> set[str]:
@@ -56,7 +56,7 @@ def test_a_replay_whose_artifacts_are_gone_reruns_from_there_without_paying_agai
     paid = paid_calls(store, order_id)
     assert paid >= 2  # plan and draft at least
     delete_artifacts(settings, order_id, "plan", "review")
-    store.request_replay(order_id, actor="test")
+    store.dead_letters.request_replay(order_id, actor="test")
 
     # The sensor and the in-process runner plan through the same function.
     with build_sensor_context(
@@ -85,15 +85,15 @@ def test_a_replay_whose_artifacts_are_gone_reruns_from_there_without_paying_agai
     run = instance.get_run_by_id(replay.run_id)
     assert run is not None and run.tags["agentforge/replay_from"] == "plan"
     assert paid_calls(store, order_id) == paid, "the re-run model steps were served from the store"
-    assert any(row["cache_hit"] for row in store.model_call_rows(order_id))
-    [moved] = [r for r in store.audit_rows(order_id) if r["event"] == "replay_start_moved"]
+    assert any(row["cache_hit"] for row in store.model_calls.model_call_rows(order_id))
+    [moved] = [r for r in store.audit.audit_rows(order_id) if r["event"] == "replay_start_moved"]
     assert moved["step"] == "plan"
     assert moved["detail"] == {
         "requested": "delivery",
         "start": "plan",
         "missing": ["plan", "review"],
     }
-    assert store.verify_audit().ok
+    assert store.audit.verify_audit().ok
 
 
 def test_a_missing_artifact_inside_a_run_fails_the_step_once_as_permanent(
@@ -101,7 +101,7 @@ def test_a_missing_artifact_inside_a_run_fails_the_step_once_as_permanent(
 ) -> None:
     order_id, failed_run = dead_lettered_at_delivery(defs, instance, store)
     delete_artifacts(settings, order_id, "review")
-    store.request_replay(order_id, actor="test")
+    store.dead_letters.request_replay(order_id, actor="test")
     # A replay launched before the artifact went missing (planned from the failed step).
     plan = ReplayPlan(order_id, "delivery", f"replay-{order_id}-1", failed_run)
     result = run_order(defs, instance, store, order_id, replay=plan)
@@ -109,7 +109,7 @@ def test_a_missing_artifact_inside_a_run_fails_the_step_once_as_permanent(
     assert not result.success and result.status is OrderStatus.DEAD_LETTERED
     retries = instance.all_logs(result.run_id, of_type=DagsterEventType.STEP_UP_FOR_RETRY)
     assert retries == [], "a missing artifact is not retried"
-    [letter] = store.dead_letters()
+    [letter] = store.dead_letters.dead_letters()
     assert (letter["failed_step"], letter["error_class"], letter["error_type"]) == (
         "delivery",
         "permanent",

@@ -40,9 +40,9 @@ def aged_orders(store: BusinessStore, instance: DagsterInstance) -> None:
         if final is OrderStatus.DEAD_LETTERED:
             dead_lettered_order(store, order_id)
         else:
-            store.submit(make_order(index, order_id=order_id))
+            store.orders.submit(make_order(index, order_id=order_id))
             for status in PATHS[final]:
-                store.transition(order_id, status, step="test")
+                store.orders.transition(order_id, status, step="test")
         with store.begin() as conn:
             conn.execute(
                 update(orders)
@@ -56,8 +56,8 @@ def test_only_orders_final_for_longer_than_the_retention_lose_their_partition(
     settings: AgentForgeSettings, store: BusinessStore, instance: DagsterInstance
 ) -> None:
     aged_orders(store, instance)
-    assert store.status("old-dead") is OrderStatus.DEAD_LETTERED
-    audit_before = len(store.audit_rows())
+    assert store.orders.status("old-dead") is OrderStatus.DEAD_LETTERED
+    audit_before = len(store.audit.audit_rows())
     defs = build_definitions(settings)
     job = defs.resolve_job_def("prune_order_partitions")
 
@@ -72,9 +72,9 @@ def test_only_orders_final_for_longer_than_the_retention_lose_their_partition(
     left = set(instance.get_dynamic_partitions(ORDERS_PARTITIONS_NAME))
     assert left == set(ORDERS) - {"old-done", "old-rejected"}
     # The records stay: the orders, their states, their audit trail (one event more, the pruning).
-    assert store.status("old-done") is OrderStatus.COMPLETED
-    assert len(store.audit_rows()) == audit_before + 1
-    [pruned] = [r for r in store.audit_rows() if r["event"] == "partitions_pruned"]
+    assert store.orders.status("old-done") is OrderStatus.COMPLETED
+    assert len(store.audit.audit_rows()) == audit_before + 1
+    [pruned] = [r for r in store.audit.audit_rows() if r["event"] == "partitions_pruned"]
     assert pruned["detail"]["count"] == 2
     # A run launched for an order registers its partition again.
     assert register_orders(instance, ["old-done"]) == ["old-done"]

@@ -50,7 +50,7 @@ def decisions(store: BusinessStore, order_id: str) -> list[tuple[str, str]]:
     """(decision, actor) of every decision in the audit trail."""
     return [
         (row["detail"]["decision"], row["detail"]["actor"])
-        for row in store.audit_rows(order_id)
+        for row in store.audit.audit_rows(order_id)
         if row["event"] == "transition" and "decision" in row["detail"]
     ]
 
@@ -64,7 +64,7 @@ def delivery_rows(store: BusinessStore, order_id: str) -> list[dict[str, Any]]:
 def nothing_delivered(store: BusinessStore, settings: AgentForgeSettings, order_id: str) -> bool:
     delivered = settings.resolved_deliveries_dir() / f"{order_id}.md"
     return (
-        all(row["order_id"] != order_id for row in store.ledger_rows())
+        all(row["order_id"] != order_id for row in store.deliveries.ledger_rows())
         and delivery_rows(store, order_id) == []
         and not delivered.exists()
     )
@@ -79,10 +79,10 @@ def cli(settings: AgentForgeSettings, monkeypatch: pytest.MonkeyPatch, *args: st
 def held(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore, order: Order
 ) -> tuple[str, Any]:
-    store.submit(order)
+    store.orders.submit(order)
     result = run_order(defs, instance, store, order.order_id)
     assert result.success, "a hold is not a failure: the run succeeds"
-    return result.run_id, store.latest_hold(order.order_id)
+    return result.run_id, store.review.latest_hold(order.order_id)
 
 
 def test_quarantine_then_approve_delivers_the_held_draft_once(
@@ -94,13 +94,13 @@ def test_quarantine_then_approve_delivers_the_held_draft_once(
 ) -> None:
     order = make_order(brief=INJECTED)
     run_id, hold = held(defs, instance, store, order)
-    assert store.status(order.order_id) is OrderStatus.QUARANTINED
+    assert store.orders.status(order.order_id) is OrderStatus.QUARANTINED
     assert started_steps(instance, run_id) == {"intake", "plan", "draft", "review", "delivery"}
     assert hold.kind == "quarantined" and hold.step == "review" and hold.draft
     assert "instructs_the_system" in [f["rule"] for f in hold.findings]
     assert any("brief tries to instruct the system" in reason for reason in hold.reasons)
     assert nothing_delivered(store, settings, order.order_id)
-    assert store.dead_letters() == [], "a hold is not a dead letter"
+    assert store.dead_letters.dead_letters() == [], "a hold is not a dead letter"
 
     listed = cli(settings, monkeypatch, "review", "list")
     assert order.order_id in listed.output and "instruct the system" in listed.output
@@ -112,12 +112,12 @@ def test_quarantine_then_approve_delivers_the_held_draft_once(
     [replay] = run_replays(defs, instance, store)
     assert replay.status is OrderStatus.COMPLETED
     assert started_steps(instance, replay.run_id) == {"delivery", "invoice"}
-    [entry] = store.ledger_rows()
+    [entry] = store.deliveries.ledger_rows()
     assert entry["order_id"] == order.order_id
     delivered = Path(settings.resolved_deliveries_dir() / f"{order.order_id}.md").read_text()
     assert delivered == hold.draft
     assert decisions(store, order.order_id) == [("approve", "alice")]
-    assert store.verify_audit().ok
+    assert store.audit.verify_audit().ok
 
 
 def test_quarantine_then_edit_delivers_the_persons_text_and_keeps_the_draft(
@@ -145,8 +145,8 @@ def test_quarantine_then_edit_delivers_the_persons_text_and_keeps_the_draft(
     assert text == edited.read_text()
     [delivery] = delivery_rows(store, order.order_id)
     assert delivery["content_sha256"] == hashlib.sha256(text.encode()).hexdigest()
-    assert store.latest_hold(order.order_id).draft == hold.draft, "the model's draft is kept"
-    assert len(store.ledger_rows()) == 1
+    assert store.review.latest_hold(order.order_id).draft == hold.draft, "the model's draft is kept"
+    assert len(store.deliveries.ledger_rows()) == 1
     assert decisions(store, order.order_id) == [("edit", "bob")]
 
 
@@ -166,12 +166,14 @@ def test_reject_closes_the_order_without_delivery_or_invoice(
         "--reason", "a prompt injection, not an order",
     )  # fmt: skip
     assert done.exit_code == 0 and "rejected" in done.output
-    assert store.status(order.order_id) is OrderStatus.REJECTED
+    assert store.orders.status(order.order_id) is OrderStatus.REJECTED
     assert run_replays(defs, instance, store) == []
     assert nothing_delivered(store, settings, order.order_id)
     assert decisions(store, order.order_id) == [("reject", "carol")]
     # A client hears of the hold and of the person's decision (the outbox of order events).
-    events = [(e.state, e.event["previous_state"]) for e in store.order_events_of(order.order_id)]
+    events = [
+        (e.state, e.event["previous_state"]) for e in store.outbox.order_events_of(order.order_id)
+    ]
     assert events == [("queued", None), ("quarantined", "processing"), ("rejected", "quarantined")]
     again = cli(settings, monkeypatch, "review", "approve", order.order_id)
     assert again.exit_code != 0 and "already decided: reject by carol" in again.output
@@ -186,15 +188,15 @@ def test_an_order_that_needs_approval_waits_and_is_delivered_once_approved(
 ) -> None:
     order = make_order(require_approval=True)
     _, hold = held(defs, instance, store, order)
-    assert store.status(order.order_id) is OrderStatus.AWAITING_APPROVAL
+    assert store.orders.status(order.order_id) is OrderStatus.AWAITING_APPROVAL
     assert hold.kind == "awaiting_approval" and hold.findings == []
     assert nothing_delivered(store, settings, order.order_id)
-    assert store.get(order.order_id).order.require_approval
+    assert store.orders.get(order.order_id).order.require_approval
     status = cli(settings, monkeypatch, "status")
     assert "waiting for a person: 1 (0 escalated" in status.output
     cli(settings, monkeypatch, "review", "--actor", "dana", "approve", order.order_id)
     [replay] = run_replays(defs, instance, store)
-    assert replay.status is OrderStatus.COMPLETED and len(store.ledger_rows()) == 1
+    assert replay.status is OrderStatus.COMPLETED and len(store.deliveries.ledger_rows()) == 1
     assert decisions(store, order.order_id) == [("approve", "dana")]
 
 
@@ -246,7 +248,9 @@ def test_redrive_with_another_model_passes_without_redoing_or_repaying_earlier_s
     _, hold = held(defs, instance, store, order)
     assert hold.kind == "quarantined" and hold.model == "gpt-test"
     assert [f["rule"] for f in hold.findings] == ["missing_section"]
-    paid_plan = [r for r in store.model_call_rows() if r["step"] == "plan" and not r["cache_hit"]]
+    paid_plan = [
+        r for r in store.model_calls.model_call_rows() if r["step"] == "plan" and not r["cache_hit"]
+    ]
     requests_before = len(sloppy.requests)
 
     with pytest.raises(DecisionRefused, match="another model"):
@@ -258,13 +262,15 @@ def test_redrive_with_another_model_passes_without_redoing_or_repaying_earlier_s
     assert replay.status is OrderStatus.COMPLETED
     assert started_steps(instance, replay.run_id) == {"draft", "review", "delivery", "invoice"}
     assert len(sloppy.requests) == requests_before, "the re-drive never called the first model"
-    again_plan = [r for r in store.model_call_rows() if r["step"] == "plan" and not r["cache_hit"]]
+    again_plan = [
+        r for r in store.model_calls.model_call_rows() if r["step"] == "plan" and not r["cache_hit"]
+    ]
     assert again_plan == paid_plan, "the plan was not re-run or re-paid"
-    redrive_calls = [r for r in store.model_call_rows() if r["run_id"] == replay.run_id]
+    redrive_calls = [r for r in store.model_calls.model_call_rows() if r["run_id"] == replay.run_id]
     assert {r["model"] for r in redrive_calls} == {OfflineModel.model}
-    assert len(store.ledger_rows()) == 1
+    assert len(store.deliveries.ledger_rows()) == 1
     assert decisions(store, order.order_id) == [("redrive", "erin")]
-    assert store.repaid_calls() == {}
+    assert store.model_calls.repaid_calls() == {}
 
 
 def test_a_content_refusal_is_quarantined_not_dead_lettered_and_redrive_recovers_it(
@@ -279,7 +285,7 @@ def test_a_content_refusal_is_quarantined_not_dead_lettered_and_redrive_recovers
     assert started_steps(instance, run_id) == {"intake", "plan"}
     assert hold.step == "plan" and hold.draft is None
     assert [f["rule"] for f in hold.findings] == ["content_refused"]
-    assert store.dead_letters() == []
+    assert store.dead_letters.dead_letters() == []
     with pytest.raises(DecisionRefused, match="no draft to approve"):
         decide(store, order.order_id, "approve", actor="finn")
     decide(store, order.order_id, "redrive", actor="finn", model="offline")
@@ -293,9 +299,9 @@ def test_a_content_refusal_is_quarantined_not_dead_lettered_and_redrive_recovers
 def test_two_decisions_at_once_one_wins_and_the_other_is_told(pg_store: BusinessStore) -> None:
     from agentforge_dagster.domain.policy import Finding
 
-    order = pg_store.submit(make_order())
-    pg_store.claim(order.order_id, run_id="r1", step="intake")
-    pg_store.hold_for_review(
+    order = pg_store.orders.submit(make_order())
+    pg_store.orders.claim(order.order_id, run_id="r1", step="intake")
+    pg_store.review.hold_for_review(
         order.order_id,
         run_id="r1",
         kind="quarantined",
@@ -340,10 +346,12 @@ def test_a_hold_waiting_too_long_is_escalated_once_and_shown(
 
     order = make_order(brief=INJECTED)
     held(defs, instance, store, order)
-    assert store.escalate_overdue(timedelta(hours=1)) == []
-    assert store.escalate_overdue(timedelta(0)) == [order.order_id]
-    assert store.escalate_overdue(timedelta(0)) == [], "once"
-    assert [r["event"] for r in store.audit_rows(order.order_id)].count("review_escalated") == 1
+    assert store.review.escalate_overdue(timedelta(hours=1)) == []
+    assert store.review.escalate_overdue(timedelta(0)) == [order.order_id]
+    assert store.review.escalate_overdue(timedelta(0)) == [], "once"
+    assert [r["event"] for r in store.audit.audit_rows(order.order_id)].count(
+        "review_escalated"
+    ) == 1
     assert "ESCALATED" in cli(settings, monkeypatch, "review", "list").output
     assert "(1 escalated" in cli(settings, monkeypatch, "status").output
 

@@ -16,7 +16,7 @@ from tests.conftest import make_order
 def attempts(store: BusinessStore, order_id: str, step: str) -> list[dict]:
     return [
         r
-        for r in store.audit_rows(order_id)
+        for r in store.audit.audit_rows(order_id)
         if r["step"] == step and r["event"] in ("step_started", "step_failed", "step_succeeded")
     ]
 
@@ -24,7 +24,7 @@ def attempts(store: BusinessStore, order_id: str, step: str) -> list[dict]:
 def test_a_hung_model_call_times_out_and_the_step_is_retried(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore, settings
 ) -> None:
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     config = {
         "resources": {
             "faults": {"config": {"hang_first": {"plan": 1}, "hang_seconds": 20}},
@@ -52,7 +52,7 @@ def test_a_hung_model_call_times_out_and_the_step_is_retried(
 def test_a_server_provided_wait_is_honoured(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore
 ) -> None:
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     config = {
         "resources": {
             "faults": {"config": {"fail_first": {"draft": 1}, "retry_after_seconds": 1.5}}

@@ -60,7 +60,7 @@ def test_a_dead_worker_is_failed_once_and_its_order_is_replayed_without_a_person
             wait_until(
                 lambda: any(
                     r["event"] == "step_started" and r["step"] == "draft"
-                    for r in store.audit_rows(order.order_id)
+                    for r in store.audit.audit_rows(order.order_id)
                 ),
                 120,
                 "the draft step to start",
@@ -87,7 +87,7 @@ def test_a_dead_worker_is_failed_once_and_its_order_is_replayed_without_a_person
 
         # With no run retry configured, the order is lettered as a blip the auto replay takes.
         settle_failed_runs(store, instance, after=None)
-        record = store.get(order.order_id)
+        record = store.orders.get(order.order_id)
         assert record.status.value == "dead_lettered"
         assert record.failed_error_class == "infrastructure"
         assert eligible_for_auto_replay(store, 0, 3) == [order.order_id]

@@ -37,7 +37,7 @@ def evaluate(defs: Definitions, instance: DagsterInstance, name: str, database_u
 def test_queue_sensor_requests_each_queued_order_under_a_stable_run_key(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore, settings
 ) -> None:
-    ids = [store.submit(make_order(i)).order_id for i in range(3)]
+    ids = [store.orders.submit(make_order(i)).order_id for i in range(3)]
     url = settings.resolved_database_url()
     first = evaluate(defs, instance, "order_queue", url)
     assert [r.run_key for r in first] == [f"order-{i}" for i in ids]
@@ -46,12 +46,12 @@ def test_queue_sensor_requests_each_queued_order_under_a_stable_run_key(
 
     again = evaluate(defs, instance, "order_queue", url)  # still queued: the same keys
     assert [r.run_key for r in again] == [f"order-{i}" for i in ids]
-    claims = [r for r in store.audit_rows() if r["event"] == "launch_requested"]
+    claims = [r for r in store.audit.audit_rows() if r["event"] == "launch_requested"]
     assert sorted(r["order_id"] for r in claims) == sorted(ids), "claimed and audited once each"
 
 
 def test_skip_locked_claims_never_hand_one_order_to_two_claimers(pg_store: BusinessStore) -> None:
-    ids = [pg_store.submit(make_order(i)).order_id for i in range(4)]
+    ids = [pg_store.orders.submit(make_order(i)).order_id for i in range(4)]
     locked = threading.Event()
     release = threading.Event()
 
@@ -67,11 +67,11 @@ def test_skip_locked_claims_never_hand_one_order_to_two_claimers(pg_store: Busin
     holder.start()
     assert locked.wait(10)
     try:
-        assert pg_store.claim_for_launch(10) == ids[2:]
+        assert pg_store.orders.claim_for_launch(10) == ids[2:]
     finally:
         release.set()
         holder.join()
-    assert pg_store.claim_for_launch(10) == ids
+    assert pg_store.orders.claim_for_launch(10) == ids
 
 
 def test_drop_folder_queues_json_and_csv_and_records_refusals(
@@ -102,17 +102,17 @@ def test_drop_folder_queues_json_and_csv_and_records_refusals(
         "sheet.csv",
     ]
     assert (drop / "notes.txt").exists()
-    assert store.counts_by_status() == {"queued": 3}
-    assert sorted(instance.get_dynamic_partitions("orders")) == sorted(store.order_ids())
+    assert store.orders.counts_by_status() == {"queued": 3}
+    assert sorted(instance.get_dynamic_partitions("orders")) == sorted(store.orders.order_ids())
     rejections = [
-        r["detail"]["errors"] for r in store.audit_rows() if r["event"] == "order_rejected"
+        r["detail"]["errors"] for r in store.audit.audit_rows() if r["event"] == "order_rejected"
     ]
     assert any("price" in e[0] for e in rejections) and any("UTF-8" in e[0] for e in rejections)
 
     # The same file dropped again (a crash before it was moved) queues nothing twice.
     (drop / "one.json").write_text(json.dumps(good))
     assert take_drop_folder(store, instance, drop)["already_queued"] == 1
-    assert store.counts_by_status() == {"queued": 3}
+    assert store.orders.counts_by_status() == {"queued": 3}
 
 
 def test_hostile_drop_files_are_set_aside_and_the_rest_still_taken(
@@ -142,10 +142,13 @@ def test_hostile_drop_files_are_set_aside_and_the_rest_still_taken(
     ]
     assert "cannot be read" in (drop / "rejected" / "a-dir.json.reason.txt").read_text()
     assert len(list((drop / "done").iterdir())) == 5
-    assert sorted(store.get(o).order.customer for o in store.order_ids()) == ["Acme", "Bom Co"]
+    assert sorted(store.orders.get(o).order.customer for o in store.orders.order_ids()) == [
+        "Acme",
+        "Bom Co",
+    ]
     errors = {
         r["detail"]["source"]: r["detail"]["errors"][0]
-        for r in store.audit_rows()
+        for r in store.audit.audit_rows()
         if r["event"] == "order_rejected"
     }
     assert errors["drop:a-dir.json"].startswith("file: cannot be read (a folder:")
@@ -165,17 +168,17 @@ def test_items_of_a_dropped_list_keep_their_ids_whatever_they_are(
     first = take_drop_folder(store, instance, drop)
     # The JSON-encoded string is text, not an order: it is refused, never decoded a second time.
     assert first == {"files": 1, "queued": 1, "rejected": 4, "already_queued": 0}
-    ids = store.order_ids()
+    ids = store.orders.order_ids()
     assert len(ids) == 1 and ids[0].startswith("drop-") and ids[0].endswith("-4")
     errors = [
-        r["detail"]["errors"][0] for r in store.audit_rows() if r["event"] == "order_rejected"
+        r["detail"]["errors"][0] for r in store.audit.audit_rows() if r["event"] == "order_rejected"
     ]
     assert errors[0] == "item 0: an order is a JSON object, not a string", errors
 
     (drop / "list.json").write_text(content)  # dropped again: nothing queued twice
     again = take_drop_folder(store, instance, drop)
     assert again == {"files": 1, "queued": 0, "rejected": 4, "already_queued": 1}
-    assert store.order_ids() == ids
+    assert store.orders.order_ids() == ids
 
 
 def test_a_file_that_is_one_json_string_is_refused_not_decoded_again(
@@ -186,8 +189,8 @@ def test_a_file_that_is_one_json_string_is_refused_not_decoded_again(
     good = {"customer": "Acme", "service": "blog_post", "brief": "Write about drops", "price": "9"}
     (drop / "text.json").write_text(json.dumps(json.dumps(good)))
     assert take_drop_folder(store, instance, drop)["rejected"] == 1
-    assert store.order_ids() == []
-    [refusal] = [r for r in store.audit_rows() if r["event"] == "order_rejected"]
+    assert store.orders.order_ids() == []
+    [refusal] = [r for r in store.audit.audit_rows() if r["event"] == "order_rejected"]
     assert refusal["detail"]["errors"] == ["item 0: an order is a JSON object, not a string"]
 
 
@@ -214,10 +217,10 @@ def test_the_drop_folder_reads_only_regular_files_inside_itself(
     finally:
         listener.close()
     assert counts == {"files": 6, "queued": 1, "rejected": 5, "already_queued": 0}
-    assert [store.get(o).order.customer for o in store.order_ids()] == ["Acme"]
+    assert [store.orders.get(o).order.customer for o in store.orders.order_ids()] == ["Acme"]
     rejected = {
         r["detail"]["source"]: r["detail"]["errors"][0]
-        for r in store.audit_rows()
+        for r in store.audit.audit_rows()
         if r["event"] == "order_rejected"
     }
     assert "a symbolic link" in rejected["drop:a-out.json"]
@@ -259,7 +262,7 @@ def test_a_file_swapped_between_the_look_and_the_open_is_refused_unread(
 
     monkeypatch.setattr(sensors, "_not_a_regular_file", look_then_swap)
     assert take_drop_folder(store, instance, drop)["rejected"] == 1
-    assert store.order_ids() == []
+    assert store.orders.order_ids() == []
     with store.engine.connect() as conn:
         kept = " ".join(str(row) for row in conn.execute(text("select * from rejected_orders")))
     assert "drop:swapped.json" in kept and "SECRET-OUTSIDE" not in kept
@@ -297,7 +300,7 @@ def test_a_drop_folder_reached_through_a_link_is_read_by_the_sensor(
     defs = build_definitions(settings.model_copy(update={"drop_dir": tmp_path / "drop"}))
     taken = evaluate(defs, instance, "order_drop_folder", settings.resolved_database_url())
     assert "'queued': 1" in (taken.skip_message or "")
-    assert [store.get(o).order.customer for o in store.order_ids()] == ["Acme"]
+    assert [store.orders.get(o).order.customer for o in store.orders.order_ids()] == ["Acme"]
 
 
 @contextlib.contextmanager
@@ -328,8 +331,8 @@ def test_a_read_only_drop_folder_is_named_in_the_tick_and_nothing_is_taken_twice
     with read_only(drop):
         skipped = evaluate(defs, instance, "order_drop_folder", settings.resolved_database_url())
         assert "read-only" in (skipped.skip_message or "") and str(drop) in skipped.skip_message
-        assert store.order_ids() == []
-        assert not [r for r in store.audit_rows() if r["event"] == "order_rejected"]
+        assert store.orders.order_ids() == []
+        assert not [r for r in store.audit.audit_rows() if r["event"] == "order_rejected"]
     taken = evaluate(defs, instance, "order_drop_folder", settings.resolved_database_url())
     assert "'queued': 1" in (taken.skip_message or "")
     assert [p.name for p in (drop / "done").iterdir()] == ["one.json"]
@@ -347,4 +350,4 @@ def test_a_csv_that_cannot_be_read_as_one_is_set_aside_with_the_reason(
     reasons = {p.name: p.read_text() for p in (drop / "rejected").glob("*.reason.txt")}
     assert "field larger than field limit" in reasons["huge-field.csv.reason.txt"]
     assert "not UTF-8 text (bad byte at offset 32)" in reasons["latin1.csv.reason.txt"]
-    assert store.order_ids() == []
+    assert store.orders.order_ids() == []

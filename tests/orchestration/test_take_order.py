@@ -122,11 +122,13 @@ def test_a_valid_order_is_queued_its_partition_registered_and_the_queue_sensor_t
     done = take(config)  # a YAML number for the price, as `price: 120.50` in a file
     assert done.success
     assert done.output_for_node(ACCEPT_ORDER) == "acme-42"
-    record = business.get("acme-42")
+    record = business.orders.get("acme-42")
     assert record.status.value == "queued"
     assert record.order.price == Decimal("120.50") and record.order.require_approval
     assert instance.get_dynamic_partitions("orders") == ["acme-42"]
-    [submitted] = [r for r in business.audit_rows("acme-42") if r["event"] == "order_submitted"]
+    [submitted] = [
+        r for r in business.audit.audit_rows("acme-42") if r["event"] == "order_submitted"
+    ]
     assert submitted["detail"]["source"] == "job:take_order"
     [output] = [e for e in done.all_events if e.event_type == DagsterEventType.STEP_OUTPUT]
     metadata = output.step_output_data.metadata
@@ -142,7 +144,7 @@ def test_a_valid_order_is_queued_its_partition_registered_and_the_queue_sensor_t
 
     again = take(config)  # the same order again: nothing to do, not a failure
     assert again.success and again.output_for_node(ACCEPT_ORDER) == "acme-42"
-    assert business.order_ids() == ["acme-42"]
+    assert business.orders.order_ids() == ["acme-42"]
 
 
 _CLI_ERRORS: dict[str, list[str]] = {}
@@ -204,12 +206,12 @@ def test_a_refused_order_is_recorded_as_submit_records_it_and_never_queued(
     done = take(fields)
     assert not done.success
     assert step_events(done, DagsterEventType.STEP_UP_FOR_RETRY) == 0, "a refusal is not retried"
-    assert business.order_ids() == [] and instance.get_dynamic_partitions("orders") == []
+    assert business.orders.order_ids() == [] and instance.get_dynamic_partitions("orders") == []
     [row] = rejections(business)
     assert row["source"] == "job:take_order"
     assert json.loads(row["errors"]) == cli_errors, "the same validator, the same words"
     assert json.loads(row["payload"]) == {**fields, "require_approval": False}
-    [audited] = [r for r in business.audit_rows() if r["event"] == "order_rejected"]
+    [audited] = [r for r in business.audit.audit_rows() if r["event"] == "order_rejected"]
     assert audited["detail"]["rejection_id"] == row["rejection_id"]
     description = failure_description(done)
     assert description.startswith(f"order rejected (recorded as rejection {row['rejection_id']}):")
@@ -223,7 +225,7 @@ def test_an_id_holding_a_different_order_is_refused_and_the_first_kept(
     other = take({**ORDER, "order_id": "acme-7", "brief": "Something else entirely, please"})
     assert not other.success
     assert "'acme-7' is already used by a different order" in failure_description(other)
-    assert business.get("acme-7").order.brief == ORDER["brief"]
+    assert business.orders.get("acme-7").order.brief == ORDER["brief"]
     assert len(rejections(business)) == 1
 
 
@@ -259,12 +261,12 @@ def test_without_an_order_id_a_run_group_takes_one_order_however_often_it_runs(
     ) as retried:
         assert retried.success and retried.dagster_run.root_run_id == root
         assert retried.output_for_node(ACCEPT_ORDER) == order_id
-    assert business.order_ids() == [order_id]
+    assert business.orders.order_ids() == [order_id]
     assert instance.get_dynamic_partitions("orders") == [order_id]
 
     with execute_job(job, instance, run_config=run_config) as another:  # a new launch: new order
         assert another.success and another.output_for_node(ACCEPT_ORDER) != order_id
-    assert len(business.order_ids()) == 2
+    assert len(business.orders.order_ids()) == 2
 
 
 @pytest.mark.parametrize("database_url", ["embedded"], indirect=True)
@@ -284,7 +286,7 @@ def test_a_transient_error_is_retried_and_the_order_taken_once(
     done = take({**ORDER, "order_id": "acme-9"})
     assert done.success and len(calls) == 2
     assert step_events(done, DagsterEventType.STEP_UP_FOR_RETRY) == 1
-    assert business.order_ids() == ["acme-9"]
+    assert business.orders.order_ids() == ["acme-9"]
 
 
 def test_the_job_is_in_the_code_location_with_the_step_retry_policy(
@@ -339,7 +341,7 @@ def test_a_yaml_run_config_through_dagster_job_execute(
         timeout=300,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    record = business.get("acme-yaml")
+    record = business.orders.get("acme-yaml")
     assert record.status.value == "queued" and record.order.price == Decimal("240.00")
     with DagsterInstance.from_config(str(tmp_path / "dagster_home")) as instance:
         assert instance.get_dynamic_partitions("orders") == ["acme-yaml"]
@@ -361,7 +363,7 @@ def test_a_refused_run_re_executed_is_recorded_once(
         job, instance, reexecution_options=ReexecutionOptions.from_failure(refused.run_id, instance)
     ) as again:
         assert not again.success
-    assert len(rejections(business)) == 1 and business.order_ids() == []
+    assert len(rejections(business)) == 1 and business.orders.order_ids() == []
 
 
 @pytest.mark.parametrize("database_url", ["embedded"], indirect=True)
@@ -370,4 +372,4 @@ def test_dagster_checks_the_config_types_before_any_run(take: Any, business: Bus
         take({**ORDER, "require_approval": "sometimes"})
     with pytest.raises(DagsterInvalidConfigError, match="customer"):
         take({key: value for key, value in ORDER.items() if key != "customer"})
-    assert business.order_ids() == [] and rejections(business) == []
+    assert business.orders.order_ids() == [] and rejections(business) == []

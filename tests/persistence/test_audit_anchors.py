@@ -21,7 +21,6 @@ from agentforge_dagster.persistence.backup import create_backup
 from agentforge_dagster.persistence.backup_locations import LocalBackupLocation
 from agentforge_dagster.persistence.resources import BackupTargetResource, BusinessStoreResource
 from agentforge_dagster.persistence.schema import audit_log
-from agentforge_dagster.persistence.sql import integrity_problem
 from agentforge_dagster.persistence.store import BusinessStore
 
 KEY = b"a test key, never logged"
@@ -29,7 +28,7 @@ KEY = b"a test key, never logged"
 
 def record(store: BusinessStore, count: int, start: int = 0) -> None:
     for index in range(start, start + count):
-        store.record_event("drill_event", order_id=f"o-{index}", detail={"n": index})
+        store.audit.record_event("drill_event", order_id=f"o-{index}", detail={"n": index})
 
 
 def test_an_intact_chain_matches_its_anchors(store: BusinessStore, tmp_path: Path) -> None:
@@ -52,7 +51,7 @@ def test_deleting_the_last_rows_after_an_anchor_is_truncation(
     assert anchor.seq is not None
     with store.begin() as conn:
         conn.execute(delete(audit_log).where(audit_log.c.seq > anchor.seq - 2))
-    assert store.verify_audit().ok  # the chain alone cannot tell
+    assert store.audit.verify_audit().ok  # the chain alone cannot tell
     report = verify_against_anchors(store, location)
     assert not report.ok
     assert report.problems[0].startswith(f"truncated: row {anchor.seq}")
@@ -72,7 +71,7 @@ def test_a_rewritten_last_row_with_its_hash_recomputed_is_a_rewritten_tail(
             .where(audit_log.c.seq == anchor.seq)
             .values(detail=fields["detail"], row_hash=_row_hash(last["prev_hash"], fields))
         )
-    assert store.verify_audit().ok
+    assert store.audit.verify_audit().ok
     report = verify_against_anchors(store, location, KEY)
     assert report.problems == [
         f"rewritten tail: row {anchor.seq} has another hash than the one anchored "
@@ -133,14 +132,14 @@ def test_a_backup_and_the_anchor_job_each_write_an_anchor(
 def test_a_corrupt_sqlite_file_fails_the_integrity_check(
     store: BusinessStore, tmp_path: Path
 ) -> None:
-    assert integrity_problem(store.engine) is None
+    assert store.integrity_problem() is None
     record(store, 200)
     store.engine.dispose()
     database = Path(str(store.engine.url.database))
     data = bytearray(database.read_bytes())
     data[4096 * 2 :] = b"\xa5" * (len(data) - 4096 * 2)
     database.write_bytes(bytes(data))
-    assert integrity_problem(store.engine)
+    assert store.integrity_problem()
 
 
 def test_only_a_week_of_anchors_is_kept_and_the_newest_still_witnesses_every_row(
@@ -155,7 +154,7 @@ def test_only_a_week_of_anchors_is_kept_and_the_newest_still_witnesses_every_row
     assert location.names(ANCHOR_FOLDER) == sorted(names)[-3:]
     with store.begin() as conn:  # cut the first rows: the newest anchor's row goes with the chain
         conn.execute(delete(audit_log).where(audit_log.c.seq <= 2))
-    assert not store.verify_audit().ok
+    assert not store.audit.verify_audit().ok
 
 
 def test_the_hourly_anchor_job_is_the_scheduled_check_and_fails_on_a_broken_chain(

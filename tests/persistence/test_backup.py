@@ -27,11 +27,13 @@ from tests.conftest import make_order, step_env
 
 def process(store: BusinessStore, index: int, deliveries: Path) -> None:
     """One order through the step functions; every fifth one fails at review."""
-    order = store.submit(make_order(index))
-    store.claim(order.order_id, run_id=f"run-{index}", step="intake")
+    order = store.orders.submit(make_order(index))
+    store.orders.claim(order.order_id, run_id=f"run-{index}", step="intake")
     env = step_env(store, order.order_id, deliveries, run_id=f"run-{index}")
     if index % 5 == 0:
-        store.transition(order.order_id, OrderStatus.FAILED, step="review", error="drill failure")
+        store.orders.transition(
+            order.order_id, OrderStatus.FAILED, step="review", error="drill failure"
+        )
         return
     plan = steps.plan(env, {"intake": order})
     draft = steps.draft(env, {"intake": order, "plan": plan})
@@ -64,7 +66,7 @@ def test_restore_drill_fifty_orders_on_postgres(
 ) -> None:
     for index in range(50):
         process(pg_store, index, tmp_path / "deliveries")
-    pg_store.reject('{"brief": ""}', ["brief: too short"], source="drill")
+    pg_store.orders.reject('{"brief": ""}', ["brief: too short"], source="drill")
     before = snapshot(pg_store)
     assert len(before["orders"]) == 50 and len(before["ledger"]) == 40
     location = LocalBackupLocation(tmp_path / "backups")
@@ -80,11 +82,11 @@ def test_restore_drill_fifty_orders_on_postgres(
     try:
         assert snapshot(restored) == before
         assert report.audit_rows == len(before["audit_log"])
-        assert restored.verify_audit().ok
+        assert restored.audit.verify_audit().ok
         assert restored.schema_revision() == head
         # The restored store keeps working: the chain goes on from the restored head.
-        restored.submit(make_order(999))
-        assert restored.verify_audit().ok
+        restored.orders.submit(make_order(999))
+        assert restored.audit.verify_audit().ok
     finally:
         restored.engine.dispose()
 

@@ -86,7 +86,7 @@ def test_the_link_command_prints_a_working_link_and_stores_it_nowhere(
     monkeypatch.delenv("AGENTFORGE_DATABASE_URL", raising=False)
     store = BusinessStore.opened(f"sqlite:///{home / 'agentforge.db'}")
     content = b"# For the customer\n"
-    store.record_delivery(
+    store.deliveries.record_delivery(
         Delivery(
             order_id="ord-3",
             delivery_id="dlv-ord-3",
@@ -102,11 +102,16 @@ def test_the_link_command_prints_a_working_link_and_stores_it_nowhere(
     query = parse_qs(urlsplit(link).query)
     assert query["versionId"] and query.get("X-Amz-Expires", query.get("Expires"))
     with urllib.request.urlopen(link, timeout=10) as answer:
-        assert hashlib.sha256(answer.read()).hexdigest() == store.delivery("ord-3").content_sha256  # type: ignore[union-attr]
+        assert (
+            hashlib.sha256(answer.read()).hexdigest()
+            == store.deliveries.delivery("ord-3").content_sha256
+        )  # type: ignore[union-attr]
     signature = (query.get("X-Amz-Signature") or query["Signature"])[0]
-    [made] = [row for row in store.audit_rows("ord-3") if row["event"] == "delivery_link_made"]
+    [made] = [
+        row for row in store.audit.audit_rows("ord-3") if row["event"] == "delivery_link_made"
+    ]
     assert made["detail"]["version_id"] == query["versionId"][0]
-    everything = repr(store.audit_rows()) + repr(store.delivery("ord-3"))
+    everything = repr(store.audit.audit_rows()) + repr(store.deliveries.delivery("ord-3"))
     assert signature not in everything and link not in everything
 
     missing = CliRunner().invoke(main, ["delivery", "link", "ord-none"])

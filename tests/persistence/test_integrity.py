@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 from sqlalchemy import text
 
-from agentforge_dagster.persistence.sql import integrity_problem
 from agentforge_dagster.persistence.store import BusinessStore
 from tests.orchestration.daemon import ROOT
 from tests.pgcluster import PostgresCluster
@@ -41,8 +40,8 @@ def test_a_damaged_table_page_is_found_and_audit_verify_says_damaged(
     store = BusinessStore.from_url(url)
     store.upgrade()
     for index in range(300):  # several pages of audit rows
-        store.record_event("drill_event", order_id=f"o-{index}", detail={"n": index})
-    assert integrity_problem(store.engine) is None
+        store.audit.record_event("drill_event", order_id=f"o-{index}", detail={"n": index})
+    assert store.integrity_problem() is None
     with store.engine.connect() as conn:
         relative = conn.execute(text("SELECT pg_relation_filepath('audit_log')")).scalar_one()
     store.engine.dispose()
@@ -55,7 +54,7 @@ def test_a_damaged_table_page_is_found_and_audit_verify_says_damaged(
         data.write(b"\xa5" * PAGE)
     cluster.start()
 
-    problem = integrity_problem(store.engine)
+    problem = store.integrity_problem()
     assert problem is not None and "invalid page" in problem
     store.engine.dispose()
     verify = subprocess.run(

@@ -68,7 +68,7 @@ def test_orders_run_on_postgres_with_artifacts_in_s3(production, s3_client) -> N
         # (instance/storage.py)
         assert type(instance.run_storage).__name__ == "PooledPostgresRunStorage"
         assert type(instance.event_log_storage).__name__ == "PoolSafePostgresEventLogStorage"
-        order = store.submit(make_order())
+        order = store.orders.submit(make_order())
         result = run_order(build_definitions(settings), instance, store, order.order_id)
     assert result.success and result.status is OrderStatus.COMPLETED
 
@@ -93,24 +93,24 @@ def test_orders_run_on_postgres_with_artifacts_in_s3(production, s3_client) -> N
     engine.dispose()
     assert events and events > 20
     assert run_status == DagsterRunStatus.SUCCESS.value
-    assert [r["order_id"] for r in store.ledger_rows()] == [order.order_id]
-    assert store.verify_audit().ok
+    assert [r["order_id"] for r in store.deliveries.ledger_rows()] == [order.order_id]
+    assert store.audit.verify_audit().ok
 
 
 def test_a_replay_reads_earlier_outputs_from_s3(production) -> None:
     store: BusinessStore = production["store"]
     settings = load_settings()
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     always_fail_delivery = {"resources": {"faults": {"config": {"fail_first": {"delivery": 99}}}}}
     defs = build_definitions(settings, drills=True)
     with DagsterInstance.get() as instance:
         first = run_order(defs, instance, store, order.order_id, run_config=always_fail_delivery)
         assert not first.success and first.status is OrderStatus.DEAD_LETTERED
-        assert store.get(order.order_id).failed_step == "delivery"
+        assert store.orders.get(order.order_id).failed_step == "delivery"
 
         # The one replay mechanism: a run of the order's partition from the failed step on, in a
         # new process's worth of state: its inputs come from the S3 artifact store.
-        store.request_replay(order.order_id, actor="test")
+        store.dead_letters.request_replay(order.order_id, actor="test")
         [second] = run_replays(defs, instance, store)
         assert second.success
         run = instance.get_run_by_id(second.run_id)
@@ -122,31 +122,31 @@ def test_a_replay_reads_earlier_outputs_from_s3(production) -> None:
     assert executed == {"order_delivery", "order_invoice"}
     started = [
         (r["step"], r["run_id"])
-        for r in store.audit_rows(order.order_id)
+        for r in store.audit.audit_rows(order.order_id)
         if r["event"] == "step_started"
     ]
     assert {step for step, run in started if run == second.run_id} == {"delivery", "invoice"}
-    assert store.get(order.order_id).status is OrderStatus.COMPLETED
-    assert len(store.ledger_rows()) == 1
+    assert store.orders.get(order.order_id).status is OrderStatus.COMPLETED
+    assert len(store.deliveries.ledger_rows()) == 1
 
 
 def test_a_replay_whose_s3_artifacts_are_gone_reruns_from_there_without_paying_again(
     production, s3_client
 ) -> None:
     store: BusinessStore = production["store"]
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     always_fail_delivery = {"resources": {"faults": {"config": {"fail_first": {"delivery": 99}}}}}
     defs = build_definitions(load_settings(), drills=True)
     with DagsterInstance.get() as instance:
         first = run_order(defs, instance, store, order.order_id, run_config=always_fail_delivery)
         assert first.status is OrderStatus.DEAD_LETTERED
-        paid = [r for r in store.model_call_rows(order.order_id) if not r["cache_hit"]]
+        paid = [r for r in store.model_calls.model_call_rows(order.order_id) if not r["cache_hit"]]
         for asset in ("order_plan", "order_review"):  # as after an S3 server lost its objects
             s3_client.delete_object(
                 Bucket=production["bucket"], Key=f"artifacts/{asset}/{order.order_id}.json"
             )
 
-        store.request_replay(order.order_id, actor="test")
+        store.dead_letters.request_replay(order.order_id, actor="test")
         [second] = run_replays(defs, instance, store)
         assert second.success and second.status is OrderStatus.COMPLETED
         run = instance.get_run_by_id(second.run_id)
@@ -156,5 +156,7 @@ def test_a_replay_whose_s3_artifacts_are_gone_reruns_from_there_without_paying_a
             for entry in instance.all_logs(second.run_id, of_type=DagsterEventType.STEP_START)
         }
     assert executed == {f"order_{s}" for s in ("plan", "draft", "review", "delivery", "invoice")}
-    assert [r for r in store.model_call_rows(order.order_id) if not r["cache_hit"]] == paid
-    assert len(store.ledger_rows()) == 1
+    assert [
+        r for r in store.model_calls.model_call_rows(order.order_id) if not r["cache_hit"]
+    ] == paid
+    assert len(store.deliveries.ledger_rows()) == 1

@@ -109,12 +109,12 @@ def in_utc(moment: datetime) -> datetime:
 
 def dead_lettered_order(store: BusinessStore, order_id: str) -> str:
     """An order that failed at its draft and waits in the dead-letter queue."""
-    store.submit(make_order(order_id=order_id))
-    store.claim(order_id, run_id="run-1", step="intake")
-    store.transition(
+    store.orders.submit(make_order(order_id=order_id))
+    store.orders.claim(order_id, run_id="run-1", step="intake")
+    store.orders.transition(
         order_id, OrderStatus.FAILED, step="draft", error="boom", error_class="transient"
     )
-    store.dead_letter(
+    store.dead_letters.dead_letter(
         order_id,
         run_id="run-1",
         failed_step="draft",
@@ -139,13 +139,15 @@ def test_one_delivery_per_order_and_every_writer_gets_the_first(
         )
         for index in range(WRITERS)
     ]
-    outcomes = at_once(lambda index: racing_store.record_delivery(proposals[index]))
+    outcomes = at_once(lambda index: racing_store.deliveries.record_delivery(proposals[index]))
     assert refused(outcomes) == []
     assert count(racing_store, deliveries) == 1
     kept = succeeded(outcomes)[0]
     assert all(outcome == kept for outcome in outcomes), "every writer gets the same delivery"
     assert kept.location in {p.location for p in proposals}
-    again = racing_store.record_delivery(proposals[-1].model_copy(update={"location": "/late"}))
+    again = racing_store.deliveries.record_delivery(
+        proposals[-1].model_copy(update={"location": "/late"})
+    )
     assert again == kept, "a later writer gets the first delivery back"
 
 
@@ -163,7 +165,9 @@ def test_one_ledger_entry_per_order_and_every_writer_gets_the_first(
         )
         for index in range(WRITERS)
     ]
-    outcomes = at_once(lambda index: racing_store.record_ledger_entry(order, proposals[index]))
+    outcomes = at_once(
+        lambda index: racing_store.deliveries.record_ledger_entry(order, proposals[index])
+    )
     assert refused(outcomes) == []
     assert count(racing_store, ledger) == 1
     issued = {in_utc(outcome.issued_at) for outcome in succeeded(outcomes)}
@@ -173,7 +177,7 @@ def test_one_ledger_entry_per_order_and_every_writer_gets_the_first(
 
 def test_one_stored_answer_per_key_and_the_first_is_kept(racing_store: BusinessStore) -> None:
     def store_answer(index: int) -> None:
-        racing_store.store_response(
+        racing_store.model_calls.store_response(
             cache_key="k" * 64,
             provider="offline",
             model="m",
@@ -184,10 +188,12 @@ def test_one_stored_answer_per_key_and_the_first_is_kept(racing_store: BusinessS
         )
 
     assert refused(at_once(store_answer)) == []
-    stored = racing_store.stored_response("k" * 64)
+    stored = racing_store.model_calls.stored_response("k" * 64)
     assert stored is not None and stored["text"] in {f"answer {i}" for i in range(WRITERS)}
     store_answer(99)
-    assert racing_store.stored_response("k" * 64) == stored, "a later writer keeps the first answer"
+    assert racing_store.model_calls.stored_response("k" * 64) == stored, (
+        "a later writer keeps the first answer"
+    )
 
 
 def test_a_new_letter_written_at_once_is_one_letter(racing_store: BusinessStore) -> None:
@@ -209,12 +215,12 @@ def test_a_new_failure_overwrites_the_letter_and_keeps_the_replay_count(
     racing_store: BusinessStore,
 ) -> None:
     order_id = dead_lettered_order(racing_store, "o-4")
-    racing_store.request_replay(order_id, actor="test")
-    racing_store.claim(order_id, run_id="run-2", step="draft")
-    racing_store.transition(order_id, OrderStatus.FAILED, step="review", error="no")
+    racing_store.dead_letters.request_replay(order_id, actor="test")
+    racing_store.orders.claim(order_id, run_id="run-2", step="draft")
+    racing_store.orders.transition(order_id, OrderStatus.FAILED, step="review", error="no")
 
     outcomes = at_once(
-        lambda index: racing_store.dead_letter(
+        lambda index: racing_store.dead_letters.dead_letter(
             order_id,
             run_id=f"run-2-{index}",
             failed_step="review",
@@ -226,7 +232,7 @@ def test_a_new_failure_overwrites_the_letter_and_keeps_the_replay_count(
     )
     assert len(succeeded(outcomes)) == 1, "the order is dead-lettered once"
     assert all(isinstance(e, IllegalTransition) for e in refused(outcomes)), refused(outcomes)
-    [letter_row] = racing_store.dead_letters()
+    [letter_row] = racing_store.dead_letters.dead_letters()
     winner = outcomes.index(None)
     assert (letter_row["run_id"], letter_row["message"]) == (f"run-2-{winner}", f"writer {winner}")
     assert (letter_row["failed_step"], letter_row["replays"]) == ("review", 1)
@@ -235,25 +241,29 @@ def test_a_new_failure_overwrites_the_letter_and_keeps_the_replay_count(
 
 def test_one_replay_request_counts_once(racing_store: BusinessStore) -> None:
     order_id = dead_lettered_order(racing_store, "o-5")
-    outcomes = at_once(lambda index: racing_store.request_replay(order_id, actor=f"op-{index}"))
+    outcomes = at_once(
+        lambda index: racing_store.dead_letters.request_replay(order_id, actor=f"op-{index}")
+    )
     assert succeeded(outcomes) == [f"replay-{order_id}-1"]
     assert all(isinstance(e, IllegalTransition) for e in refused(outcomes)), refused(outcomes)
-    assert racing_store.replays_to_launch()[0]["replay_run_key"] == f"replay-{order_id}-1"
+    assert (
+        racing_store.dead_letters.replays_to_launch()[0]["replay_run_key"] == f"replay-{order_id}-1"
+    )
     assert count(racing_store, dead_letters, dead_letters.c.replays == 1) == 1
 
 
 def test_runs_claiming_one_order_at_once_one_holds_it_the_others_are_told(
     racing_store: BusinessStore,
 ) -> None:
-    order_id = racing_store.submit(make_order(order_id="o-6")).order_id
+    order_id = racing_store.orders.submit(make_order(order_id="o-6")).order_id
     outcomes = at_once(
-        lambda index: racing_store.claim(order_id, run_id=f"run-{index}", step="intake")
+        lambda index: racing_store.orders.claim(order_id, run_id=f"run-{index}", step="intake")
     )
     assert succeeded(outcomes) == [OrderStatus.PROCESSING]
     assert all(isinstance(e, OrderTaken) for e in refused(outcomes)), refused(outcomes)
     claims = [
         row
-        for row in racing_store.audit_rows(order_id)
+        for row in racing_store.audit.audit_rows(order_id)
         if row["event"] == "transition" and row["detail"]["to"] == "processing"
     ]
     assert len(claims) == 1, "claimed once"
@@ -261,22 +271,24 @@ def test_runs_claiming_one_order_at_once_one_holds_it_the_others_are_told(
 
 def test_the_same_order_submitted_at_once_is_queued_once(racing_store: BusinessStore) -> None:
     order = make_order(order_id="o-7")
-    outcomes = at_once(lambda index: racing_store.submit(order, source=f"writer-{index}"))
+    outcomes = at_once(lambda index: racing_store.orders.submit(order, source=f"writer-{index}"))
     assert succeeded(outcomes) == [order]
     assert all("already submitted" in str(e) for e in refused(outcomes)), refused(outcomes)
     assert count(racing_store, orders) == 1
-    assert racing_store.verify_audit().ok
+    assert racing_store.audit.verify_audit().ok
 
 
 def test_a_budget_set_at_once_is_one_cap_the_last_one_audited(
     racing_store: BusinessStore,
 ) -> None:
-    outcomes = at_once(lambda index: racing_store.set_budget(Decimal(10 + index), "2026-11"))
+    outcomes = at_once(
+        lambda index: racing_store.model_calls.set_budget(Decimal(10 + index), "2026-11")
+    )
     assert refused(outcomes) == []
     assert count(racing_store, budgets) == 1
-    last_set = [r for r in racing_store.audit_rows() if r["event"] == "budget_set"][-1]
-    assert racing_store.budget_cap("2026-11") == Decimal(last_set["detail"]["cap_usd"])
-    assert racing_store.verify_audit().ok
+    last_set = [r for r in racing_store.audit.audit_rows() if r["event"] == "budget_set"][-1]
+    assert racing_store.model_calls.budget_cap("2026-11") == Decimal(last_set["detail"]["cap_usd"])
+    assert racing_store.audit.verify_audit().ok
 
 
 def letter(*, run_id: str) -> dict[str, Any]:
@@ -295,7 +307,7 @@ def letter(*, run_id: str) -> dict[str, Any]:
 
 def paid_call(store: BusinessStore, cost: str, *, reservation_id: int | None = None) -> None:
     moment = datetime(2026, 11, 5, tzinfo=UTC)
-    store.record_model_call(
+    store.model_calls.record_model_call(
         reservation_id=reservation_id,
         order_id="o-paid",
         step="draft",
@@ -318,7 +330,7 @@ def test_calls_reserving_at_once_never_take_the_month_past_its_cap(
 ) -> None:
     paid_call(racing_store, "1.50")  # spent already this month
     outcomes = at_once(
-        lambda index: racing_store.reserve_budget(
+        lambda index: racing_store.model_calls.reserve_budget(
             "2026-11",
             Decimal("1.00"),
             Decimal("5.00"),
@@ -330,45 +342,50 @@ def test_calls_reserving_at_once_never_take_the_month_past_its_cap(
     assert refused(outcomes) == []
     granted = [reservation for reservation, _committed in succeeded(outcomes) if reservation]
     assert len(granted) == 3  # 1.50 + 3 × 1.00 fits 5.00; a fourth would not
-    assert racing_store.budget_in_flight("2026-11") == Decimal("3.00")
+    assert racing_store.model_calls.budget_in_flight("2026-11") == Decimal("3.00")
 
     paid_call(racing_store, "0.40", reservation_id=granted[0])  # the real cost replaces it
-    racing_store.release_budget(granted[1])  # a call that failed: nothing paid
-    assert racing_store.month_spend("2026-11") == Decimal("1.90")
-    assert racing_store.budget_in_flight("2026-11") == Decimal("1.00")
+    racing_store.model_calls.release_budget(granted[1])  # a call that failed: nothing paid
+    assert racing_store.model_calls.month_spend("2026-11") == Decimal("1.90")
+    assert racing_store.model_calls.budget_in_flight("2026-11") == Decimal("1.00")
     # A crashed caller's reservation stops counting once it expires.
-    stale, _ = racing_store.reserve_budget(
+    stale, _ = racing_store.model_calls.reserve_budget(
         "2026-11", Decimal("2.00"), Decimal("5.00"), order_id="o-x", step="draft", ttl_seconds=0
     )
-    assert stale is not None and racing_store.budget_in_flight("2026-11") == Decimal("1.00")
+    assert stale is not None and racing_store.model_calls.budget_in_flight("2026-11") == Decimal(
+        "1.00"
+    )
 
 
 def test_workers_after_a_cool_down_take_one_probe_between_them(
     racing_store: BusinessStore,
 ) -> None:
-    from agentforge_dagster.persistence.breakers import BreakerPolicy, BreakerState
+    from agentforge_dagster.domain.limits import BreakerPolicy
+    from agentforge_dagster.persistence.breakers import BreakerState
 
     policy = BreakerPolicy(threshold=2, window_s=60, cooldown_s=0.0)
-    outcomes = at_once(lambda index: racing_store.breaker_failed("p:m", policy, error="503"))
+    outcomes = at_once(
+        lambda index: racing_store.breakers.breaker_failed("p:m", policy, error="503")
+    )
     assert refused(outcomes) == []
-    assert sum(1 for r in racing_store.audit_rows() if r["event"] == "breaker_opened") == 1
-    assert racing_store.breakers()[0].state is BreakerState.OPEN
-    allowed = at_once(lambda index: racing_store.breaker_allows("p:m", policy))
+    assert sum(1 for r in racing_store.audit.audit_rows() if r["event"] == "breaker_opened") == 1
+    assert racing_store.breakers.breakers()[0].state is BreakerState.OPEN
+    allowed = at_once(lambda index: racing_store.breakers.breaker_allows("p:m", policy))
     assert sorted(allowed) == [False] * (WRITERS - 1) + [True]  # one probe
-    assert racing_store.breakers()[0].state is BreakerState.HALF_OPEN
-    assert racing_store.verify_audit().ok
+    assert racing_store.breakers.breakers()[0].state is BreakerState.HALF_OPEN
+    assert racing_store.audit.verify_audit().ok
 
 
 def test_workers_asking_at_once_share_one_rate_limit(racing_store: BusinessStore) -> None:
-    from agentforge_dagster.persistence.rate_limits import RateLimits
+    from agentforge_dagster.domain.limits import RateLimits
 
     limits = RateLimits(requests_per_minute=5, concurrency=3)
-    grants = at_once(lambda index: racing_store.acquire_call("p:m", limits, 100))
+    grants = at_once(lambda index: racing_store.rate_limits.acquire_call("p:m", limits, 100))
     assert refused(grants) == []
     granted = [g for g in succeeded(grants) if g.granted]
     assert len(granted) == 3  # three slots, though five requests were left
-    assert racing_store.calls_in_flight("p:m") == 3
+    assert racing_store.rate_limits.calls_in_flight("p:m") == 3
     for grant in granted:
-        racing_store.end_call("p:m", limits, grant.call_id)
-    more = at_once(lambda index: racing_store.acquire_call("p:m", limits, 100))
+        racing_store.rate_limits.end_call("p:m", limits, grant.call_id)
+    more = at_once(lambda index: racing_store.rate_limits.acquire_call("p:m", limits, 100))
     assert sum(1 for g in succeeded(more) if g.granted) == 2  # the two requests left this minute

@@ -22,9 +22,9 @@ def _trace(store: BusinessStore, order_id: str, episode: int = 0) -> OrderTrace:
 def test_a_delivered_order_is_one_trace_rooted_at_its_derived_span(
     store: BusinessStore, spans: Caught
 ) -> None:
-    order = store.submit(make_order(), source="cli")
-    store.claim(order.order_id, run_id="run-1", step="plan")
-    store.transition(order.order_id, OrderStatus.COMPLETED, run_id="run-1", step="invoice")
+    order = store.orders.submit(make_order(), source="cli")
+    store.orders.claim(order.order_id, run_id="run-1", step="plan")
+    store.orders.transition(order.order_id, OrderStatus.COMPLETED, run_id="run-1", step="invoice")
 
     trace = _trace(store, order.order_id)
     assert sorted(spans.names()) == ["intake", "order", "queued", "run"]
@@ -45,12 +45,12 @@ def test_a_delivered_order_is_one_trace_rooted_at_its_derived_span(
 def test_a_dead_letter_and_its_replay_are_two_episodes_of_one_trace(
     store: BusinessStore, spans: Caught
 ) -> None:
-    order = store.submit(make_order())
-    store.claim(order.order_id, run_id="run-1", step="plan")
-    store.transition(
+    order = store.orders.submit(make_order())
+    store.orders.claim(order.order_id, run_id="run-1", step="plan")
+    store.orders.transition(
         order.order_id, OrderStatus.FAILED, run_id="run-1", step="delivery", error_class="permanent"
     )
-    store.dead_letter(
+    store.dead_letters.dead_letter(
         order.order_id,
         run_id="run-1",
         failed_step="delivery",
@@ -63,9 +63,9 @@ def test_a_dead_letter_and_its_replay_are_two_episodes_of_one_trace(
     assert first_root.attributes["agentforge.status"] == "dead_lettered"
     assert spans.one("dead letter").attributes["error.type"] == "permanent"
 
-    store.request_replay(order.order_id, actor="ops@example.com")
-    store.claim(order.order_id, run_id="run-2", step="delivery")
-    store.transition(order.order_id, OrderStatus.COMPLETED, run_id="run-2", step="invoice")
+    store.dead_letters.request_replay(order.order_id, actor="ops@example.com")
+    store.orders.claim(order.order_id, run_id="run-2", step="delivery")
+    store.orders.transition(order.order_id, OrderStatus.COMPLETED, run_id="run-2", step="invoice")
 
     roots = spans.named("order")
     assert [r.attributes["agentforge.status"] for r in roots] == ["dead_lettered", "completed"]
@@ -82,9 +82,9 @@ def test_a_dead_letter_and_its_replay_are_two_episodes_of_one_trace(
 def test_a_review_hold_spans_from_the_hold_to_the_decision(
     store: BusinessStore, spans: Caught
 ) -> None:
-    order = store.submit(make_order())
-    store.claim(order.order_id, run_id="run-1", step="review")
-    store.hold_for_review(
+    order = store.orders.submit(make_order())
+    store.orders.claim(order.order_id, run_id="run-1", step="review")
+    store.review.hold_for_review(
         order.order_id,
         run_id="run-1",
         kind="quarantined",
@@ -93,7 +93,9 @@ def test_a_review_hold_spans_from_the_hold_to_the_decision(
         draft=None,
         model="offline",
     )
-    store.decide(order.order_id, "reject", actor="reviewer@example.com", note="private words")
+    store.review.decide(
+        order.order_id, "reject", actor="reviewer@example.com", note="private words"
+    )
 
     hold = spans.one("review hold")
     assert hold.attributes["agentforge.decision"] == "reject"
@@ -103,7 +105,7 @@ def test_a_review_hold_spans_from_the_hold_to_the_decision(
 
 
 def test_a_move_rolled_back_emits_nothing(store: BusinessStore, spans: Caught) -> None:
-    order = store.submit(make_order())
+    order = store.orders.submit(make_order())
     before = len(spans.all())
     with pytest.raises(RuntimeError), store.begin() as conn:
         from agentforge_dagster.persistence.orders import transition_in
@@ -111,7 +113,7 @@ def test_a_move_rolled_back_emits_nothing(store: BusinessStore, spans: Caught) -
         transition_in(conn, order.order_id, OrderStatus.PROCESSING, run_id="run-1")
         raise RuntimeError("the mover fails after the move")
     assert len(spans.all()) == before
-    assert store.status(order.order_id) is OrderStatus.QUEUED
+    assert store.orders.status(order.order_id) is OrderStatus.QUEUED
 
 
 def test_tracing_off_emits_nothing_and_reads_nothing_more(
@@ -126,8 +128,8 @@ def test_tracing_off_emits_nothing_and_reads_nothing_more(
         statements.append(statement)
 
     event.listen(store.engine, "before_cursor_execute", seen)
-    order = store.submit(make_order())
-    store.claim(order.order_id, run_id="run-1", step="plan")
+    order = store.orders.submit(make_order())
+    store.orders.claim(order.order_id, run_id="run-1", step="plan")
     assert not any("deployment" in s for s in statements)
     assert not any(
         "episode_started_at" in s and s.lstrip().upper().startswith("SELECT") for s in statements

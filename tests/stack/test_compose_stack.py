@@ -143,7 +143,7 @@ class Stack:
 
     def status(self, order_id: str) -> OrderStatus | None:
         try:
-            return self.business().get(order_id).status
+            return self.business().orders.get(order_id).status
         except Exception:  # not there yet (or the database still starting)
             return None
 
@@ -160,7 +160,7 @@ class Stack:
         try:
             lines += [
                 f"  {row['event']} {json.dumps(row['detail'], default=str)[:300]}"
-                for row in self.business().audit_rows(order_id)
+                for row in self.business().audit.audit_rows(order_id)
             ]
         except Exception as exc:  # the database is what is wrong
             lines.append(f"  audit trail unreadable: {exc}")
@@ -268,7 +268,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 def _delivered_matches(stack: Stack, order_id: str) -> None:
     """The order's S3 object is the recorded version, with the recorded SHA-256, and one of it."""
-    delivery = stack.business().delivery(order_id)
+    delivery = stack.business().deliveries.delivery(order_id)
     assert delivery is not None, f"{order_id} has no delivery"
     where = parse_s3_location(delivery.location)
     bucket, key = where.bucket, where.key
@@ -286,7 +286,7 @@ def _new_order(stack: Stack, before: set[str]) -> str:
 
     def appeared() -> bool:
         try:
-            found[:] = sorted(set(stack.business().order_ids()) - before)
+            found[:] = sorted(set(stack.business().orders.order_ids()) - before)
         except Exception:
             return False
         return len(found) == 1
@@ -324,10 +324,10 @@ def test_the_readme_commands_bring_the_stack_up_and_every_order_is_delivered(
 
     # (b) from the shell, as the README writes it: a submit in user_code, a take_order launch.
     shell_steps = dict(steps(stack.tree / "docker" / "order-steps.sh"))
-    before = set(stack.business().order_ids())
+    before = set(stack.business().orders.order_ids())
     stack.run(shell_steps["submit"], "order: agentforge submit")
     stack.orders["submit"] = _new_order(stack, before)
-    before = set(stack.business().order_ids())
+    before = set(stack.business().orders.order_ids())
     stack.run(shell_steps["launch"], "order: dagster job launch take_order")
     stack.orders["take_order"] = _new_order(stack, before)
     # (c) from a broker: the operator's RabbitMQ, its URL a secret file.
@@ -442,7 +442,7 @@ def test_nothing_but_the_front_door_listens_beyond_loopback(stack: Stack) -> Non
 
 
 def test_a_daemon_restarted_mid_order_delivers_it_once(stack: Stack) -> None:
-    before = set(stack.business().order_ids())
+    before = set(stack.business().orders.order_ids())
     stack.compose(
         "exec", "-T", "user_code", "agentforge", "submit", "--customer", "Mary Jackson LLC",
         "--service", "press_release", "--price", "200.00",
@@ -455,7 +455,8 @@ def test_a_daemon_restarted_mid_order_delivers_it_once(stack: Stack) -> None:
     # fast to catch by polling the status, as a CI run showed).
     wait_until(
         lambda: any(
-            row["event"] == "launch_requested" for row in stack.business().audit_rows(order_id)
+            row["event"] == "launch_requested"
+            for row in stack.business().audit.audit_rows(order_id)
         ),
         300,
         f"the queue sensor to claim {order_id}",
@@ -478,7 +479,7 @@ def test_agentforge_deploy_of_a_second_image_serves_the_next_order(stack: Stack)
             f"set -a; . docker/.env; set +a; {agentforge} deploy --image {image_b}",
             "agentforge deploy (image B)",
         )
-        before = set(stack.business().order_ids())
+        before = set(stack.business().orders.order_ids())
         stack.compose(
             "exec", "-T", "daemon", "agentforge", "submit", "--customer", "Hedy Lamarr",
             "--service", "blog_post", "--price", "70.00", "--brief", "Frequency hopping, simply",
@@ -489,7 +490,7 @@ def test_agentforge_deploy_of_a_second_image_serves_the_next_order(stack: Stack)
         _delivered_matches(stack, order_id)
         images = {
             row["detail"]["image"]
-            for row in stack.business().audit_rows(order_id)
+            for row in stack.business().audit.audit_rows(order_id)
             if row["event"] == "step_started"
         }
         assert images == {image_b}, images
@@ -525,7 +526,7 @@ def test_a_run_container_that_cannot_resolve_a_host_is_dead_lettered_naming_it(
     )
     override = [*COMPOSE, "-f", "docker/compose.unresolvable.yaml"]
     stack.run([*override, "up", "-d", "--no-deps", "daemon"], "daemon without host entries")
-    before = set(stack.business().order_ids())
+    before = set(stack.business().orders.order_ids())
     stack.compose(
         "exec", "-T", "user_code", "agentforge", "submit", "--customer", "Dorothy Vaughan",
         "--service", "blog_post", "--price", "90.00", "--brief", "Learning a new language at 50",
@@ -533,7 +534,7 @@ def test_a_run_container_that_cannot_resolve_a_host_is_dead_lettered_naming_it(
     )  # fmt: skip
     order_id = _new_order(stack, before)
     stack.wait_status(order_id, OrderStatus.DEAD_LETTERED)
-    letter = stack.business().dead_letter_of(order_id)
+    letter = stack.business().dead_letters.dead_letter_of(order_id)
     assert letter is not None and letter["error_class"] == "infrastructure", letter
     assert "'postgres'" in letter["message"] and "DAGSTER_PG_HOST" in letter["message"], letter
     assert "timed out" not in letter["message"], "failed at once, not at the start timeout"

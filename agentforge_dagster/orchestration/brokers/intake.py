@@ -78,10 +78,10 @@ def take_message(
         except Exception as exc:  # one odd message must not stop the queue: refuse it, say why
             errors = [f"message: could not be taken ({describe_error(exc)})"]
     if message.key is None and message.redelivered:
-        earlier = store.rejection_of(message.source, message.body)
+        earlier = store.orders.rejection_of(message.source, message.body)
         if earlier is not None:  # recorded before a crash, delivered again
             return Taken.REFUSED, errors
-    store.reject(message.body, errors, source=message.source, message_key=message.key)
+    store.orders.reject(message.body, errors, source=message.source, message_key=message.key)
     return Taken.REFUSED, errors
 
 

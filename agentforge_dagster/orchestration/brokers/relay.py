@@ -17,7 +17,7 @@ def publish_pending(broker: Broker, store: BusinessStore, settings: AgentForgeSe
     """Publish up to ``broker_batch`` events ``broker`` has not confirmed, oldest first; those it
     confirmed are marked sent even when a later one fails. Returns how many it confirmed."""
     destination = broker.kind.name
-    pending = store.pending_events(destination, settings.broker_batch)
+    pending = store.outbox.pending_events(destination, settings.broker_batch)
     if not pending:
         return 0
     sent: list[str] = []
@@ -27,5 +27,5 @@ def publish_pending(broker: Broker, store: BusinessStore, settings: AgentForgeSe
                 events.publish(event)
                 sent.append(event.event_id)
     finally:
-        store.mark_events_sent(destination, sent)
+        store.outbox.mark_events_sent(destination, sent)
     return len(sent)

@@ -83,13 +83,13 @@ def intake_tick(
         figures = broker.figures()
     except skipping_errors(broker) as exc:
         reason = describe_error(exc)
-        business.broker_seen(kind.intake_channel, error=reason)
+        business.outbox.broker_seen(kind.intake_channel, error=reason)
         context.log.warning(f"{name} intake: broker unavailable, nothing acknowledged: {reason}")
         return SensorResult(
             skip_reason=f"{name} unavailable ({reason}); the next tick catches up",
             asset_events=[AssetObservation(asset, metadata={"last_error": reason})],
         )
-    business.broker_seen(kind.intake_channel)
+    business.outbox.broker_seen(kind.intake_channel)
     if counts.refused:
         context.log.warning(f"{name} intake: {counts.refused} messages refused and dead-lettered")
     return SensorResult(
@@ -120,12 +120,12 @@ def outbox_tick(
                     break
         except skipping_errors(broker) as exc:
             reason = describe_error(exc)
-            business.broker_seen(kind.events_channel, error=reason)
+            business.outbox.broker_seen(kind.events_channel, error=reason)
             context.log.warning(f"{name} events: {sent} sent, then unavailable: {reason}")
             said.append(f"{name}: {sent} sent, then unavailable ({reason})")
             metadata[f"{name}_last_error"] = reason
         else:
-            business.broker_seen(kind.events_channel)
+            business.outbox.broker_seen(kind.events_channel)
             said.append(f"{name}: {sent} sent")
         metadata[f"{name}_sent"] = sent
         for figure, value in outbox_figures(business, name).items():

@@ -27,7 +27,7 @@ class BrokerStatus:
 
 def outbox_figures(store: BusinessStore, destination: str) -> dict[str, Any]:
     """How many events ``destination`` has not confirmed, and how old the oldest is."""
-    backlog, oldest = store.outbox_backlog(destination)
+    backlog, oldest = store.outbox.outbox_backlog(destination)
     age = (datetime.now(UTC) - oldest).total_seconds() if oldest is not None else None
     return {"pending_events": backlog, "oldest_pending_age_s": round(age, 1) if age else None}
 
@@ -43,7 +43,7 @@ def broker_status(store: BusinessStore, settings: AgentForgeSettings) -> BrokerS
         except skipping_errors(broker) as exc:
             status.intake[kind.name] = {"error": describe_error(exc)}
         status.outbox[kind.name] = outbox_figures(store, kind.name)
-    for channel, health in store.broker_health().items():
+    for channel, health in store.outbox.broker_health().items():
         status.health[channel] = {
             "last_ok_at": health.last_ok_at,
             "last_error": health.last_error,

@@ -25,7 +25,7 @@ from dagster import DagsterInstance
 from pydantic import BaseModel
 
 from agentforge_dagster.domain.errors import AgentForgeError, ModelCallTimeout, TransientError
-from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S
+from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S, RateLimits
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.execution.backoff import StepBackoff
@@ -34,7 +34,6 @@ from agentforge_dagster.execution.llm.anthropic import AnthropicProvider
 from agentforge_dagster.execution.llm.base import ModelRequest, ModelResponse, estimate_tokens
 from agentforge_dagster.execution.llm.openai import OpenAICompatibleProvider
 from agentforge_dagster.execution.llm.sdk import MalformedResponse, ProviderTimeout, RateLimited
-from agentforge_dagster.persistence.rate_limits import RateLimits
 from agentforge_dagster.persistence.schema import model_responses, provider_rate_limits
 from agentforge_dagster.persistence.store import BusinessStore
 from tests.conftest import make_order
@@ -179,13 +178,13 @@ def test_the_step_back_off_never_waits_longer_than_the_cap() -> None:
 def test_a_429_pauses_the_shared_limits_no_longer_than_the_cap(store: BusinessStore) -> None:
     limits = RateLimits(requests_per_minute=60)
     for asked in (999999.0, math.inf, math.nan, -5.0):
-        store.throttle("openai:m", limits, asked, longest_s=300.0)
+        store.rate_limits.throttle("openai:m", limits, asked, longest_s=300.0)
         with store.engine.connect() as conn:
             paused = conn.execute(provider_rate_limits.select()).mappings().one()["paused_until"]
         if paused.tzinfo is None:
             paused = paused.replace(tzinfo=UTC)
         assert paused - utcnow() <= timedelta(seconds=300), asked
-    assert store.throttle is not None
+    assert store.rate_limits.throttle is not None
 
 
 @pytest.mark.timeout(180)
@@ -210,14 +209,16 @@ def test_an_order_whose_provider_asks_for_eleven_days_is_delivered_in_seconds(
         )
         store = BusinessStore.from_url(settings.resolved_database_url())
         store.upgrade()
-        order = store.submit(make_order())
+        order = store.orders.submit(make_order())
         started = time.monotonic()
         result = run_order(build_definitions(settings), instance, store, order.order_id)
         elapsed = time.monotonic() - started
 
     assert result.status is OrderStatus.COMPLETED
     assert elapsed < 120, "the step waited what the provider asked for"
-    [failed] = [r for r in store.audit_rows(order.order_id) if r["event"] == "model_call_failed"]
+    [failed] = [
+        r for r in store.audit.audit_rows(order.order_id) if r["event"] == "model_call_failed"
+    ]
     assert failed["detail"]["error_type"] == "RateLimited"
     assert "asked to wait 999999 s" in failed["detail"]["message"]
 
@@ -265,16 +266,16 @@ def test_a_provider_cannot_lower_the_months_budget_spend(
 ) -> None:
     gateway = gateway_on(store, make_provider(dialect), default_budget_usd=Decimal("100"))
     gateway.ask(ModelRequest(task="plan", prompt="An honest call."), Title)
-    before = store.month_spend(month_of())
+    before = store.model_calls.month_spend(month_of())
     assert before > 0
 
     server.script(lying(ANSWER, input_tokens=-4_000_000_000, output_tokens=-1_000_000_000))
     gateway.ask(ModelRequest(task="plan", prompt="A call that credits the budget."), Title)
 
-    after = store.month_spend(month_of())
+    after = store.model_calls.month_spend(month_of())
     assert after > before
-    assert all(Decimal(str(row["cost_usd"])) >= 0 for row in store.model_call_rows())
-    assert store.budget_in_flight(month_of()) == 0
+    assert all(Decimal(str(row["cost_usd"])) >= 0 for row in store.model_calls.model_call_rows())
+    assert store.model_calls.budget_in_flight(month_of()) == 0
 
 
 class CreditingProvider:
@@ -300,11 +301,11 @@ def test_the_gateway_and_the_store_refuse_a_negative_cost(store: BusinessStore) 
     )
     gateway.ask(REQUEST, Title)
 
-    [row] = store.model_call_rows()
+    [row] = store.model_calls.model_call_rows()
     assert Decimal(str(row["cost_usd"])) > 0 and row["input_tokens"] > 0
-    assert store.month_spend(month_of()) > 0
+    assert store.model_calls.month_spend(month_of()) > 0
     with pytest.raises(ValueError, match="never negative"):
-        store.record_model_call(
+        store.model_calls.record_model_call(
             order_id="o-1",
             step="plan",
             run_id="run-1",
@@ -349,11 +350,11 @@ def test_the_model_that_answered_is_recorded_and_priced(
 
     gateway.ask(REQUEST, Title)
 
-    [call] = store.model_call_rows()
+    [call] = store.model_calls.model_call_rows()
     assert (call["model"], call["served_model"]) == (MODEL, served)
     price_in, price_out = PRICES[priced_as]
     assert float(call["cost_usd"]) == pytest.approx((1000 * price_in + 100 * price_out) / 1e6)
-    stored = store.stored_response(call["cache_key"])
+    stored = store.model_calls.stored_response(call["cache_key"])
     assert stored is not None and stored["served_model"] == served
 
 
@@ -396,7 +397,7 @@ def test_an_answer_over_the_size_cap_is_not_read_and_not_stored(
         assert f"{CAP} bytes" in str(error)
     with store.engine.connect() as conn:
         assert conn.execute(model_responses.select()).first() is None
-    assert store.model_call_rows() == []
+    assert store.model_calls.model_call_rows() == []
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)
@@ -569,11 +570,11 @@ def test_only_an_answer_that_validated_is_kept(
 
     assert gateway.ask(REQUEST, Title).title == "Reliable pipelines"
 
-    assert store.stored_response(cache_key(provider, REQUEST)) is None
+    assert store.model_calls.stored_response(cache_key(provider, REQUEST)) is None
     with store.engine.connect() as conn:
         kept = [dict(row) for row in conn.execute(model_responses.select()).mappings()]
     assert [json.loads(row["text"]) for row in kept] == [{"title": "Reliable pipelines"}]
-    invalid, valid = store.model_call_rows()
+    invalid, valid = store.model_calls.model_call_rows()
     assert invalid["cache_key"] is None and valid["cache_key"] == kept[0]["cache_key"]
     # Asked again (a retried step), the invalid answer is not served from the store.
     server.script(ok(ANSWER))

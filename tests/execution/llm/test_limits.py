@@ -8,11 +8,10 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
 from agentforge_dagster.domain.errors import TransientError
+from agentforge_dagster.domain.limits import BreakerPolicy, RateLimits
 from agentforge_dagster.execution.gateway import ModelGateway
 from agentforge_dagster.execution.llm.base import ModelRequest
 from agentforge_dagster.execution.llm.openai import OpenAICompatibleProvider
-from agentforge_dagster.persistence.breakers import BreakerPolicy
-from agentforge_dagster.persistence.rate_limits import RateLimits
 from agentforge_dagster.persistence.store import BusinessStore
 from tests.fakes.llm_server import FakeLLMServer, ProviderLimits
 

@@ -66,7 +66,7 @@ def test_a_crash_between_commit_and_ack_redelivers_and_changes_nothing(
         timeout=120,
     )
     assert crashed.returncode == CRASH_EXIT_CODE, crashed.stderr[-2000:]
-    assert len(store.order_ids()) == 4  # four committed; the fourth never acknowledged
+    assert len(store.orders.order_ids()) == 4  # four committed; the fourth never acknowledged
     assert broker.held() == 6  # the fourth is still the broker's, with the five untaken
 
     with DagsterInstance.get() as instance:
@@ -96,4 +96,4 @@ def test_an_unreachable_broker_skips_the_intake_tick_and_records_why(
     assert broker.password not in skipped.skip_reason.skip_message
     (observation,) = skipped.asset_events
     assert broker.password not in observation.metadata["last_error"].value
-    assert store.broker_health()[broker.kind.intake_channel].last_error is not None
+    assert store.outbox.broker_health()[broker.kind.intake_channel].last_error is not None

@@ -61,10 +61,12 @@ def test_rabbitmq_orders_are_queued_once_and_bad_messages_dead_lettered(
         totals = {k: totals.get(k, 0) + v for k, v in counts.items()}
     assert totals == {"queued": 30, "already_queued": 2, "refused": 5}
 
-    assert len(store.order_ids(OrderStatus.QUEUED)) == 30
+    assert len(store.orders.order_ids(OrderStatus.QUEUED)) == 30
     assert submitted_count(store) == 30  # no order twice
-    assert "msg-20" in store.order_ids() and "body-3" in store.order_ids()
-    assert set(instance.get_dynamic_partitions(ORDERS_PARTITIONS_NAME)) == set(store.order_ids())
+    assert "msg-20" in store.orders.order_ids() and "body-3" in store.orders.order_ids()
+    assert set(instance.get_dynamic_partitions(ORDERS_PARTITIONS_NAME)) == set(
+        store.orders.order_ids()
+    )
     refused = refusals(store)
     assert len(refused) == 5
     assert all(r["source"] == f"rabbitmq:{QUEUE}" for r in refused)
@@ -101,7 +103,7 @@ def test_rabbitmq_lost_mid_stream_loses_nothing_and_the_sensor_catches_up(
 
     with pytest.raises(RabbitMQ.unavailable):
         take(RABBITMQ, store, instance, settings, after_commit=lose_the_broker)
-    assert len(store.order_ids()) == 5
+    assert len(store.orders.order_ids()) == 5
 
     # The daemon's way: the sensor (against a broker that is not there: test_contract.py).
     sensor = build_definitions(settings).resolve_sensor_def("rabbitmq_intake")
@@ -110,7 +112,7 @@ def test_rabbitmq_lost_mid_stream_loses_nothing_and_the_sensor_catches_up(
     assert "'queued': 7, 'already_queued': 1" in result.skip_reason.skip_message
     (observation,) = result.asset_events
     assert observation.metadata["ready"].value == 0
-    assert store.broker_health()["rabbitmq-intake"].last_ok_at is not None
+    assert store.outbox.broker_health()["rabbitmq-intake"].last_ok_at is not None
     assert submitted_count(store) == 12
     assert queue_counts(rabbit_url)[QUEUE] == (0, 0)
 

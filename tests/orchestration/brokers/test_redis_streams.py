@@ -58,7 +58,7 @@ def test_redis_entries_are_queued_once_dead_consumers_claimed_bad_entries_dead_l
             totals[key] += value
     assert totals == {"queued": 25, "already_queued": 0, "refused": 3}
     assert submitted_count(store) == 25
-    assert set(store.order_ids()) == {*ids[:20], *(f"own-{i}" for i in range(5))}
+    assert set(store.orders.order_ids()) == {*ids[:20], *(f"own-{i}" for i in range(5))}
     assert client.xpending(STREAM, settings.redis_group)["pending"] == 0
     dead = client.xrange(f"{STREAM}:rejected")
     assert [fields[b"entry_id"].decode() for _id, fields in dead] == [b.decode() for b in bad]
@@ -92,7 +92,7 @@ def test_redis_killed_mid_stream_restarts_from_its_log_and_nothing_is_lost(
         take(REDIS, store, instance, settings, after_commit=kill_redis)
     with pytest.raises(RedisStreams.unavailable):  # down: the next tick fails too, taking nothing
         take(REDIS, store, instance, settings)
-    assert len(store.order_ids()) == 6
+    assert len(store.orders.order_ids()) == 6
 
     own_redis.start()  # from its append-only file: the group, its pending entries, the stream
     counts = take(REDIS, store, instance, settings)

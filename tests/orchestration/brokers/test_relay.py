@@ -38,10 +38,10 @@ def test_every_state_change_is_an_outbox_event_published_at_least_once_after_out
     settings = configured(settings, {"rabbitmq_url": rabbit_url, "redis_url": own_redis.url})
     defs = build_definitions(settings, drills=True)
     for index in range(3):
-        store.submit(make_order(index, order_id=f"ev-{index}"))
+        store.orders.submit(make_order(index, order_id=f"ev-{index}"))
         assert run_order(defs, instance, store, f"ev-{index}").success
     for index in range(3):
-        states = [e.state for e in store.order_events_of(f"ev-{index}")]
+        states = [e.state for e in store.outbox.order_events_of(f"ev-{index}")]
         assert states == ["queued", "completed"]  # one completed event id per completed order
 
     # A consumer's queue on the events exchange, bound before anything is published.
@@ -60,8 +60,8 @@ def test_every_state_change_is_an_outbox_event_published_at_least_once_after_out
     with build_sensor_context(instance=instance, resources=store_resource(settings)) as context:
         result = sensor(context)
     assert result.skip_reason.skip_message.count("then unavailable") == 2
-    assert store.outbox_backlog("rabbitmq")[0] == 6
-    assert store.outbox_backlog("redis")[0] == 6
+    assert store.outbox.outbox_backlog("rabbitmq")[0] == 6
+    assert store.outbox.outbox_backlog("redis")[0] == 6
     rabbitmq, redis_streams = RABBITMQ.open(settings), REDIS.open(settings)
     with pytest.raises(RedisStreams.unavailable):
         publish_pending(redis_streams, store, settings)
@@ -70,11 +70,16 @@ def test_every_state_change_is_an_outbox_event_published_at_least_once_after_out
     own_redis.start()
     assert publish_pending(rabbitmq, store, settings) == 6
     assert publish_pending(redis_streams, store, settings) == 6
-    assert store.outbox_backlog("rabbitmq")[0] == 0 and store.outbox_backlog("redis")[0] == 0
+    assert (
+        store.outbox.outbox_backlog("rabbitmq")[0] == 0
+        and store.outbox.outbox_backlog("redis")[0] == 0
+    )
     assert publish_pending(rabbitmq, store, settings) == 0  # nothing twice once confirmed
 
     schema = json.loads(SCHEMA.read_text())
-    events = {e.event_id: e.event for o in range(3) for e in store.order_events_of(f"ev-{o}")}
+    events = {
+        e.event_id: e.event for o in range(3) for e in store.outbox.order_events_of(f"ev-{o}")
+    }
     received = []
     while True:
         method, properties, body = channel.basic_get("shop.events", auto_ack=True)

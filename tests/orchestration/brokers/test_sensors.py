@@ -25,7 +25,7 @@ def test_brokers_are_off_until_configured(
             "not set" in result.skip_reason.skip_message
             or "no broker" in result.skip_reason.skip_message
         )
-    store.submit(make_order(1))
-    assert store.outbox_backlog("rabbitmq")[0] == 1  # kept for when a broker is configured
+    store.orders.submit(make_order(1))
+    assert store.outbox.outbox_backlog("rabbitmq")[0] == 1  # kept for when a broker is configured
     result = CliRunner().invoke(main, ["broker", "status"], env=cli_env(settings))
     assert result.exit_code == 0 and "no broker configured" in result.output
