@@ -26,7 +26,7 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from agentforge_dagster.persistence import sql
+from agentforge_dagster.persistence import sql, traces
 from agentforge_dagster.persistence.audit import AuditStore
 from agentforge_dagster.persistence.breakers import BreakerStore
 from agentforge_dagster.persistence.dead_letters import DeadLetterStore
@@ -37,6 +37,7 @@ from agentforge_dagster.persistence.orders import OrderRecord, OrderStore
 from agentforge_dagster.persistence.outbox import OutboxStore
 from agentforge_dagster.persistence.rate_limits import RateLimitStore
 from agentforge_dagster.persistence.review_holds import ReviewHoldStore
+from agentforge_dagster.tracing import OrderTrace
 
 __all__ = ["MIGRATIONS", "BusinessStore", "OrderRecord", "make_engine"]
 
@@ -117,6 +118,12 @@ class BusinessStore:
         it raises."""
         with self.engine.begin() as conn:
             yield conn
+
+    def order_trace(self, order_id: str) -> OrderTrace:
+        """Where the order's spans go: its trace, under its current episode's root
+        (:mod:`.traces`); the deployment's id is read once per process."""
+        with self.engine.connect() as conn:
+            return traces.order_trace(conn, order_id)
 
     def integrity_problem(self) -> str | None:
         """What is wrong with the database file or tables, or None when it reads back whole
