@@ -239,12 +239,12 @@ class RetrySettings(BaseSettings):
     delay_seconds: float = Field(
         default=1.0,
         gt=0,
-        description="back-off base: retry n waits between half and all of min(cap, delay × 2^(n−1)), at least a server's `Retry-After` (`agentforge demo` uses 0.05)",
+        description="Back-off base: retry n waits between half and all of min(cap, delay × 2^(n−1)), at least a server's `Retry-After` (`agentforge demo` uses 0.05)",
     )
     max_delay_seconds: float = Field(
         default=30.0,
         gt=0,
-        description="the cap on one wait; with the defaults a step's retries span about a minute, enough for a 30 s database or S3 outage. Settings that could outlast half of `AGENTFORGE_ORDER_RUN_MAX_RUNTIME_SECONDS` are refused at start",
+        description="The cap on one wait; with the defaults a step's retries span about a minute, enough for a 30 s database or S3 outage. Settings that could outlast half of `AGENTFORGE_ORDER_RUN_MAX_RUNTIME_SECONDS` are refused at start",
     )
 
     def backoff(self, longest_asked_s: float) -> StepBackoff:
@@ -462,10 +462,11 @@ class DeploySettings(BaseSettings):
     )
     # The container image a run executes in (set by the Docker run launcher).
     image: str | None = Field(
-        default=None, description="The image tag a run executes in (set by the run launcher)."
+        default=None,
+        description="The image tag a run executes in (set by deploy and the launchers).",
     )
     image_id: str | None = Field(
-        default=None, description="The id (digest) of that image (set by the run launcher)."
+        default=None, description="The id (digest) of that image (set by deploy and the launchers)."
     )
 
 

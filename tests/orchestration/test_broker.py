@@ -57,8 +57,10 @@ STREAM = "agentforge:orders"
 
 
 def configured(settings: AgentForgeSettings, updates: dict[str, Any]) -> AgentForgeSettings:
-    """The settings with ``updates``, validated as if read from the environment."""
-    return AgentForgeSettings.model_validate({**settings.model_dump(), **updates})
+    """The settings with ``updates`` to the brokers' group, validated as if read from the
+    environment."""
+    brokers = {**settings.brokers.model_dump(), **updates}
+    return AgentForgeSettings.model_validate({**settings.model_dump(), "brokers": brokers})
 
 
 def order_body(index: int, **fields: Any) -> bytes:
@@ -98,7 +100,7 @@ def declare_intake_queue(settings: AgentForgeSettings, store: BusinessStore) -> 
 def test_rabbitmq_orders_are_queued_once_and_bad_messages_dead_lettered(
     settings: AgentForgeSettings, store: BusinessStore, instance: DagsterInstance, rabbit_url: str
 ) -> None:
-    settings = configured(settings, {"rabbitmq_url": rabbit_url, "broker_batch": 15})
+    settings = configured(settings, {"rabbitmq_url": rabbit_url, "batch": 15})
     declare_intake_queue(settings, store)
     good = [(order_body(i, order_id=f"body-{i}"), None) for i in range(15)]
     good += [(order_body(i), f"msg-{i}") for i in range(15, 30)]
@@ -152,7 +154,7 @@ from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings
 
 settings = AgentForgeSettings()
-store = BusinessStore.opened(settings.resolved_database_url())
+store = BusinessStore.opened(settings.storage.resolved_database_url())
 with DagsterInstance.get() as instance:
     take_rabbitmq(store, instance, settings)
 """
@@ -174,7 +176,7 @@ def test_rabbitmq_crash_between_commit_and_ack_redelivers_and_changes_nothing(
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     env = {
         "DAGSTER_HOME": str(home),
-        "AGENTFORGE_HOME": str(settings.home),
+        "AGENTFORGE_HOME": str(settings.storage.home),
         "AGENTFORGE_RABBITMQ_URL": rabbit_url,
         "AGENTFORGE_FAULT_BROKER_CRASH_AFTER": "4",
     }
@@ -217,7 +219,7 @@ def test_rabbitmq_lost_mid_stream_or_down_loses_nothing_and_the_sensor_skips(
     # The daemon's way: the sensor, first against a broker that is not there, then the real one.
     down = configured(
         settings,
-        {"rabbitmq_url": "amqp://guest:guest@127.0.0.1:1/nowhere", "broker_timeout_seconds": 2},
+        {"rabbitmq_url": "amqp://guest:guest@127.0.0.1:1/nowhere", "timeout_seconds": 2},
     )
     sensor = build_definitions(down).resolve_sensor_def("rabbitmq_intake")
     with build_sensor_context(instance=instance, resources=_store_resource(down)) as context:
@@ -240,16 +242,16 @@ def test_rabbitmq_lost_mid_stream_or_down_loses_nothing_and_the_sensor_skips(
 def _store_resource(settings: AgentForgeSettings) -> dict[str, Any]:
     from agentforge_dagster.persistence.resources import BusinessStoreResource
 
-    return {"store": BusinessStoreResource(database_url=settings.resolved_database_url())}
+    return {"store": BusinessStoreResource(database_url=settings.storage.resolved_database_url())}
 
 
 def cli_env(settings: AgentForgeSettings) -> dict[str, str | None]:
     """The environment ``agentforge`` reads these settings from."""
     return {
-        "AGENTFORGE_HOME": str(settings.home),
+        "AGENTFORGE_HOME": str(settings.storage.home),
         "AGENTFORGE_DATABASE_URL": None,
-        "AGENTFORGE_RABBITMQ_URL": settings.resolved_rabbitmq_url(),
-        "AGENTFORGE_REDIS_URL": settings.resolved_redis_url(),
+        "AGENTFORGE_RABBITMQ_URL": settings.brokers.resolved_rabbitmq_url(),
+        "AGENTFORGE_REDIS_URL": settings.brokers.resolved_redis_url(),
     }
 
 
@@ -273,7 +275,7 @@ def test_a_queue_declared_without_dead_lettering_is_refused_with_the_migration(
         vhost_of(rabbit_url),
         "agentforge-dlx",
         f"^{QUEUE}$",
-        json.dumps({"dead-letter-exchange": settings.rabbitmq_dead_letter_exchange}),
+        json.dumps({"dead-letter-exchange": settings.brokers.rabbitmq_dead_letter_exchange}),
         "--apply-to",
         "queues",
     )
@@ -287,10 +289,10 @@ def test_redis_entries_are_queued_once_dead_consumers_claimed_bad_entries_dead_l
     settings: AgentForgeSettings, store: BusinessStore, instance: DagsterInstance, redis_url: str
 ) -> None:
     settings = configured(
-        settings, {"redis_url": redis_url, "broker_batch": 20, "redis_claim_idle_seconds": 0.2}
+        settings, {"redis_url": redis_url, "batch": 20, "redis_claim_idle_seconds": 0.2}
     )
     client = redis.Redis.from_url(redis_url)
-    client.xgroup_create(STREAM, settings.redis_group, id="0", mkstream=True)
+    client.xgroup_create(STREAM, settings.brokers.redis_group, id="0", mkstream=True)
     ids = [client.xadd(STREAM, {"order": order_body(i)}).decode() for i in range(20)]
     ids += [
         client.xadd(STREAM, {"order": order_body(i, order_id=f"own-{i}")}).decode()
@@ -302,7 +304,7 @@ def test_redis_entries_are_queued_once_dead_consumers_claimed_bad_entries_dead_l
         client.xadd(STREAM, {"order": order_body(98, price="-5")}),
     ]
     # Another consumer read eight entries and died without acknowledging them.
-    client.xreadgroup(settings.redis_group, "dead-consumer", {STREAM: ">"}, count=8)
+    client.xreadgroup(settings.brokers.redis_group, "dead-consumer", {STREAM: ">"}, count=8)
     import time
 
     time.sleep(0.3)
@@ -314,7 +316,7 @@ def test_redis_entries_are_queued_once_dead_consumers_claimed_bad_entries_dead_l
     assert totals == {"queued": 25, "already_queued": 0, "refused": 3}
     assert submitted_count(store) == 25
     assert set(store.order_ids()) == {*ids[:20], *(f"own-{i}" for i in range(5))}
-    assert client.xpending(STREAM, settings.redis_group)["pending"] == 0
+    assert client.xpending(STREAM, settings.brokers.redis_group)["pending"] == 0
     dead = client.xrange(f"{STREAM}:rejected")
     assert [fields[b"entry_id"].decode() for _id, fields in dead] == [b.decode() for b in bad]
     assert "no 'order' field" in json.loads(dead[1][1][b"errors"])[0]
@@ -333,7 +335,7 @@ def test_redis_killed_mid_stream_restarts_from_its_log_and_nothing_is_lost(
     instance: DagsterInstance,
     own_redis: OwnRedis,
 ) -> None:
-    settings = configured(settings, {"redis_url": own_redis.url, "broker_batch": 50})
+    settings = configured(settings, {"redis_url": own_redis.url, "batch": 50})
     client = redis.Redis.from_url(own_redis.url)
     for i in range(15):
         client.xadd(STREAM, {"order": order_body(i, order_id=f"r-{i}")})
@@ -354,7 +356,7 @@ def test_redis_killed_mid_stream_restarts_from_its_log_and_nothing_is_lost(
     assert counts.as_dict() == {"queued": 9, "already_queued": 1, "refused": 0}
     assert submitted_count(store) == 15
     client = redis.Redis.from_url(own_redis.url)
-    assert client.xpending(STREAM, settings.redis_group)["pending"] == 0
+    assert client.xpending(STREAM, settings.brokers.redis_group)["pending"] == 0
 
 
 # -- events out --------------------------------------------------------------------------------------
@@ -379,14 +381,18 @@ def test_every_state_change_is_an_outbox_event_published_at_least_once_after_out
     # A consumer's queue on the events exchange, bound before anything is published.
     connection = pika.BlockingConnection(pika.URLParameters(rabbit_url))
     channel = connection.channel()
-    channel.exchange_declare(settings.rabbitmq_events_exchange, exchange_type="topic", durable=True)
+    channel.exchange_declare(
+        settings.brokers.rabbitmq_events_exchange, exchange_type="topic", durable=True
+    )
     channel.queue_declare("shop.events", durable=True)
-    channel.queue_bind("shop.events", settings.rabbitmq_events_exchange, routing_key="order.#")
+    channel.queue_bind(
+        "shop.events", settings.brokers.rabbitmq_events_exchange, routing_key="order.#"
+    )
 
     # Both brokers down: the events stay pending, the errors are recorded.
     own_redis.kill()
     rabbit_down = configured(
-        settings, {"rabbitmq_url": "amqp://guest:guest@127.0.0.1:1/x", "broker_timeout_seconds": 2}
+        settings, {"rabbitmq_url": "amqp://guest:guest@127.0.0.1:1/x", "timeout_seconds": 2}
     )
     sensor = build_definitions(rabbit_down).resolve_sensor_def("order_events_outbox")
     with build_sensor_context(instance=instance, resources=_store_resource(settings)) as context:
@@ -421,7 +427,7 @@ def test_every_state_change_is_an_outbox_event_published_at_least_once_after_out
     completed = [e for e in received if e["state"] == "completed"]
     assert all(e["delivery"]["content_sha256"] and e["amount_cents"] == 15000 for e in completed)
 
-    stream = redis.Redis.from_url(own_redis.url).xrange(settings.redis_events_stream)
+    stream = redis.Redis.from_url(own_redis.url).xrange(settings.brokers.redis_events_stream)
     for _id, fields in stream:
         jsonschema.validate(json.loads(fields[b"event"]), schema)
     assert {fields[b"event_id"].decode() for _id, fields in stream} == set(events)
