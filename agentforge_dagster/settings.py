@@ -522,21 +522,17 @@ class FigureSettings(BaseSettings):
 class AgentForgeSettings(BaseModel):
     """All the settings, a group per concern; each group reads its own variables when built."""
 
-    storage: StorageSettings = Field(
-        default_factory=StorageSettings, description="The database, local folders and backups."
-    )
-    s3: S3Settings = Field(default_factory=S3Settings, description="S3 storage.")
-    models: ModelSettings = Field(
-        default_factory=ModelSettings, description="Models and the limits of their calls."
-    )
-    retries: RetrySettings = Field(default_factory=RetrySettings, description="Step retries.")
-    runs: RunSettings = Field(default_factory=RunSettings, description="Order runs.")
-    sensors: SensorSettings = Field(default_factory=SensorSettings, description="Sensors.")
-    review: ReviewSettings = Field(default_factory=ReviewSettings, description="Review.")
-    brokers: BrokerSettings = Field(default_factory=BrokerSettings, description="Brokers.")
-    deploy: DeploySettings = Field(default_factory=DeploySettings, description="Deploys.")
-    drills: DrillSettings = Field(default_factory=DrillSettings, description="Drills.")
-    figures: FigureSettings = Field(default_factory=FigureSettings, description="Business figures.")
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    s3: S3Settings = Field(default_factory=S3Settings)
+    models: ModelSettings = Field(default_factory=ModelSettings)
+    retries: RetrySettings = Field(default_factory=RetrySettings)
+    runs: RunSettings = Field(default_factory=RunSettings)
+    sensors: SensorSettings = Field(default_factory=SensorSettings)
+    review: ReviewSettings = Field(default_factory=ReviewSettings)
+    brokers: BrokerSettings = Field(default_factory=BrokerSettings)
+    deploy: DeploySettings = Field(default_factory=DeploySettings)
+    drills: DrillSettings = Field(default_factory=DrillSettings)
+    figures: FigureSettings = Field(default_factory=FigureSettings)
 
     @model_validator(mode="after")
     def _retries_fit_the_run(self) -> AgentForgeSettings:

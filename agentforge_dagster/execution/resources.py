@@ -61,8 +61,8 @@ class ModelResource(ConfigurableResource):
     breaker_failures: int = Field(
         default=_MODELS.breaker_failures,
         ge=0,
-        description="Transient failures of a provider within the window, across all orders, "
-        "that open its shared circuit breaker (0: no breaker).",
+        description="Failures that open a provider's shared circuit breaker "
+        "(AGENTFORGE_MODEL_BREAKER_FAILURES).",
     )
     rate_limits_json: str | None = Field(
         default=None,
