@@ -26,7 +26,7 @@ from agentforge_dagster.settings import AgentForgeSettings, load_settings
 def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = None) -> Definitions:
     """The code location for ``settings``; ``drills`` (default: as the settings say) adds fault
     injection, which the demo, the benchmarks, the tests and fault campaigns switch on."""
-    drills = settings.drills_enabled() if drills is None else drills
+    drills = settings.drills.active() if drills is None else drills
     return Definitions.merge(
         orders_definitions(settings, drills=drills),
         dead_letters_definitions(),
@@ -41,10 +41,10 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
 
 def run_worker_modules(settings: AgentForgeSettings) -> list[str]:
     """What a run worker imports besides Dagster (instance/run_worker_start.py)."""
-    providers = {spec.provider for spec in parse_model_specs(settings.models)}
+    providers = {spec.provider for spec in parse_model_specs(settings.models.chain)}
     sdks = [sdk for sdk in ("openai", "anthropic") if sdk in providers]
     modules = [__name__, *sdks, *(sdk_module(sdk) for sdk in sdks)]
-    if settings.s3_bucket:
+    if settings.s3.bucket:
         modules += ["boto3", "dagster_aws.s3.compute_log_manager"]
         modules += ["agentforge_dagster.persistence.io_managers_s3"]
     return modules
@@ -54,7 +54,7 @@ def run_worker_modules(settings: AgentForgeSettings) -> list[str]:
 def defs() -> Definitions:
     """The code location: loaded lazily, so the environment is read when Dagster loads it."""
     settings = load_settings()
-    if settings.run_worker_start == "forkserver":
+    if settings.runs.run_worker_start == "forkserver":
         from agentforge_dagster.instance.run_worker_start import preload_run_workers
 
         preload_run_workers(run_worker_modules(settings))

@@ -680,7 +680,7 @@ def main() -> int:
     with production_stack(work, base_env) as stack:
         from agentforge_dagster.settings import AgentForgeSettings
 
-        max_replays = AgentForgeSettings().dlq_max_replays
+        max_replays = AgentForgeSettings().sensors.dlq_max_replays
         running: dict[str, str] | None = None
         last_fault = time.monotonic()
         per_phase: dict[str, tuple[list[Submitted], str]] = {}

@@ -461,7 +461,11 @@ def main() -> int:
         home = work / "dagster_home"
         write_instance_config(home, dagster_url)
         settings = AgentForgeSettings(
-            home=work / "agentforge", dagster_home=home, database_url=business_url
+            storage={
+                "home": work / "agentforge",
+                "dagster_home": home,
+                "database_url": business_url,
+            }
         )
         store = BusinessStore.from_url(business_url)
         store.upgrade()
@@ -521,7 +525,7 @@ def main() -> int:
                     "",
                     body,
                     "",
-                    meaning(sizes, rows, AgentForgeSettings().sensor_interval_seconds),
+                    meaning(sizes, rows, AgentForgeSettings().sensors.interval_seconds),
                 ]
             )
         )

@@ -32,9 +32,10 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "CRITICAL"}}}}
 def one_case(orders: int, rate: float, seed: int) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp, instance_for_test() as instance:
         settings = AgentForgeSettings(
-            home=Path(tmp) / "af", dagster_home=Path(tmp) / "dh", retry_delay_seconds=0.05
+            storage={"home": Path(tmp) / "af", "dagster_home": Path(tmp) / "dh"},
+            retries={"delay_seconds": 0.05},
         )
-        store = BusinessStore.from_url(settings.resolved_database_url())
+        store = BusinessStore.from_url(settings.storage.resolved_database_url())
         store.upgrade()
         ids = [
             store.orders.submit(

@@ -255,9 +255,11 @@ def inprocess_worker(case: Case, shard: int = 0, shards: int = 1) -> dict[str, A
     from agentforge_dagster.settings import AgentForgeSettings
 
     settings = AgentForgeSettings()
-    Path(settings.dagster_home).mkdir(parents=True, exist_ok=True)
-    (Path(settings.dagster_home) / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    store = BusinessStore.from_url(settings.resolved_database_url())
+    Path(settings.storage.dagster_home).mkdir(parents=True, exist_ok=True)
+    (Path(settings.storage.dagster_home) / "dagster.yaml").write_text(
+        "telemetry:\n  enabled: false\n"
+    )
+    store = BusinessStore.from_url(settings.storage.resolved_database_url())
     store.upgrade()
     ids = [
         store.orders.submit(parse_order(order(case, i))).order_id
@@ -269,9 +271,9 @@ def inprocess_worker(case: Case, shard: int = 0, shards: int = 1) -> dict[str, A
         **fault_run_config(case.fault_rate, case.seed),
     }
     defs = build_definitions(settings, drills=True)
-    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+    with DagsterInstance.from_config(str(settings.storage.dagster_home)) as instance:
         run_orders(defs, instance, store, ids, run_config=run_config)
-        while request_due_replays(store, 0, settings.dlq_max_replays):
+        while request_due_replays(store, 0, settings.sensors.dlq_max_replays):
             run_replays(defs, instance, store, run_config=run_config)
     return store_figures(store, ids, submitted)
 
@@ -497,7 +499,7 @@ class DaemonBench:
 
         from agentforge_dagster.settings import AgentForgeSettings
 
-        max_replays = AgentForgeSettings().dlq_max_replays
+        max_replays = AgentForgeSettings().sensors.dlq_max_replays
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             now = census(self.stack, max_replays)

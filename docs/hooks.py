@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -16,33 +17,52 @@ import click
 
 DOCS = Path(__file__).resolve().parent
 ROOT = DOCS.parent
+MODULE_PATH = re.compile(r"\b(?:[a-z_]+\.)+(?=[A-Za-z])")  # typing.Literal → Literal
 
 
 def _settings_page() -> str:
+    """A section per group of settings: each variable, its type, default and meaning."""
     from pydantic_core import PydanticUndefined
 
-    from agentforge_dagster.settings import AgentForgeSettings
+    from agentforge_dagster.settings import AgentForgeSettings, all_settings
 
-    prefix = AgentForgeSettings.model_config.get("env_prefix", "")
-    rows = ["| variable | default | meaning |", "| --- | --- | --- |"]
-    for name, field in AgentForgeSettings.model_fields.items():
-        alias = field.validation_alias if isinstance(field.validation_alias, str) else None
-        variable = alias or f"{prefix}{name}".upper()
-        default = field.default
+    def cell(text: str) -> str:
+        return " ".join(text.split()).replace("|", "\\|")
+
+    def shown_type(annotation: Any) -> str:
+        text = annotation.__name__ if isinstance(annotation, type) else str(annotation)
+        return f"`{cell(MODULE_PATH.sub('', text))}`"
+
+    lines = [
+        "# Settings reference",
+        "",
+        "Generated from `agentforge_dagster/settings.py` when the site is built. See "
+        "[Configuration](../configuration.md) for how they fit together. Each section is a group "
+        "of the settings (`settings.<group>.<name>` in the code); a variable sets one setting.",
+    ]
+    group = None
+    for setting in all_settings():
+        if setting.group != group:
+            group = setting.group
+            field = AgentForgeSettings.model_fields[group]
+            cls = field.annotation
+            lines += ["", f"## {group}", "", cell((cls.__doc__ or "").split("\n\n")[0]), ""]
+            lines += [
+                "| variable | setting | type | default | meaning |",
+                "| --- | --- | --- | --- | --- |",
+            ]
+        default = setting.field.default
         if default is PydanticUndefined or default is None:
             shown = "none"
-        elif field.default_factory is not None:
+        elif setting.field.default_factory is not None:
             shown = "computed"
         else:
-            shown = f"`{default}`"
-        meaning = " ".join((field.description or "").split()).replace("|", "\\|")
-        rows.append(f"| `{variable}` | {shown} | {meaning} |")
-    return (
-        "# Settings reference\n\nGenerated from `agentforge_dagster/settings.py` when the site is "
-        "built. See [Configuration](../configuration.md) for how they fit together.\n\n"
-        + "\n".join(rows)
-        + "\n"
-    )
+            shown = f"`{cell(str(default))}`" if default != "" else "empty"
+        lines.append(
+            f"| `{setting.variable}` | `{setting.name}` | {shown_type(setting.field.annotation)} "
+            f"| {shown} | {cell(setting.field.description or '')} |"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _command_lines(command: click.Command, path: str, depth: int) -> list[str]:
@@ -65,7 +85,12 @@ def _command_lines(command: click.Command, path: str, depth: int) -> list[str]:
 def _cli_page() -> str:
     from agentforge_dagster.cli import main
 
-    lines = ["# Command reference", "", "Generated from the click commands when the site is built.", ""]
+    lines = [
+        "# Command reference",
+        "",
+        "Generated from the click commands when the site is built.",
+        "",
+    ]
     return "\n".join(lines + _command_lines(main, "agentforge", 2))
 
 

@@ -33,15 +33,14 @@ def settings(tmp_path: Path) -> AgentForgeSettings:
     """The embedded default in a temporary folder, with a short retry back-off (1 ms, not 50 ms:
     a step that exhausts its six retries would otherwise sleep 6 s in every test that fails one)."""
     return AgentForgeSettings(
-        home=tmp_path / "agentforge",
-        dagster_home=tmp_path / "dagster_home",
-        retry_delay_seconds=0.001,
+        storage={"home": tmp_path / "agentforge", "dagster_home": tmp_path / "dagster_home"},
+        retries={"delay_seconds": 0.001},
     )
 
 
 @pytest.fixture
 def store(settings: AgentForgeSettings) -> Iterator[BusinessStore]:
-    business = BusinessStore.from_url(settings.resolved_database_url())
+    business = BusinessStore.from_url(settings.storage.resolved_database_url())
     business.upgrade()
     yield business
     business.engine.dispose()

@@ -38,7 +38,7 @@ def open_store(settings: AgentForgeSettings) -> BusinessStore:
     """The business store, its tables brought up to date."""
     from agentforge_dagster.persistence.store import BusinessStore
 
-    return BusinessStore.opened(settings.resolved_database_url())
+    return BusinessStore.opened(settings.storage.resolved_database_url())
 
 
 def open_instance(settings: AgentForgeSettings) -> DagsterInstance:
@@ -49,7 +49,7 @@ def open_instance(settings: AgentForgeSettings) -> DagsterInstance:
     """
     from dagster import DagsterInstance
 
-    home = settings.dagster_home.resolve()
+    home = settings.storage.dagster_home.resolve()
     if "DAGSTER_HOME" not in os.environ:
         click.echo(
             f"DAGSTER_HOME is not set: using the Dagster instance in {home} "
@@ -110,7 +110,7 @@ def explain_failure(exc: BaseException, settings: Any) -> click.ClickException |
         full = "full" in reason or _disk_full(settings)  # SQLite may call it an I/O error
         return click.ClickException(
             f"the database cannot be used ({reason}); nothing could be recorded there "
-            f"(business database: {safe_url(settings.resolved_database_url())})"
+            f"(business database: {safe_url(settings.storage.resolved_database_url())})"
             + (DISK_FULL if full else "")
         )
     if isinstance(exc, OSError) and (exc.errno == errno.ENOSPC or _disk_full(settings)):
@@ -124,7 +124,7 @@ _NEARLY_FULL_BYTES = 4 * 1024 * 1024
 
 def _disk_full(settings: Any) -> bool:
     """Whether the disk under the home or the Dagster home is (nearly) full."""
-    for folder in (settings.home, settings.dagster_home):
+    for folder in (settings.storage.home, settings.storage.dagster_home):
         try:
             if shutil.disk_usage(folder).free < _NEARLY_FULL_BYTES:
                 return True

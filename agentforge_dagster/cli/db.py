@@ -36,7 +36,7 @@ def db_upgrade(settings: AgentForgeSettings) -> None:
     store = open_store(settings)
     with open_instance(settings) as instance:
         added = register_existing_orders(store, instance)
-    click.echo(f"business database ready: {safe_url(settings.resolved_database_url())}")
+    click.echo(f"business database ready: {safe_url(settings.storage.resolved_database_url())}")
     click.echo(f"order partitions registered in Dagster: {len(added)} new")
 
 
@@ -64,7 +64,7 @@ def audit_verify(settings: AgentForgeSettings) -> None:
     from agentforge_dagster.persistence.anchors import verify_against_anchors
     from agentforge_dagster.persistence.store import BusinessStore
 
-    url = settings.resolved_database_url()
+    url = settings.storage.resolved_database_url()
     store = BusinessStore.from_url(url)
     damaged = store.integrity_problem()
     if damaged:
@@ -82,7 +82,7 @@ def audit_verify(settings: AgentForgeSettings) -> None:
     else:
         click.echo(f"audit chain BROKEN at row {chain.first_broken_seq}: {chain.reason}", err=True)
     location = _backup_location(settings)
-    anchors = verify_against_anchors(store, location, settings.resolved_audit_anchor_key())
+    anchors = verify_against_anchors(store, location, settings.storage.resolved_audit_anchor_key())
     for problem in anchors.problems:
         click.echo(f"audit tail: {problem}", err=True)
     if anchors.newest is None:
@@ -107,7 +107,7 @@ def audit_anchor(settings: AgentForgeSettings) -> None:
     """Write the audit chain's head beside the backups now (signed when a key is configured)."""
     from agentforge_dagster.persistence.anchors import write_anchor
 
-    key = settings.resolved_audit_anchor_key()
+    key = settings.storage.resolved_audit_anchor_key()
     location = _backup_location(settings)
     anchor, name = write_anchor(
         open_store(settings), location, key, source="agentforge audit anchor"
@@ -139,7 +139,7 @@ def backup(settings: AgentForgeSettings, keep: int | None) -> None:
             open_store(settings),
             location,
             keep=keep or target.keep,
-            anchor_key=settings.resolved_audit_anchor_key(),
+            anchor_key=settings.storage.resolved_audit_anchor_key(),
         )
     click.echo(
         f"backup {manifest.backup_id}: {manifest.size_bytes} bytes, sha256 "
@@ -176,7 +176,7 @@ def restore(settings: AgentForgeSettings, backup_id: str, target_url: str | None
     from agentforge_dagster.persistence.backup import restore_backup
     from agentforge_dagster.progress import working
 
-    target = target_url or settings.resolved_database_url()
+    target = target_url or settings.storage.resolved_database_url()
     with working(f"restoring {backup_id} and verifying it"):
         report = restore_backup(_backup_location(settings), backup_id, target)
     click.echo(

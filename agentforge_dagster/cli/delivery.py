@@ -69,7 +69,7 @@ def delivery_link(settings: AgentForgeSettings, order_id: str, expires: str) -> 
     from dagster_aws.s3 import S3Resource  # only this command needs the AWS SDK
 
     client = S3Resource(
-        endpoint_url=settings.s3_endpoint_url, region_name=settings.s3_region
+        endpoint_url=settings.s3.endpoint_url, region_name=settings.s3.region
     ).get_client()
     try:
         link = presigned_link(client, found.location, seconds)

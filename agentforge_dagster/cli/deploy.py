@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # docker and the deploy machinery load when a deploy runs, no
 
 
 def _history(settings: AgentForgeSettings) -> Path:
-    return settings.deploy_history or settings.home / "deploys.json"
+    return settings.deploy.history or settings.storage.home / "deploys.json"
 
 
 def _env_pairs(pairs: tuple[str, ...]) -> dict[str, str]:
@@ -61,12 +61,12 @@ def deploy_command(
     if to_previous == (image is not None):
         raise click.UsageError("give --image TAG or --rollback")
     common: dict[str, Any] = {
-        "port": port or settings.code_server_port,
+        "port": port or settings.deploy.code_server_port,
         "history": _history(settings),
-        "host": settings.code_server_host,
+        "host": settings.deploy.code_server_host,
         "environment": environment_from_os(_env_pairs(env_pairs)),
-        "timeout_seconds": settings.deploy_timeout_seconds,
-        "secrets_dir": settings.secrets_dir,
+        "timeout_seconds": settings.deploy.timeout_seconds,
+        "secrets_dir": settings.deploy.secrets_dir,
     }
     try:
         entry = rollback_image(**common) if image is None else deploy_image(image, **common)

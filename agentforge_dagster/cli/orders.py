@@ -152,7 +152,7 @@ def _run(
     if fault_rate is not None:
         run_config.update(fault_run_config(fault_rate, seed))
     defs = build_definitions(settings, drills=True if fault_rate is not None else None)
-    lease = settings.lease_seconds
+    lease = settings.runs.lease_seconds
     from agentforge_dagster.progress import counted
 
     with (
@@ -219,7 +219,7 @@ def run(settings: AgentForgeSettings, fault_rate: float | None, seed: int) -> No
     store = open_store(settings)
     _take_back(settings, store)
     queued = store.orders.order_ids(OrderStatus.QUEUED)
-    resume_waiting_for_budget(store, settings.monthly_budget_usd)
+    resume_waiting_for_budget(store, settings.models.monthly_budget_usd)
     if not queued and not store.dead_letters.replays_to_launch():
         click.echo("no queued orders and no replays requested")
         return
@@ -259,7 +259,8 @@ def demo(
     from agentforge_dagster.cli.reports import report_text
     from agentforge_dagster.domain.models import parse_order
 
-    settings = settings.model_copy(update={"retry_delay_seconds": retry_delay})
+    retries = settings.retries.model_copy(update={"delay_seconds": retry_delay})
+    settings = settings.model_copy(update={"retries": retries})
     store = open_store(settings)
     rng = random.Random(seed)
     services = list(ServiceKind)

@@ -30,7 +30,7 @@ def status(settings: AgentForgeSettings) -> None:
         overdue = sum(1 for hold in waiting if hold.escalated_at is not None)
         click.echo(
             f"waiting for a person: {len(waiting)} ({overdue} escalated: waited over "
-            f"{settings.review_escalate_after_hours:g} h); see agentforge review list"
+            f"{settings.review.escalate_after_hours:g} h); see agentforge review list"
         )
     failed_checks = store.audit.event_count("check_failed")
     if failed_checks:
@@ -81,8 +81,8 @@ def budget_show(settings: AgentForgeSettings) -> None:
     store = open_store(settings)
     month = utcnow().strftime("%Y-%m")
     cap = store.model_calls.budget_cap(month)
-    if cap is None and settings.monthly_budget_usd is not None:
-        cap = Decimal(str(settings.monthly_budget_usd))
+    if cap is None and settings.models.monthly_budget_usd is not None:
+        cap = Decimal(str(settings.models.monthly_budget_usd))
     click.echo(
         f"month {month}: cap {cap if cap is not None else 'none'} USD, "
         f"spent {store.model_calls.month_spend(month)} USD, "
@@ -109,10 +109,10 @@ def providers(settings: AgentForgeSettings) -> None:
     """The model chain and each provider's shared circuit breaker."""
     store = open_store(settings)
     known = {breaker.provider: breaker for breaker in store.breakers.breakers()}
-    click.echo(f"chain: {settings.models}")
+    click.echo(f"chain: {settings.models.chain}")
     click.echo(
-        f"breaker: opens after {settings.model_breaker_failures} transient failures within "
-        f"{settings.model_breaker_window_seconds:g} s, for {settings.model_breaker_cooldown_seconds:g} s"
+        f"breaker: opens after {settings.models.breaker_failures} transient failures within "
+        f"{settings.models.breaker_window_seconds:g} s, for {settings.models.breaker_cooldown_seconds:g} s"
     )
     if not known:
         click.echo("no provider has failed yet: every breaker is closed")

@@ -3,7 +3,8 @@
 What a model provider's answer is held to (a provider is untrusted input): the defaults of the
 settings ``AGENTFORGE_MAX_PROVIDER_WAIT_SECONDS`` and ``AGENTFORGE_MODEL_MAX_RESPONSE_BYTES``,
 which the providers, the step back-off and the shared rate limiter all apply; and the longest text
-a person may deliver instead of a held draft (the review store and ``agentforge review edit``).
+a person may deliver instead of a held draft (the review store and ``agentforge review edit``);
+and how long a runner's lease on an order holds (``AGENTFORGE_LEASE_SECONDS``).
 And the policies of the model providers' shared limits — a provider's rate limits
 (:class:`RateLimits`, read from ``AGENTFORGE_MODEL_RATE_LIMITS_JSON`` by :func:`parse_rate_limits`) and
 when its circuit breaker opens (:class:`BreakerPolicy`) — which the gateway applies and the
@@ -21,6 +22,9 @@ from dataclasses import dataclass
 MAX_PROVIDER_WAIT_S = 300.0
 # The most bytes of an answer read off the wire (a 64k-token answer is about 256 KB of JSON).
 MAX_RESPONSE_BYTES = 2 * 1024 * 1024
+# How long a runner's claim on an order holds unless renewed (the store, the resource and the
+# setting ``AGENTFORGE_LEASE_SECONDS`` default to it).
+DEFAULT_LEASE_SECONDS = 120.0
 # The most tokens a count may say before it is taken for a lie and estimated instead.
 MAX_TOKEN_COUNT = 10_000_000
 # The longest text a person may deliver instead of a held draft (agentforge review edit).

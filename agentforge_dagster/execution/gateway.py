@@ -66,7 +66,7 @@ from agentforge_dagster.domain.errors import (
     ProviderRateLimited,
     TransientError,
 )
-from agentforge_dagster.domain.limits import MAX_PROVIDER_WAIT_S, BreakerPolicy, RateLimits
+from agentforge_dagster.domain.limits import BreakerPolicy, RateLimits
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.execution.llm.base import (
     ModelProvider,
@@ -78,6 +78,7 @@ from agentforge_dagster.execution.llm.base import (
 )
 from agentforge_dagster.persistence.breakers import BreakerState
 from agentforge_dagster.persistence.store import BusinessStore
+from agentforge_dagster.settings import ModelSettings, defaults
 
 P = TypeVar("P", bound=BaseModel)
 # The most a call may answer when its provider sets no max_tokens: the worst case a call reserves.
@@ -136,6 +137,9 @@ def month_of() -> str:
     return utcnow().strftime("%Y-%m")
 
 
+_MODELS = defaults(ModelSettings)  # the settings' defaults, written once in settings.py
+
+
 @dataclass
 class ModelGateway:
     """The model calls of one attempt of one step (see the module docstring).
@@ -150,18 +154,18 @@ class ModelGateway:
     step: str
     run_id: str
     attempt: int
-    timeout_s: float = 120.0
-    fallback_after: int = 2
-    max_reprompts: int = 2
-    replay_only: bool = False
+    timeout_s: float = _MODELS.timeout_seconds
+    fallback_after: int = _MODELS.fallback_after
+    max_reprompts: int = _MODELS.max_reprompts
+    replay_only: bool = _MODELS.replay_only
     default_budget_usd: Decimal | None = None
     prices: Prices = field(default_factory=dict)
     responses: list[ModelResponse] = field(default_factory=list)
     failures: Counter[tuple[str, str]] = field(default_factory=Counter)
     breaker: BreakerPolicy = field(default_factory=BreakerPolicy)
     rate_limits: dict[str, RateLimits] = field(default_factory=dict)  # by "name:model"
-    max_rate_wait_s: float = 30.0
-    max_provider_wait_s: float = MAX_PROVIDER_WAIT_S
+    max_rate_wait_s: float = _MODELS.max_rate_wait_seconds
+    max_provider_wait_s: float = _MODELS.max_provider_wait_seconds
 
     def ask(self, request: ModelRequest, schema: type[P]) -> P:
         """An answer to ``request`` that validates against ``schema``; only such answers are kept."""

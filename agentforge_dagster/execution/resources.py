@@ -11,12 +11,7 @@ from decimal import Decimal
 from dagster import ConfigurableResource, InitResourceContext
 from pydantic import Field, PrivateAttr
 
-from agentforge_dagster.domain.limits import (
-    MAX_PROVIDER_WAIT_S,
-    MAX_RESPONSE_BYTES,
-    BreakerPolicy,
-    parse_rate_limits,
-)
+from agentforge_dagster.domain.limits import BreakerPolicy, parse_rate_limits
 from agentforge_dagster.domain.models import Order
 from agentforge_dagster.execution.backoff import StepBackoff
 from agentforge_dagster.execution.gateway import ModelGateway
@@ -24,6 +19,19 @@ from agentforge_dagster.execution.llm.base import DEFAULT_PRICES, ModelProvider
 from agentforge_dagster.execution.llm.offline import OFFLINE_MODEL_NAME
 from agentforge_dagster.execution.llm.registry import provider_class
 from agentforge_dagster.persistence.store import BusinessStore
+from agentforge_dagster.settings import (
+    ModelSettings,
+    RetrySettings,
+    ReviewSettings,
+    defaults,
+)
+
+# The settings' defaults (settings.py), where each is written once.
+_MODELS, _RETRIES, _REVIEW = (
+    defaults(ModelSettings),
+    defaults(RetrySettings),
+    defaults(ReviewSettings),
+)
 
 
 class ModelResource(ConfigurableResource):
@@ -39,44 +47,44 @@ class ModelResource(ConfigurableResource):
     in memory, how often each provider has failed each order's step, which is what fallback reads.
     """
 
-    models: str = "offline"
+    models: str = _MODELS.chain
     openai_api_key: str | None = None
     anthropic_api_key: str | None = None
     timeout_seconds: float = Field(
-        default=120.0,
+        default=_MODELS.timeout_seconds,
         gt=0,
         description="The one deadline of a model call: the SDK clients' timeout, and how long a "
         "step waits for an answer before the call is a transient error.",
     )
-    fallback_after: int = Field(default=2, ge=1)
+    fallback_after: int = Field(default=_MODELS.fallback_after, ge=1)
     breaker_failures: int = Field(
-        default=5,
+        default=_MODELS.breaker_failures,
         ge=0,
-        description="Transient failures of a provider within the window, across all orders, "
-        "that open its shared circuit breaker (0: no breaker).",
+        description="Failures that open a provider's shared circuit breaker "
+        "(AGENTFORGE_MODEL_BREAKER_FAILURES).",
     )
     rate_limits_json: str | None = Field(
         default=None,
         description='Shared limits per "provider:model": {"name:model": {"rpm", "tpm", '
         '"concurrency"}}.',
     )
-    max_rate_wait_seconds: float = Field(default=30.0, ge=0)
+    max_rate_wait_seconds: float = Field(default=_MODELS.max_rate_wait_seconds, ge=0)
     max_provider_wait_seconds: float = Field(
-        default=MAX_PROVIDER_WAIT_S,
+        default=_MODELS.max_provider_wait_seconds,
         gt=0,
         description="The longest wait a provider may ask for; an answer asking for more fails "
         "as rate-limited, and its pause of the shared limits is no longer.",
     )
     max_response_bytes: int = Field(
-        default=MAX_RESPONSE_BYTES,
+        default=_MODELS.max_response_bytes,
         ge=1024,
         description="The most bytes of an answer read; a larger one is refused unread.",
     )
-    breaker_window_seconds: float = Field(default=60.0, gt=0)
-    breaker_cooldown_seconds: float = Field(default=30.0, gt=0)
-    max_reprompts: int = Field(default=2, ge=0)
-    replay_only: bool = False
-    monthly_budget_usd: float | None = None
+    breaker_window_seconds: float = Field(default=_MODELS.breaker_window_seconds, gt=0)
+    breaker_cooldown_seconds: float = Field(default=_MODELS.breaker_cooldown_seconds, gt=0)
+    max_reprompts: int = Field(default=_MODELS.max_reprompts, ge=0)
+    replay_only: bool = _MODELS.replay_only
+    monthly_budget_usd: float | None = _MODELS.monthly_budget_usd
     prices_json: str | None = Field(
         default=None, description='USD per million tokens: {"model": [input, output]}.'
     )
@@ -217,19 +225,25 @@ def parse_model_specs(text: str) -> list[ModelSpec]:
 class StepOptions(ConfigurableResource):
     """Business settings of the steps: how many revisions a review may ask, who approves what."""
 
-    max_revisions: int = Field(default=1, ge=0, le=5)
-    retry_max_retries: int = Field(default=6, ge=0, le=20)
+    max_revisions: int = Field(default=_REVIEW.max_revisions, ge=0, le=5)
+    retry_max_retries: int = Field(default=_RETRIES.max_retries, ge=0, le=20)
     retry_delay_seconds: float = Field(
-        default=1.0, gt=0, description="Wait before the first retry."
+        default=_RETRIES.delay_seconds, gt=0, description="Wait before the first retry."
     )
-    retry_max_delay_seconds: float = Field(default=30.0, gt=0, description="Longest single wait.")
+    retry_max_delay_seconds: float = Field(
+        default=_RETRIES.max_delay_seconds, gt=0, description="Longest single wait."
+    )
     max_provider_wait_seconds: float = Field(
-        default=MAX_PROVIDER_WAIT_S,
+        default=_MODELS.max_provider_wait_seconds,
         gt=0,
         description="The longest wait before a retry that a provider's Retry-After may ask for.",
     )
-    approval_services: str = Field(default="", description="Services held for approval.")
-    approval_customers: str = Field(default="", description="Customers held for approval.")
+    approval_services: str = Field(
+        default=_REVIEW.approval_services, description="Services held for approval."
+    )
+    approval_customers: str = Field(
+        default=_REVIEW.approval_customers, description="Customers held for approval."
+    )
     image: str | None = Field(default=None, description="Image tag the run executes in.")
     image_id: str | None = Field(default=None, description="Image id (digest) of that image.")
 

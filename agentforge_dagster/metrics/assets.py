@@ -30,19 +30,23 @@ from agentforge_dagster.metrics.business import daily_figures, first_order_date,
 from agentforge_dagster.metrics.reliability import build_report
 from agentforge_dagster.metrics.review_gate import review_gate_figures
 from agentforge_dagster.persistence.resources import BusinessStoreResource
+from agentforge_dagster.settings import FigureSettings, defaults
 
 # end_offset=1: today is a partition too, so the day's figures can be seen during the day.
 DAILY = DailyPartitionsDefinition(start_date="2026-11-01", timezone="UTC", end_offset=1)
 FIGURES_JOB = "daily_business_figures_job"
 
 
+_FIGURES = defaults(FigureSettings)  # the settings' defaults, written once in settings.py
+
+
 class BusinessAssumptions(ConfigurableResource):
     """Figures the books do not hold: cash at hand, the daily costs besides models, the plan."""
 
-    cash_on_hand: float = 10_000.0
-    daily_fixed_costs: float = 50.0
+    cash_on_hand: float = _FIGURES.cash_on_hand
+    daily_fixed_costs: float = _FIGURES.daily_fixed_costs
     plan_start: str | None = None  # YYYY-MM-DD; default: the first order's date
-    plan_days: int = 90
+    plan_days: int = _FIGURES.plan_days
 
 
 # What the figures assets share: one partition a day, the figures group, and freshness — stale

@@ -31,6 +31,7 @@ import docker.errors
 
 from agentforge_dagster.domain.errors import AgentForgeError
 from agentforge_dagster.execution.containers import ROLE_LABEL, SECRETS_MOUNT
+from agentforge_dagster.settings import DeploySettings, defaults
 
 CODE_SERVER_ROLE = "code-server"
 PORT_LABEL = "agentforge/port"
@@ -134,14 +135,17 @@ def code_server_command(host: str, port: int) -> list[str]:
     ]
 
 
+_DEPLOY = defaults(DeploySettings)  # the settings' defaults, written once in settings.py
+
+
 def deploy(
     image: str,
     *,
     port: int,
     history: Path,
-    host: str = "127.0.0.1",
+    host: str = _DEPLOY.code_server_host,
     environment: Mapping[str, str] | None = None,
-    timeout_seconds: float = 120.0,
+    timeout_seconds: float = _DEPLOY.timeout_seconds,
     action: str = "deploy",
     client: Any = None,
     secrets_dir: Path | None = None,

@@ -25,7 +25,7 @@ def order_pipeline_job(settings: AgentForgeSettings) -> Any:  # Dagster exports 
         tags={
             PIPELINE_TAG: ORDER_PIPELINE_TAG_VALUE,
             # Enforced by run monitoring (dagster.yaml): a run past it is failed, then retried.
-            "dagster/max_runtime": settings.order_run_max_runtime_seconds,
+            "dagster/max_runtime": settings.runs.order_run_max_runtime_seconds,
         },
         # One order is a chain of six steps: nothing to parallelise inside a run, and a process per
         # step would re-import Dagster six times (measured: 42 s against 8 s a run).

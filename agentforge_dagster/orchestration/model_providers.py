@@ -35,7 +35,7 @@ def build_providers_sensor(settings: AgentForgeSettings) -> SensorDefinition:
 
     @sensor(
         name="model_providers",
-        **{**every, "minimum_interval_seconds": max(settings.sensor_interval_seconds, 60)},
+        **{**every, "minimum_interval_seconds": max(settings.sensors.interval_seconds, 60)},
         description="Observe each model provider's shared circuit breaker (state, failures).",
     )
     @skip_unless_migrated
@@ -43,7 +43,7 @@ def build_providers_sensor(settings: AgentForgeSettings) -> SensorDefinition:
         context: SensorEvaluationContext, store: BusinessStoreResource
     ) -> SensorResult:
         breakers = store.get_store().breakers.breakers()
-        metadata: dict[str, Any] = {"chain": settings.models}
+        metadata: dict[str, Any] = {"chain": settings.models.chain}
         for breaker in breakers:
             metadata[breaker.provider] = f"{breaker.state.value}, {breaker.failures} failures" + (
                 f", open until {breaker.open_until.isoformat(timespec='seconds')}"

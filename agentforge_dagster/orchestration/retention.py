@@ -52,7 +52,7 @@ class RetentionConfig(dg.Config):
 def build_retention(
     settings: AgentForgeSettings,
 ) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
-    days = settings.partition_retention_days
+    days = settings.sensors.partition_retention_days
 
     @dg.op(
         name="delete_old_order_partitions",

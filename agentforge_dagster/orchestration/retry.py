@@ -16,8 +16,8 @@ from agentforge_dagster.settings import AgentForgeSettings
 
 def step_retry_policy(settings: AgentForgeSettings) -> RetryPolicy:
     return RetryPolicy(
-        max_retries=settings.retry_max_retries,
-        delay=settings.retry_delay_seconds,
+        max_retries=settings.retries.max_retries,
+        delay=settings.retries.delay_seconds,
         backoff=Backoff.LINEAR,
         jitter=Jitter.PLUS_MINUS,
     )

@@ -118,7 +118,7 @@ def build_escalation_sensor(settings: AgentForgeSettings) -> dg.SensorDefinition
 
     @dg.sensor(
         name="review_escalation",
-        minimum_interval_seconds=max(settings.sensor_interval_seconds, 60),
+        minimum_interval_seconds=max(settings.sensors.interval_seconds, 60),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Escalate orders held for a person longer than "
         "AGENTFORGE_REVIEW_ESCALATE_AFTER_HOURS (audited; agentforge status and review list "
@@ -128,12 +128,12 @@ def build_escalation_sensor(settings: AgentForgeSettings) -> dg.SensorDefinition
     def review_escalation_sensor(
         context: dg.SensorEvaluationContext, store: BusinessStoreResource
     ) -> dg.SkipReason:
-        waited = timedelta(hours=settings.review_escalate_after_hours)
+        waited = timedelta(hours=settings.review.escalate_after_hours)
         escalated = store.get_store().review.escalate_overdue(waited)
         if escalated:
             context.log.warning(f"decisions overdue, escalated: {', '.join(escalated)}")
         return dg.SkipReason(
-            f"escalated {len(escalated)} holds waiting over {settings.review_escalate_after_hours} h"
+            f"escalated {len(escalated)} holds waiting over {settings.review.escalate_after_hours} h"
             + (f": {', '.join(escalated[:20])}" if escalated else "")
         )
 

@@ -345,9 +345,9 @@ def take_drop_folder(
 
 
 def every_tick(settings: AgentForgeSettings) -> dict[str, Any]:
-    """The arguments of a sensor that runs from the start, every ``sensor_interval_seconds``."""
+    """The arguments of a sensor that runs from the start, every ``sensors.interval_seconds``."""
     return {
-        "minimum_interval_seconds": settings.sensor_interval_seconds,
+        "minimum_interval_seconds": settings.sensors.interval_seconds,
         "default_status": DefaultSensorStatus.RUNNING,
     }
 
@@ -365,7 +365,7 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
     def order_queue_sensor(
         context: SensorEvaluationContext, store: BusinessStoreResource
     ) -> list[RunRequest]:
-        return queue_requests(context, store.get_store(), settings.queue_batch)
+        return queue_requests(context, store.get_store(), settings.sensors.queue_batch)
 
     @sensor(
         name="order_drop_folder",
@@ -376,10 +376,12 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
     def drop_folder_sensor(
         context: SensorEvaluationContext, store: BusinessStoreResource
     ) -> SkipReason:
-        if settings.drop_dir is None or not settings.drop_dir.is_dir():
+        if settings.sensors.drop_dir is None or not settings.sensors.drop_dir.is_dir():
             return SkipReason("no drop folder configured (AGENTFORGE_DROP_DIR)")
         try:
-            counts = take_drop_folder(store.get_store(), context.instance, settings.drop_dir)
+            counts = take_drop_folder(
+                store.get_store(), context.instance, settings.sensors.drop_dir
+            )
         except DropFolderReadOnly as exc:
             context.log.error(str(exc))
             return SkipReason(str(exc))
@@ -420,7 +422,9 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
         artifact_io_manager: ResourceParam[ArtifactInventory],
     ) -> list[RunRequest]:
         business = store.get_store()
-        due = request_due_replays(business, settings.dlq_cooldown_seconds, settings.dlq_max_replays)
+        due = request_due_replays(
+            business, settings.sensors.dlq_cooldown_seconds, settings.sensors.dlq_max_replays
+        )
         if due:
             context.log.info(f"replays requested after their back-off: {due}")
         return replay_requests(context, business, artifact_io_manager)
@@ -457,13 +461,13 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
 
     @sensor(
         name="budget_resume",
-        **{**every, "minimum_interval_seconds": max(settings.sensor_interval_seconds, 60)},
+        **{**every, "minimum_interval_seconds": max(settings.sensors.interval_seconds, 60)},
         description="Resume orders paused for the model budget once it allows (cap raised or "
         "new month); dead_letter_replays then launches them.",
     )
     @skip_unless_migrated
     def budget_sensor(context: SensorEvaluationContext, store: BusinessStoreResource) -> SkipReason:
-        resumed = resume_waiting_for_budget(store.get_store(), settings.monthly_budget_usd)
+        resumed = resume_waiting_for_budget(store.get_store(), settings.models.monthly_budget_usd)
         return SkipReason(f"resumed {len(resumed)} orders waiting for the budget")
 
     return [

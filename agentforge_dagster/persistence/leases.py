@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, or_, select
 
 from agentforge_dagster.domain.errors import OrderTaken
+from agentforge_dagster.domain.limits import DEFAULT_LEASE_SECONDS
 from agentforge_dagster.domain.models import utcnow
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.persistence import audit
@@ -38,7 +39,6 @@ from agentforge_dagster.persistence.sql import StoreConcern, as_utc
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LEASE_SECONDS = 120.0
 # A lease taken back from a runner that stopped renewing it: ``lost:<its run id>``.
 LOST = "lost:"
 _HELD = (OrderStatus.QUEUED, OrderStatus.REPLAYED, OrderStatus.PROCESSING)

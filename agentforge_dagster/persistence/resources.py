@@ -22,6 +22,10 @@ from agentforge_dagster.persistence.deliverables import (
 )
 from agentforge_dagster.persistence.leases import DEFAULT_LEASE_SECONDS, LeaseKeeper
 from agentforge_dagster.persistence.store import BusinessStore
+from agentforge_dagster.settings import S3Settings, StorageSettings, defaults
+
+# The settings' defaults (settings.py), where each is written once.
+_S3, _STORAGE = defaults(S3Settings), defaults(StorageSettings)
 
 
 class BusinessStoreResource(ConfigurableResource):
@@ -79,9 +83,9 @@ class BackupTargetResource(ConfigurableResource):
     local_dir: str
     bucket: str | None = None
     endpoint_url: str | None = None
-    region_name: str = "us-east-1"
+    region_name: str = _S3.region
     prefix: str = "backups"
-    keep: int = 7
+    keep: int = _STORAGE.backup_keep
     # The audit anchors' HMAC key: a file's path, or the key itself (given as an EnvVar).
     anchor_key_file: str | None = None
     anchor_key: str | None = None
@@ -111,7 +115,7 @@ class DeliverablesResource(ConfigurableResource):
     local_dir: str
     bucket: str | None = None
     endpoint_url: str | None = None
-    region_name: str = "us-east-1"
+    region_name: str = _S3.region
     prefix: str = "deliveries"
 
     _target: Deliverables | None = PrivateAttr(default=None)

@@ -27,5 +27,6 @@ def test_a_server_wait_is_a_floor_even_above_the_cap() -> None:
 def test_retries_that_could_outlast_the_run_are_refused_at_start() -> None:
     with pytest.raises(ValidationError, match="more than half of AGENTFORGE_ORDER_RUN_MAX"):
         AgentForgeSettings(
-            retry_max_retries=20, retry_max_delay_seconds=600, order_run_max_runtime_seconds=900
+            retries={"max_retries": 20, "max_delay_seconds": 600},
+            runs={"order_run_max_runtime_seconds": 900},
         )

@@ -76,7 +76,7 @@ def test_a_forged_invoice_amount_fails_its_check_and_raises_a_flag(
     assert evaluations(instance, result.run_id)["invoice_matches_price"] is False
     assert flags(store, order.order_id) == ["invoice_matches_price"]
     assert store.audit.event_count("check_failed") == 1
-    monkeypatch.setenv("AGENTFORGE_HOME", str(settings.home))
+    monkeypatch.setenv("AGENTFORGE_HOME", str(settings.storage.home))
     status = CliRunner().invoke(main, ["status"], catch_exceptions=False)
     assert "checks failed: 1" in status.output
 
@@ -85,7 +85,7 @@ def test_an_altered_delivery_fails_its_check_run_or_direct(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore, settings: AgentForgeSettings
 ) -> None:
     order = store.orders.submit(make_order())
-    location = settings.resolved_deliveries_dir() / f"{order.order_id}.md"
+    location = settings.storage.resolved_deliveries_dir() / f"{order.order_id}.md"
     forged = Delivery(
         order_id=order.order_id,
         delivery_id=f"dlv-{order.order_id}",
@@ -101,10 +101,10 @@ def test_an_altered_delivery_fails_its_check_run_or_direct(
     honest = store.orders.submit(make_order(1))
     done = run_order(defs, instance, store, honest.order_id)
     assert evaluations(instance, done.run_id)["delivered_file_matches"] is True
-    path = settings.resolved_deliveries_dir() / f"{honest.order_id}.md"
+    path = settings.storage.resolved_deliveries_dir() / f"{honest.order_id}.md"
     path.write_text(path.read_text() + "\nA line added after delivery.\n")
     delivery = Delivery(**_delivery_row(store, honest.order_id))
-    files = LocalDeliverables(settings.resolved_deliveries_dir())
+    files = LocalDeliverables(settings.storage.resolved_deliveries_dir())
     assert not delivered_file_matches(store, files, honest.order_id, delivery).passed
     path.unlink()
     assert not delivered_file_matches(store, files, honest.order_id, delivery).metadata[
@@ -155,7 +155,7 @@ def test_a_plan_that_leaves_the_outline_out_blocks_the_steps_after_it(
 ) -> None:
     with FakeLLMServer(answer=planless_brain) as llm:
         settings = configure(monkeypatch, tmp_path, f"openai:gpt-test@{llm.openai_base_url}")
-        store = BusinessStore.opened(settings.resolved_database_url())
+        store = BusinessStore.opened(settings.storage.resolved_database_url())
         defs = build_definitions(settings, drills=True)
         order = store.orders.submit(make_order())
         result = run_order(defs, instance, store, order.order_id)

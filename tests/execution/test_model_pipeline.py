@@ -73,7 +73,7 @@ def env(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, llm: FakeLLMServer
 ) -> tuple[Definitions, BusinessStore]:
     settings = configure(monkeypatch, tmp_path, f"openai:gpt-test@{llm.openai_base_url}")
-    store = BusinessStore.from_url(settings.resolved_database_url())
+    store = BusinessStore.from_url(settings.storage.resolved_database_url())
     store.upgrade()
     return build_definitions(settings, drills=True), store  # tests inject faults by run config
 
@@ -100,7 +100,7 @@ def test_an_order_runs_on_a_real_sdk_and_records_tokens_and_cost(
         else f"anthropic:claude-test@{llm.anthropic_base_url}"
     )
     settings = configure(monkeypatch, tmp_path, models)
-    store = BusinessStore.from_url(settings.resolved_database_url())
+    store = BusinessStore.from_url(settings.storage.resolved_database_url())
     store.upgrade()
     order = store.orders.submit(make_order())
     result = run_order(build_definitions(settings), instance, store, order.order_id)
@@ -156,12 +156,12 @@ def test_an_invalid_answer_is_sent_back_with_the_validation_error(env, llm, inst
 def test_answers_that_never_validate_fail_permanently(monkeypatch, tmp_path, instance) -> None:
     with FakeLLMServer(answer='{"nonsense": true}') as bad:
         settings = configure(monkeypatch, tmp_path, f"openai:gpt-test@{bad.openai_base_url}")
-        store = BusinessStore.from_url(settings.resolved_database_url())
+        store = BusinessStore.from_url(settings.storage.resolved_database_url())
         store.upgrade()
         order = store.orders.submit(make_order())
         result = run_order(build_definitions(settings), instance, store, order.order_id)
         assert not result.success
-        assert len(chat_requests(bad)) == 1 + settings.model_max_reprompts
+        assert len(chat_requests(bad)) == 1 + settings.models.max_reprompts
         record = store.orders.get(order.order_id)
         assert record.failed_step == "plan" and record.failed_error_class == "permanent"
 
@@ -208,7 +208,7 @@ def test_when_the_primary_is_down_the_step_falls_back_and_says_who_answered(
             tmp_path,
             f"openai:gpt-test@{down.openai_base_url},openai:secondary@{llm.openai_base_url}",
         )
-        store = BusinessStore.from_url(settings.resolved_database_url())
+        store = BusinessStore.from_url(settings.storage.resolved_database_url())
         store.upgrade()
         order = store.orders.submit(make_order())
         result = run_order(build_definitions(settings), instance, store, order.order_id)
@@ -218,7 +218,7 @@ def test_when_the_primary_is_down_the_step_falls_back_and_says_who_answered(
             r for r in store.audit.audit_rows(order.order_id) if r["event"] == "model_call_failed"
         ]
         assert {r["detail"]["model"] for r in failed} == {"gpt-test"}
-        assert len([r for r in failed if r["step"] == "plan"]) == settings.model_fallback_after
+        assert len([r for r in failed if r["step"] == "plan"]) == settings.models.fallback_after
 
 
 def test_the_budget_pauses_orders_and_raising_it_resumes_them(env, llm, instance) -> None:

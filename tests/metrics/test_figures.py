@@ -34,7 +34,7 @@ def test_todays_figures_materialise_during_the_day_with_numeric_runway(
         partition_key=today,
         instance=instance,
         resources={
-            "store": BusinessStoreResource(database_url=settings.resolved_database_url()),
+            "store": BusinessStoreResource(database_url=settings.storage.resolved_database_url()),
             "assumptions": BusinessAssumptions(cash_on_hand=1000.0, daily_fixed_costs=200.0),
         },
     )
@@ -62,7 +62,9 @@ def test_todays_reliability_from_the_days_runs(
         [daily_reliability],
         partition_key=utcnow().date().isoformat(),
         instance=instance,
-        resources={"store": BusinessStoreResource(database_url=settings.resolved_database_url())},
+        resources={
+            "store": BusinessStoreResource(database_url=settings.storage.resolved_database_url())
+        },
     )
     [materialization] = result.asset_materializations_for_node("daily_reliability")
     metadata = {key: value.value for key, value in materialization.metadata.items()}

@@ -29,13 +29,13 @@ def test_the_notebook_executes_and_draws_its_figures_from_real_runs(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    settings.dagster_home.mkdir(parents=True, exist_ok=True)
-    (settings.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+    settings.storage.dagster_home.mkdir(parents=True, exist_ok=True)
+    (settings.storage.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    with DagsterInstance.from_config(str(settings.storage.dagster_home)) as instance:
         ids = [store.orders.submit(make_order(i)).order_id for i in range(3)]
         run_orders(defs, instance, store, ids, run_config=fault_run_config(0.3, 2))
-    monkeypatch.setenv("AGENTFORGE_HOME", str(settings.home))
-    monkeypatch.setenv("DAGSTER_HOME", str(settings.dagster_home))
+    monkeypatch.setenv("AGENTFORGE_HOME", str(settings.storage.home))
+    monkeypatch.setenv("DAGSTER_HOME", str(settings.storage.dagster_home))
     monkeypatch.setenv("MPLBACKEND", "Agg")
     monkeypatch.setenv("PYTHONPATH", str(NOTEBOOK.parents[1]))  # the kernel runs this checkout
     notebook = nbformat.read(NOTEBOOK, as_version=4)

@@ -134,7 +134,7 @@ def test_seeded_random_faults_every_attempt_as_scheduled(
     for order_id in order_ids:
         run_order(defs, instance, store, order_id, run_config=faults(rate=rate, seed=seed))
 
-    expected = expected_attempts(order_ids, rate, seed, settings.retry_max_retries)
+    expected = expected_attempts(order_ids, rate, seed, settings.retries.max_retries)
     attempts = attempts_frame(instance, order_runs(instance))
     measured = list(
         attempts[["order_id", "step", "attempt", "succeeded"]].itertuples(index=False, name=None)

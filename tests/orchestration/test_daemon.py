@@ -244,9 +244,10 @@ def test_orders_under_the_daemon_with_faults_a_killed_daemon_and_launches_by_han
 
     # The embedded default gives the same failing order the same outcome as the daemon.
     embedded = AgentForgeSettings(
-        home=tmp_path / "embedded", dagster_home=tmp_path / "embedded_dh", retry_delay_seconds=0.05
+        storage={"home": tmp_path / "embedded", "dagster_home": tmp_path / "embedded_dh"},
+        retries={"delay_seconds": 0.05},
     )
-    local = BusinessStore.from_url(embedded.resolved_database_url())
+    local = BusinessStore.from_url(embedded.storage.resolved_database_url())
     local.upgrade()
     order = local.orders.submit(make_order(99))
     with instance_for_test() as local_instance:

@@ -17,7 +17,9 @@ def test_the_queue_asset_lists_the_letters_and_the_job_replays_them(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore, settings: AgentForgeSettings
 ) -> None:
     order_id, _ = dead_lettered_order(defs, instance, store)
-    resources = {"store": BusinessStoreResource(database_url=settings.resolved_database_url())}
+    resources = {
+        "store": BusinessStoreResource(database_url=settings.storage.resolved_database_url())
+    }
     shown = materialize([dead_letter_queue_asset], instance=instance, resources=resources)
     [materialization] = shown.asset_materializations_for_node("dead_letter_queue")
     metadata = {key: value.value for key, value in materialization.metadata.items()}

@@ -74,7 +74,7 @@ def failed_run(defs: Definitions, instance: DagsterInstance, order_id: str, **ta
 
 def test_a_run_dagster_will_retry_is_never_dead_lettered(defs, store, settings, two_views) -> None:
     worker, daemon = two_views
-    url = settings.resolved_database_url()
+    url = settings.storage.resolved_database_url()
     order = store.orders.submit(make_order())
     store.orders.claim(order.order_id, run_id=None, step="intake")
     run_id = failed_run(defs, worker, order.order_id)
@@ -115,7 +115,9 @@ def test_an_older_failed_run_does_not_speak_for_a_newer_one(defs, store, setting
             defs.resolve_job_def(ORDER_PIPELINE),
             tags={PIPELINE_TAG: ORDER_PIPELINE_TAG_VALUE, PARTITION_TAG: order.order_id},
         )
-        _, _ = evaluate(defs, instance, "dead_letter_queue", settings.resolved_database_url())
+        _, _ = evaluate(
+            defs, instance, "dead_letter_queue", settings.storage.resolved_database_url()
+        )
         assert store.orders.get(order.order_id).status is OrderStatus.PROCESSING, stale
 
 
@@ -137,7 +139,7 @@ def queue_unchecked(store: BusinessStore, order_id: str) -> None:
 
 
 def test_a_bad_replay_request_does_not_stop_the_others(defs, instance, store, settings) -> None:
-    url = settings.resolved_database_url()
+    url = settings.storage.resolved_database_url()
     good = store.orders.submit(make_order(1)).order_id
     queue_unchecked(store, "bad...id")
     for order_id in (good, "bad...id"):
@@ -175,7 +177,7 @@ def test_an_unlaunchable_queued_order_is_set_aside_and_the_queue_goes_on(
 ) -> None:
     good = store.orders.submit(make_order(1)).order_id
     queue_unchecked(store, "tab\there")
-    requests, _ = evaluate(defs, instance, "order_queue", settings.resolved_database_url())
+    requests, _ = evaluate(defs, instance, "order_queue", settings.storage.resolved_database_url())
     assert [r.partition_key for r in requests] == [good]
     assert store.orders.status("tab\there") is OrderStatus.DEAD_LETTERED
     assert settle_unlaunchable(store, "tab\there", "again") is Verdict.ALREADY_SETTLED

@@ -312,9 +312,11 @@ def test_under_the_daemon_the_expired_leases_sensor_takes_a_dead_worker_s_order_
     worker.send_signal(signal.SIGKILL)
     worker.wait(timeout=60)
 
-    settings = AgentForgeSettings(home=tmp_path / "af", dagster_home=tmp_path / "dh")
+    settings = AgentForgeSettings(
+        storage={"home": tmp_path / "af", "dagster_home": tmp_path / "dh"}
+    )
     defs = build_definitions(settings)
-    url = settings.resolved_database_url()
+    url = settings.storage.resolved_database_url()
     instance = home.instance()
     sensor = defs.resolve_sensor_def("expired_leases")
     for _ in range(2):  # a second tick finds nothing more to do

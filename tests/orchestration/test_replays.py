@@ -24,7 +24,9 @@ def dead_lettered_at_delivery(
 
 def delete_artifacts(settings: AgentForgeSettings, order_id: str, *steps: str) -> None:
     for step in steps:
-        (settings.resolved_artifacts_dir() / step_asset_name(step) / f"{order_id}.json").unlink()
+        (
+            settings.storage.resolved_artifacts_dir() / step_asset_name(step) / f"{order_id}.json"
+        ).unlink()
 
 
 def paid_calls(store: BusinessStore, order_id: str) -> int:
@@ -62,7 +64,7 @@ def test_a_replay_whose_artifacts_are_gone_reruns_from_there_without_paying_agai
     with build_sensor_context(
         instance=instance,
         resources={
-            "store": BusinessStoreResource(database_url=settings.resolved_database_url()),
+            "store": BusinessStoreResource(database_url=settings.storage.resolved_database_url()),
             "artifact_io_manager": defs.resources["artifact_io_manager"],
         },
         definitions=defs,
@@ -116,7 +118,7 @@ def test_a_missing_artifact_inside_a_run_fails_the_step_once_as_permanent(
         "MissingArtifact",
     )
     assert letter["attempts"] == 1
-    location = settings.resolved_artifacts_dir() / "order_review" / f"{order_id}.json"
+    location = settings.storage.resolved_artifacts_dir() / "order_review" / f"{order_id}.json"
     assert (
         f"the review artifact of order {order_id!r} is missing at {location}" in (letter["message"])
     )

@@ -62,7 +62,7 @@ def delivery_rows(store: BusinessStore, order_id: str) -> list[dict[str, Any]]:
 
 
 def nothing_delivered(store: BusinessStore, settings: AgentForgeSettings, order_id: str) -> bool:
-    delivered = settings.resolved_deliveries_dir() / f"{order_id}.md"
+    delivered = settings.storage.resolved_deliveries_dir() / f"{order_id}.md"
     return (
         all(row["order_id"] != order_id for row in store.deliveries.ledger_rows())
         and delivery_rows(store, order_id) == []
@@ -71,8 +71,8 @@ def nothing_delivered(store: BusinessStore, settings: AgentForgeSettings, order_
 
 
 def cli(settings: AgentForgeSettings, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
-    monkeypatch.setenv("AGENTFORGE_HOME", str(settings.home))
-    monkeypatch.setenv("DAGSTER_HOME", str(settings.dagster_home))
+    monkeypatch.setenv("AGENTFORGE_HOME", str(settings.storage.home))
+    monkeypatch.setenv("DAGSTER_HOME", str(settings.storage.dagster_home))
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
@@ -114,7 +114,9 @@ def test_quarantine_then_approve_delivers_the_held_draft_once(
     assert started_steps(instance, replay.run_id) == {"delivery", "invoice"}
     [entry] = store.deliveries.ledger_rows()
     assert entry["order_id"] == order.order_id
-    delivered = Path(settings.resolved_deliveries_dir() / f"{order.order_id}.md").read_text()
+    delivered = Path(
+        settings.storage.resolved_deliveries_dir() / f"{order.order_id}.md"
+    ).read_text()
     assert delivered == hold.draft
     assert decisions(store, order.order_id) == [("approve", "alice")]
     assert store.audit.verify_audit().ok
@@ -141,7 +143,7 @@ def test_quarantine_then_edit_delivers_the_persons_text_and_keeps_the_draft(
     assert done.exit_code == 0, done.output
     [replay] = run_replays(defs, instance, store)
     assert replay.status is OrderStatus.COMPLETED
-    text = (settings.resolved_deliveries_dir() / f"{order.order_id}.md").read_text()
+    text = (settings.storage.resolved_deliveries_dir() / f"{order.order_id}.md").read_text()
     assert text == edited.read_text()
     [delivery] = delivery_rows(store, order.order_id)
     assert delivery["content_sha256"] == hashlib.sha256(text.encode()).hexdigest()
@@ -234,7 +236,7 @@ def on_sloppy_model(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, sloppy: FakeLLMServer
 ) -> tuple[Definitions, BusinessStore, AgentForgeSettings]:
     settings = configure(monkeypatch, tmp_path, f"openai:gpt-test@{sloppy.openai_base_url}")
-    store = BusinessStore.opened(settings.resolved_database_url())
+    store = BusinessStore.opened(settings.storage.resolved_database_url())
     return build_definitions(settings, drills=True), store, settings
 
 

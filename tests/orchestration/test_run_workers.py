@@ -32,18 +32,18 @@ DAGSTER = str(Path(sys.executable).parent / "dagster")
 def test_a_dead_worker_is_failed_once_and_its_order_is_replayed_without_a_person(
     tmp_path: Path, settings: AgentForgeSettings, store: BusinessStore
 ) -> None:
-    settings.dagster_home.mkdir(parents=True)
-    (settings.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    settings.storage.dagster_home.mkdir(parents=True)
+    (settings.storage.dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     env = {
         **os.environ,
-        "DAGSTER_HOME": str(settings.dagster_home),
-        "AGENTFORGE_HOME": str(settings.home),
+        "DAGSTER_HOME": str(settings.storage.dagster_home),
+        "AGENTFORGE_HOME": str(settings.storage.home),
         "AGENTFORGE_DRILLS": "true",
         "PYTHONPATH": str(ROOT),
     }
     hang = {"resources": {"faults": {"config": {"hang_first": {"draft": 1}, "hang_seconds": 600}}}}
     (tmp_path / "run.json").write_text(json.dumps(hang))
-    with DagsterInstance.from_config(str(settings.dagster_home)) as instance:
+    with DagsterInstance.from_config(str(settings.storage.dagster_home)) as instance:
         order = submit_order(store, instance, make_order(), source="test")
         worker = subprocess.Popen(
             [

@@ -38,7 +38,7 @@ def test_queue_sensor_requests_each_queued_order_under_a_stable_run_key(
     defs: Definitions, instance: DagsterInstance, store: BusinessStore, settings
 ) -> None:
     ids = [store.orders.submit(make_order(i)).order_id for i in range(3)]
-    url = settings.resolved_database_url()
+    url = settings.storage.resolved_database_url()
     first = evaluate(defs, instance, "order_queue", url)
     assert [r.run_key for r in first] == [f"order-{i}" for i in ids]
     assert [r.partition_key for r in first] == ids
@@ -297,8 +297,12 @@ def test_a_drop_folder_reached_through_a_link_is_read_by_the_sensor(
     (tmp_path / "drop").symlink_to(real)
     good = {"customer": "Acme", "service": "blog_post", "brief": "Write about drops", "price": "9"}
     (real / "one.json").write_text(json.dumps(good))
-    defs = build_definitions(settings.model_copy(update={"drop_dir": tmp_path / "drop"}))
-    taken = evaluate(defs, instance, "order_drop_folder", settings.resolved_database_url())
+    defs = build_definitions(
+        settings.model_copy(
+            update={"sensors": settings.sensors.model_copy(update={"drop_dir": tmp_path / "drop"})}
+        )
+    )
+    taken = evaluate(defs, instance, "order_drop_folder", settings.storage.resolved_database_url())
     assert "'queued': 1" in (taken.skip_message or "")
     assert [store.orders.get(o).order.customer for o in store.orders.order_ids()] == ["Acme"]
 
@@ -327,13 +331,19 @@ def test_a_read_only_drop_folder_is_named_in_the_tick_and_nothing_is_taken_twice
     drop.mkdir()
     good = {"customer": "Acme", "service": "blog_post", "brief": "Write about drops", "price": "9"}
     (drop / "one.json").write_text(json.dumps(good))
-    defs = build_definitions(settings.model_copy(update={"drop_dir": drop}))
+    defs = build_definitions(
+        settings.model_copy(
+            update={"sensors": settings.sensors.model_copy(update={"drop_dir": drop})}
+        )
+    )
     with read_only(drop):
-        skipped = evaluate(defs, instance, "order_drop_folder", settings.resolved_database_url())
+        skipped = evaluate(
+            defs, instance, "order_drop_folder", settings.storage.resolved_database_url()
+        )
         assert "read-only" in (skipped.skip_message or "") and str(drop) in skipped.skip_message
         assert store.orders.order_ids() == []
         assert not [r for r in store.audit.audit_rows() if r["event"] == "order_rejected"]
-    taken = evaluate(defs, instance, "order_drop_folder", settings.resolved_database_url())
+    taken = evaluate(defs, instance, "order_drop_folder", settings.storage.resolved_database_url())
     assert "'queued': 1" in (taken.skip_message or "")
     assert [p.name for p in (drop / "done").iterdir()] == ["one.json"]
 

@@ -61,7 +61,7 @@ ORDER = {
 @pytest.fixture(params=["embedded", "postgresql"])
 def database_url(request: pytest.FixtureRequest, settings: AgentForgeSettings) -> str:
     if request.param == "embedded":
-        return settings.resolved_database_url()
+        return settings.storage.resolved_database_url()
     return str(request.getfixturevalue("pg_url"))
 
 
@@ -234,7 +234,7 @@ def _job_for_reexecution() -> JobDefinition:
 
     Dagster keeps the job it rebuilt for the process: the database is read when a run starts.
     """
-    settings = AgentForgeSettings(retry_delay_seconds=0.001)
+    settings = AgentForgeSettings(retries={"delay_seconds": 0.001})
     return Definitions(
         jobs=[take_order_job(settings)],
         resources={"store": BusinessStoreResource(database_url=EnvVar(DATABASE_ENV))},
@@ -294,7 +294,7 @@ def test_the_job_is_in_the_code_location_with_the_step_retry_policy(
 ) -> None:
     job = defs.resolve_job_def(TAKE_ORDER)
     policy = job.op_retry_policy
-    assert policy is not None and policy.max_retries == settings.retry_max_retries
+    assert policy is not None and policy.max_retries == settings.retries.max_retries
     assert job.executor_def.name == "in_process"
 
 

@@ -26,7 +26,7 @@ def test_store_sensors_skip_until_the_database_is_upgraded(
     request: pytest.FixtureRequest,
 ) -> None:
     url = (
-        settings.resolved_database_url()
+        settings.storage.resolved_database_url()
         if backend == "embedded"
         else str(request.getfixturevalue("pg_url"))
     )
@@ -57,7 +57,9 @@ def test_the_review_and_provider_sensors_skip_until_the_database_is_upgraded(
     from agentforge_dagster.orchestration.review_gate import build_escalation_sensor
 
     sensors = [build_escalation_sensor(settings), build_providers_sensor(settings)]
-    resources = {"store": BusinessStoreResource(database_url=settings.resolved_database_url())}
+    resources = {
+        "store": BusinessStoreResource(database_url=settings.storage.resolved_database_url())
+    }
     for sensor in sensors:
         with build_sensor_context(instance=instance, resources=resources) as context:
             skipped = sensor(context)

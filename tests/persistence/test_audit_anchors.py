@@ -115,7 +115,9 @@ def test_a_backup_and_the_anchor_job_each_write_an_anchor(
         result = audit_anchor_job.execute_in_process(
             instance=instance,
             resources={
-                "store": BusinessStoreResource(database_url=settings.resolved_database_url()),
+                "store": BusinessStoreResource(
+                    database_url=settings.storage.resolved_database_url()
+                ),
                 "backup_target": BackupTargetResource(
                     local_dir=str(tmp_path / "backups"),
                     anchor_key=EnvVar("AGENTFORGE_AUDIT_ANCHOR_KEY"),
@@ -167,7 +169,9 @@ def test_the_hourly_anchor_job_is_the_scheduled_check_and_fails_on_a_broken_chai
         result = audit_anchor_job.execute_in_process(
             instance=instance,
             resources={
-                "store": BusinessStoreResource(database_url=settings.resolved_database_url()),
+                "store": BusinessStoreResource(
+                    database_url=settings.storage.resolved_database_url()
+                ),
                 "backup_target": BackupTargetResource(local_dir=str(tmp_path / "backups")),
             },
             raise_on_error=False,

@@ -147,7 +147,9 @@ def test_backup_job_writes_to_s3_and_restores_into_sqlite(
         result = backup_job.execute_in_process(
             instance=instance,
             resources={
-                "store": BusinessStoreResource(database_url=settings.resolved_database_url()),
+                "store": BusinessStoreResource(
+                    database_url=settings.storage.resolved_database_url()
+                ),
                 "backup_target": target,
             },
         )

@@ -115,7 +115,7 @@ def take_batch(
     acknowledgement of the last one.
     """
     counts = IntakeCounts()
-    commits = _Commits(settings.fault_broker_crash_after, after_commit)
+    commits = _Commits(settings.drills.broker_crash_after, after_commit)
     with broker.intake() as intake:
         for message in intake.messages():
             taken, errors = take_message(store, instance, message)

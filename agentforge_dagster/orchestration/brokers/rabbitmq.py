@@ -31,8 +31,8 @@ from agentforge_dagster.settings import AgentForgeSettings
 def rabbitmq_parameters(url: str, settings: AgentForgeSettings, name: str) -> pika.URLParameters:
     params = pika.URLParameters(url)
     params.connection_attempts = 1
-    params.socket_timeout = settings.broker_timeout_seconds
-    params.blocked_connection_timeout = settings.broker_timeout_seconds
+    params.socket_timeout = settings.brokers.timeout_seconds
+    params.blocked_connection_timeout = settings.brokers.timeout_seconds
     params.client_properties = {"connection_name": name}
     return params
 
@@ -41,7 +41,7 @@ def rabbitmq_parameters(url: str, settings: AgentForgeSettings, name: str) -> pi
 def rabbitmq_channel(
     settings: AgentForgeSettings, name: str
 ) -> Iterator[tuple[Any, pika.URLParameters]]:
-    url = settings.resolved_rabbitmq_url()
+    url = settings.brokers.resolved_rabbitmq_url()
     if url is None:
         raise BrokerMisconfigured("RabbitMQ is not configured (AGENTFORGE_RABBITMQ_URL)")
     params = rabbitmq_parameters(url, settings, name)
@@ -55,30 +55,30 @@ def rabbitmq_channel(
 
 
 def rejected_queue_name(settings: AgentForgeSettings) -> str:
-    return f"{settings.rabbitmq_queue}.rejected"
+    return f"{settings.brokers.rabbitmq_queue}.rejected"
 
 
 def declare_intake(channel: Any, settings: AgentForgeSettings) -> None:
     """The intake queue (durable, dead-lettering to the DLX) and the DLX's ``.rejected`` queue."""
-    dlx = settings.rabbitmq_dead_letter_exchange
+    dlx = settings.brokers.rabbitmq_dead_letter_exchange
     channel.exchange_declare(dlx, exchange_type="fanout", durable=True)
     channel.queue_declare(rejected_queue_name(settings), durable=True)
     channel.queue_bind(rejected_queue_name(settings), dlx)
-    if settings.rabbitmq_dlx_by_policy:
-        channel.queue_declare(settings.rabbitmq_queue, passive=True)
+    if settings.brokers.rabbitmq_dlx_by_policy:
+        channel.queue_declare(settings.brokers.rabbitmq_queue, passive=True)
         return
     try:
         channel.queue_declare(
-            settings.rabbitmq_queue, durable=True, arguments={"x-dead-letter-exchange": dlx}
+            settings.brokers.rabbitmq_queue, durable=True, arguments={"x-dead-letter-exchange": dlx}
         )
     except pika.exceptions.ChannelClosedByBroker as exc:
         if exc.reply_code != 406:
             raise
         raise BrokerMisconfigured(
-            f"queue {settings.rabbitmq_queue!r} exists with other arguments than "
+            f"queue {settings.brokers.rabbitmq_queue!r} exists with other arguments than "
             f"x-dead-letter-exchange={dlx!r} ({exc.reply_text}); a queue's arguments cannot "
             "change. Either set the dead-letter exchange by policy — rabbitmqctl set_policy "
-            f"agentforge-dlx '^{settings.rabbitmq_queue}$' '{{\"dead-letter-exchange\":\"{dlx}\"}}' "
+            f"agentforge-dlx '^{settings.brokers.rabbitmq_queue}$' '{{\"dead-letter-exchange\":\"{dlx}\"}}' "
             "--apply-to queues — and set AGENTFORGE_RABBITMQ_DLX_BY_POLICY=true, or drain and "
             "delete the queue so the intake declares it anew"
         ) from exc
@@ -90,11 +90,11 @@ class _QueueIntake:
     def __init__(self, channel: Any, params: pika.URLParameters, settings: AgentForgeSettings):
         self.channel = channel
         self.settings = settings
-        self.key_prefix = f"rabbitmq:{params.virtual_host}/{settings.rabbitmq_queue}"
+        self.key_prefix = f"rabbitmq:{params.virtual_host}/{settings.brokers.rabbitmq_queue}"
 
     def messages(self) -> Iterator[BrokerMessage]:
-        queue = self.settings.rabbitmq_queue
-        for _ in range(self.settings.broker_batch):
+        queue = self.settings.brokers.rabbitmq_queue
+        for _ in range(self.settings.brokers.batch):
             method, properties, body = self.channel.basic_get(queue, auto_ack=False)
             if method is None:
                 return
@@ -161,7 +161,7 @@ class RabbitMQ:
     def events(self) -> Iterator[_ExchangePublisher]:
         with rabbitmq_channel(self.settings, "agentforge-events") as (channel, _params):
             channel.confirm_delivery()
-            exchange = self.settings.rabbitmq_events_exchange
+            exchange = self.settings.brokers.rabbitmq_events_exchange
             channel.exchange_declare(exchange, exchange_type="topic", durable=True)
             yield _ExchangePublisher(channel, exchange)
 
@@ -169,7 +169,7 @@ class RabbitMQ:
         """Depth of the intake queue and of its dead letters (passive declares: nothing created)."""
         settings = self.settings
         with rabbitmq_channel(settings, "agentforge-status") as (channel, _params):
-            intake = channel.queue_declare(settings.rabbitmq_queue, passive=True).method
+            intake = channel.queue_declare(settings.brokers.rabbitmq_queue, passive=True).method
         with rabbitmq_channel(settings, "agentforge-status") as (channel, _params):
             try:
                 rejected = channel.queue_declare(rejected_queue_name(settings), passive=True).method
@@ -177,7 +177,7 @@ class RabbitMQ:
             except pika.exceptions.ChannelClosedByBroker:
                 rejected_depth = None  # not declared yet: the intake declares it on its first tick
         return {
-            "queue": settings.rabbitmq_queue,
+            "queue": settings.brokers.rabbitmq_queue,
             "ready": intake.message_count,
             "consumers": intake.consumer_count,
             # AMQP does not report unacknowledged messages; the intake holds none between ticks

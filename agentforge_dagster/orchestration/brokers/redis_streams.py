@@ -32,13 +32,13 @@ REDIS_ORDER_FIELD = "order"
 
 
 def redis_client(settings: AgentForgeSettings) -> redis.Redis:
-    url = settings.resolved_redis_url()
+    url = settings.brokers.resolved_redis_url()
     if url is None:
         raise BrokerMisconfigured("Redis is not configured (AGENTFORGE_REDIS_URL)")
     return redis.Redis.from_url(
         url,
-        socket_timeout=settings.broker_timeout_seconds,
-        socket_connect_timeout=settings.broker_timeout_seconds,
+        socket_timeout=settings.brokers.timeout_seconds,
+        socket_connect_timeout=settings.brokers.timeout_seconds,
     )
 
 
@@ -52,12 +52,14 @@ def _connected(settings: AgentForgeSettings) -> Iterator[redis.Redis]:
 
 
 def rejected_stream_name(settings: AgentForgeSettings) -> str:
-    return f"{settings.redis_stream}:rejected"
+    return f"{settings.brokers.redis_stream}:rejected"
 
 
 def ensure_group(client: redis.Redis, settings: AgentForgeSettings) -> None:
     try:
-        client.xgroup_create(settings.redis_stream, settings.redis_group, id="0", mkstream=True)
+        client.xgroup_create(
+            settings.brokers.redis_stream, settings.brokers.redis_group, id="0", mkstream=True
+        )
     except redis.exceptions.ResponseError as exc:
         if "BUSYGROUP" not in str(exc):
             raise
@@ -66,8 +68,12 @@ def ensure_group(client: redis.Redis, settings: AgentForgeSettings) -> None:
 def _entries_to_take(client: redis.Redis, settings: AgentForgeSettings) -> list[tuple[str, Any]]:
     """This consumer's own pending entries (a crash before XACK), then entries another consumer
     left pending longer than ``redis_claim_idle_seconds`` (XAUTOCLAIM), then new ones."""
-    stream, group, consumer = settings.redis_stream, settings.redis_group, settings.redis_consumer
-    batch = settings.broker_batch
+    stream, group, consumer = (
+        settings.brokers.redis_stream,
+        settings.brokers.redis_group,
+        settings.brokers.redis_consumer,
+    )
+    batch = settings.brokers.batch
     found: dict[str, Any] = {}
     own: Any = client.xreadgroup(group, consumer, {stream: "0"}, count=batch)
     for _name, entries in own or []:
@@ -78,7 +84,7 @@ def _entries_to_take(client: redis.Redis, settings: AgentForgeSettings) -> list[
             stream,
             group,
             consumer,
-            min_idle_time=int(settings.redis_claim_idle_seconds * 1000),
+            min_idle_time=int(settings.brokers.redis_claim_idle_seconds * 1000),
             start_id="0-0",
             count=batch - len(found),
         )
@@ -118,7 +124,7 @@ class _GroupIntake:
         self.settings = settings
 
     def messages(self) -> Iterator[BrokerMessage]:
-        stream, group = self.settings.redis_stream, self.settings.redis_group
+        stream, group = self.settings.brokers.redis_stream, self.settings.brokers.redis_group
         for entry_id, fields in _entries_to_take(self.client, self.settings):
             if not fields:  # deleted from the stream while pending: nothing left to take
                 self.client.xack(stream, group, entry_id)
@@ -135,7 +141,9 @@ class _GroupIntake:
             )
 
     def acknowledge(self, message: BrokerMessage) -> None:
-        self.client.xack(self.settings.redis_stream, self.settings.redis_group, message.receipt)
+        self.client.xack(
+            self.settings.brokers.redis_stream, self.settings.brokers.redis_group, message.receipt
+        )
 
     def dead_letter(self, message: BrokerMessage, errors: list[str]) -> None:
         """To ``<stream>:rejected`` with the reasons, and acknowledged, at once."""
@@ -148,7 +156,9 @@ class _GroupIntake:
                 REDIS_ORDER_FIELD: message.body,
             },
         )
-        pipe.xack(self.settings.redis_stream, self.settings.redis_group, message.receipt)
+        pipe.xack(
+            self.settings.brokers.redis_stream, self.settings.brokers.redis_group, message.receipt
+        )
         pipe.execute()
 
 
@@ -161,7 +171,7 @@ class _StreamPublisher:
 
     def publish(self, event: PendingEvent) -> None:
         self.client.xadd(
-            self.settings.redis_events_stream,
+            self.settings.brokers.redis_events_stream,
             {
                 "event_id": event.event_id,
                 "type": f"order.{event.state}",
@@ -170,7 +180,7 @@ class _StreamPublisher:
                 "event": event.payload,
                 **({"traceparent": event.traceparent} if event.traceparent else {}),
             },
-            maxlen=self.settings.redis_events_maxlen,
+            maxlen=self.settings.brokers.redis_events_maxlen,
             approximate=True,
         )
 
@@ -203,16 +213,16 @@ class RedisStreams:
         """Length of the intake stream, the group's pending entries and lag, dead letters."""
         settings = self.settings
         with _connected(settings) as client:
-            length = client.xlen(settings.redis_stream)
+            length = client.xlen(settings.brokers.redis_stream)
             pending = lag = None
             try:
-                for info in client.xinfo_groups(settings.redis_stream):
-                    if info["name"].decode() == settings.redis_group:
+                for info in client.xinfo_groups(settings.brokers.redis_stream):
+                    if info["name"].decode() == settings.brokers.redis_group:
                         pending, lag = info["pending"], info.get("lag")
             except redis.exceptions.ResponseError:
                 pass  # no stream yet: the intake makes it with its group on its first tick
             return {
-                "stream": settings.redis_stream,
+                "stream": settings.brokers.redis_stream,
                 "length": length,
                 "pending": pending,
                 "lag": lag,

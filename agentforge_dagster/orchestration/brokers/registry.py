@@ -9,12 +9,11 @@ there is a broker to talk to. No broker module imports this one.
 from __future__ import annotations
 
 from agentforge_dagster.orchestration.brokers.base import BrokerKind
-from agentforge_dagster.settings import AgentForgeSettings
 
 RABBITMQ = BrokerKind(
     name="rabbitmq",
     url_variable="AGENTFORGE_RABBITMQ_URL",
-    url=AgentForgeSettings.resolved_rabbitmq_url,
+    url=lambda settings: settings.brokers.resolved_rabbitmq_url(),
     module="agentforge_dagster.orchestration.brokers.rabbitmq",
     class_name="RabbitMQ",
     intake_description="Queue orders from the RabbitMQ intake queue (AGENTFORGE_RABBITMQ_URL); "
@@ -24,7 +23,7 @@ RABBITMQ = BrokerKind(
 REDIS = BrokerKind(
     name="redis",
     url_variable="AGENTFORGE_REDIS_URL",
-    url=AgentForgeSettings.resolved_redis_url,
+    url=lambda settings: settings.brokers.resolved_redis_url(),
     module="agentforge_dagster.orchestration.brokers.redis_streams",
     class_name="RedisStreams",
     intake_description="Queue orders from the Redis intake stream's consumer group "

@@ -17,7 +17,7 @@ def publish_pending(broker: Broker, store: BusinessStore, settings: AgentForgeSe
     """Publish up to ``broker_batch`` events ``broker`` has not confirmed, oldest first; those it
     confirmed are marked sent even when a later one fails. Returns how many it confirmed."""
     destination = broker.kind.name
-    pending = store.outbox.pending_events(destination, settings.broker_batch)
+    pending = store.outbox.pending_events(destination, settings.brokers.batch)
     if not pending:
         return 0
     sent: list[str] = []

@@ -116,7 +116,7 @@ def outbox_tick(
             for _ in range(OUTBOX_BATCHES_PER_TICK):
                 published = publish_pending(broker, business, settings)
                 sent += published
-                if published < settings.broker_batch:
+                if published < settings.brokers.batch:
                     break
         except skipping_errors(broker) as exc:
             reason = describe_error(exc)

@@ -207,7 +207,7 @@ def test_an_order_whose_provider_asks_for_eleven_days_is_delivered_in_seconds(
         settings = configure(
             monkeypatch, tmp_path, models, AGENTFORGE_MAX_PROVIDER_WAIT_SECONDS="1"
         )
-        store = BusinessStore.from_url(settings.resolved_database_url())
+        store = BusinessStore.from_url(settings.storage.resolved_database_url())
         store.upgrade()
         order = store.orders.submit(make_order())
         started = time.monotonic()

@@ -88,8 +88,8 @@ def cli_env(settings: AgentForgeSettings) -> dict[str, str | None]:
     return {
         "AGENTFORGE_HOME": str(settings.home),
         "AGENTFORGE_DATABASE_URL": None,
-        "AGENTFORGE_RABBITMQ_URL": settings.resolved_rabbitmq_url(),
-        "AGENTFORGE_REDIS_URL": settings.resolved_redis_url(),
+        "AGENTFORGE_RABBITMQ_URL": settings.brokers.resolved_rabbitmq_url(),
+        "AGENTFORGE_REDIS_URL": settings.brokers.resolved_redis_url(),
     }
 
 

@@ -136,7 +136,7 @@ def test_a_queue_declared_without_dead_lettering_is_refused_with_the_migration(
         vhost_of(rabbit_url),
         "agentforge-dlx",
         f"^{QUEUE}$",
-        json.dumps({"dead-letter-exchange": settings.rabbitmq_dead_letter_exchange}),
+        json.dumps({"dead-letter-exchange": settings.brokers.rabbitmq_dead_letter_exchange}),
         "--apply-to",
         "queues",
     )

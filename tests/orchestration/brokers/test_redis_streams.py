@@ -37,7 +37,7 @@ def test_redis_entries_are_queued_once_dead_consumers_claimed_bad_entries_dead_l
         settings, {"redis_url": redis_url, "broker_batch": 20, "redis_claim_idle_seconds": 0.2}
     )
     client = redis.Redis.from_url(redis_url)
-    client.xgroup_create(STREAM, settings.redis_group, id="0", mkstream=True)
+    client.xgroup_create(STREAM, settings.brokers.redis_group, id="0", mkstream=True)
     ids = [client.xadd(STREAM, {"order": order_body(i)}).decode() for i in range(20)]
     ids += [
         client.xadd(STREAM, {"order": order_body(i, order_id=f"own-{i}")}).decode()
@@ -49,7 +49,7 @@ def test_redis_entries_are_queued_once_dead_consumers_claimed_bad_entries_dead_l
         client.xadd(STREAM, {"order": order_body(98, price="-5")}),
     ]
     # Another consumer read eight entries and died without acknowledging them.
-    client.xreadgroup(settings.redis_group, "dead-consumer", {STREAM: ">"}, count=8)
+    client.xreadgroup(settings.brokers.redis_group, "dead-consumer", {STREAM: ">"}, count=8)
     time.sleep(0.3)
 
     totals = {"queued": 0, "already_queued": 0, "refused": 0}
@@ -59,7 +59,7 @@ def test_redis_entries_are_queued_once_dead_consumers_claimed_bad_entries_dead_l
     assert totals == {"queued": 25, "already_queued": 0, "refused": 3}
     assert submitted_count(store) == 25
     assert set(store.orders.order_ids()) == {*ids[:20], *(f"own-{i}" for i in range(5))}
-    assert client.xpending(STREAM, settings.redis_group)["pending"] == 0
+    assert client.xpending(STREAM, settings.brokers.redis_group)["pending"] == 0
     dead = client.xrange(f"{STREAM}:rejected")
     assert [fields[b"entry_id"].decode() for _id, fields in dead] == [b.decode() for b in bad]
     assert "no 'order' field" in json.loads(dead[1][1][b"errors"])[0]
@@ -99,4 +99,4 @@ def test_redis_killed_mid_stream_restarts_from_its_log_and_nothing_is_lost(
     assert counts.as_dict() == {"queued": 9, "already_queued": 1, "refused": 0}
     assert submitted_count(store) == 15
     client = redis.Redis.from_url(own_redis.url)
-    assert client.xpending(STREAM, settings.redis_group)["pending"] == 0
+    assert client.xpending(STREAM, settings.brokers.redis_group)["pending"] == 0

@@ -47,9 +47,13 @@ def test_every_state_change_is_an_outbox_event_published_at_least_once_after_out
     # A consumer's queue on the events exchange, bound before anything is published.
     connection = pika.BlockingConnection(pika.URLParameters(rabbit_url))
     channel = connection.channel()
-    channel.exchange_declare(settings.rabbitmq_events_exchange, exchange_type="topic", durable=True)
+    channel.exchange_declare(
+        settings.brokers.rabbitmq_events_exchange, exchange_type="topic", durable=True
+    )
     channel.queue_declare("shop.events", durable=True)
-    channel.queue_bind("shop.events", settings.rabbitmq_events_exchange, routing_key="order.#")
+    channel.queue_bind(
+        "shop.events", settings.brokers.rabbitmq_events_exchange, routing_key="order.#"
+    )
 
     # Both brokers down: the events stay pending, the errors are recorded.
     own_redis.kill()
@@ -95,7 +99,7 @@ def test_every_state_change_is_an_outbox_event_published_at_least_once_after_out
     completed = [e for e in received if e["state"] == "completed"]
     assert all(e["delivery"]["content_sha256"] and e["amount_cents"] == 15000 for e in completed)
 
-    stream = redis.Redis.from_url(own_redis.url).xrange(settings.redis_events_stream)
+    stream = redis.Redis.from_url(own_redis.url).xrange(settings.brokers.redis_events_stream)
     for _id, fields in stream:
         jsonschema.validate(json.loads(fields[b"event"]), schema)
     assert {fields[b"event_id"].decode() for _id, fields in stream} == set(events)
