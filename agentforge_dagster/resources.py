@@ -81,6 +81,7 @@ def build_resources(settings: AgentForgeSettings, *, drills: bool = False) -> di
             approval_customers=settings.review.approval_customers,
             image=settings.deploy.image,
             image_id=settings.deploy.image_id,
+            trace_url=settings.traces.url,
         ),
         "deliverables": deliverables(settings),
         "artifact_io_manager": artifact_io_manager(settings),

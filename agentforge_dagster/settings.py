@@ -20,7 +20,7 @@ from datetime import date
 from pathlib import Path
 from typing import Literal, TypeVar
 
-from pydantic import BaseModel, Field, SecretStr, model_validator
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -519,6 +519,31 @@ class FigureSettings(BaseSettings):
     daily_fixed_costs: float = Field(default=50.0, ge=0, description="Daily costs besides models.")
 
 
+class TraceSettings(BaseSettings):
+    """Traces (docs/traces.md). The SDK's standard ``OTEL_*`` variables turn them on and
+    configure them; this group holds only what is the project's own."""
+
+    model_config = _config("AGENTFORGE_")
+
+    url: str | None = Field(
+        default=None,
+        validation_alias="AGENTFORGE_TRACE_URL",
+        description="A trace viewer's page of one trace, with {trace_id} where the id goes "
+        "(Phoenix: http://127.0.0.1:6006/projects/agentforge/traces/{trace_id}); each order "
+        "step's materialization then links to its trace in the UI.",
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _has_the_id(cls, value: str | None) -> str | None:
+        if value is not None and "{trace_id}" not in value:
+            raise ValueError("AGENTFORGE_TRACE_URL needs {trace_id} where the trace's id goes")
+        return value or None
+
+    def link(self, trace_id: str) -> str | None:
+        return self.url.replace("{trace_id}", trace_id) if self.url else None
+
+
 class AgentForgeSettings(BaseModel):
     """All the settings, a group per concern; each group reads its own variables when built."""
 
@@ -533,6 +558,7 @@ class AgentForgeSettings(BaseModel):
     deploy: DeploySettings = Field(default_factory=DeploySettings)
     drills: DrillSettings = Field(default_factory=DrillSettings)
     figures: FigureSettings = Field(default_factory=FigureSettings)
+    traces: TraceSettings = Field(default_factory=TraceSettings)
 
     @model_validator(mode="after")
     def _retries_fit_the_run(self) -> AgentForgeSettings:

@@ -49,6 +49,7 @@ EXPECTED: dict[str, tuple[str, str, Any]] = {
     "AGENTFORGE_CODE_SERVER_HOST": ("deploy.code_server_host", "0.0.0.0", "0.0.0.0"),
     "AGENTFORGE_DEPLOY_HISTORY": ("deploy.history", "/srv/deploys.json", Path("/srv/deploys.json")),
     "AGENTFORGE_DEPLOY_TIMEOUT_SECONDS": ("deploy.timeout_seconds", "33", 33.0),
+    "AGENTFORGE_TRACE_URL": ("traces.url", "http://v/t/{trace_id}", "http://v/t/{trace_id}"),
     "AGENTFORGE_SECRETS_DIR": ("deploy.secrets_dir", "/srv/secrets", Path("/srv/secrets")),
     "AGENTFORGE_IMAGE": ("deploy.image", "agentforge:1", "agentforge:1"),
     "AGENTFORGE_IMAGE_ID": ("deploy.image_id", "sha256:ab", "sha256:ab"),

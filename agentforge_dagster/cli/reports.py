@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from agentforge_dagster import tracing
 from agentforge_dagster.cli.common import open_instance, open_store, user_errors
 from agentforge_dagster.domain.state import OrderStatus
 
@@ -17,10 +18,16 @@ if TYPE_CHECKING:
 
 
 @click.command()
+@click.argument("order_id", required=False)
 @click.pass_obj
-def status(settings: AgentForgeSettings) -> None:
-    """Orders by state, and the dead letters that wait for a human."""
+@user_errors
+def status(settings: AgentForgeSettings, order_id: str | None) -> None:
+    """Orders by state, and the dead letters that wait for a human; with ORDER_ID, that order:
+    its state, where it failed, and its trace (the id, and a link with AGENTFORGE_TRACE_URL)."""
     store = open_store(settings)
+    if order_id is not None:
+        _order_status(settings, store, order_id)
+        return
     counts = store.orders.counts_by_status()
     width = max(len(state.value) for state in OrderStatus) + 1
     for state in OrderStatus:
@@ -45,6 +52,20 @@ def status(settings: AgentForgeSettings) -> None:
             f"dead letters: {len(letters)} ({not_launched} could not be launched); "
             "see agentforge dlq list"
         )
+
+
+def _order_status(settings: AgentForgeSettings, store: BusinessStore, order_id: str) -> None:
+    record = store.orders.get(order_id)
+    click.echo(f"order {order_id}: {record.status.value}")
+    if record.failed_step:
+        click.echo(
+            f"failed at {record.failed_step} ({record.failed_error_class}): {record.last_error}"
+        )
+    trace = store.order_trace(order_id)
+    click.echo(f"trace: {trace.trace_id_hex}" + ("" if tracing.enabled() else " (tracing is off)"))
+    link = settings.traces.link(trace.trace_id_hex)
+    if link:
+        click.echo(f"trace link: {link}")
 
 
 def report_text(settings: AgentForgeSettings, store: BusinessStore) -> str:

@@ -13,6 +13,7 @@ WILL_RETRY_TAG = "dagster/will_retry"  # written by Dagster just after a run's f
 PIPELINE_TAG = "agentforge/pipeline"
 ORDER_PIPELINE_TAG_VALUE = "orders"  # PIPELINE_TAG's value on every run of the order pipeline
 ORDER_TAG = "agentforge/order_id"
+TRACE_TAG = "agentforge/trace_id"  # the order's trace, on its runs when the deployment traces
 PARENT_RUN_TAG = "dagster/parent_run_id"  # a retry or re-execution names the run it repeats
 ROOT_RUN_TAG = "dagster/root_run_id"
 REPLAY_OF_TAG = "agentforge/replay_of"  # the failed run a replay run starts over from

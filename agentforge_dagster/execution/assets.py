@@ -7,6 +7,7 @@ anything else is left to the job's retry policy.
 """
 # No "from __future__ import annotations" here: Dagster reads these annotations at definition time.
 
+import functools
 import hashlib
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -26,6 +27,7 @@ from dagster import (
     asset,
 )
 
+from agentforge_dagster import tracing
 from agentforge_dagster.domain.errors import (
     AgentForgeError,
     BudgetExhausted,
@@ -34,7 +36,7 @@ from agentforge_dagster.domain.errors import (
     PermanentError,
     TransientError,
 )
-from agentforge_dagster.domain.models import Artifact, Review
+from agentforge_dagster.domain.models import Artifact, Delivery, Invoice, Review
 from agentforge_dagster.domain.policy import Finding
 from agentforge_dagster.domain.runs import (
     ORDERS_PARTITIONS_NAME,
@@ -62,6 +64,95 @@ MODEL_POOL = "model_calls"
 
 
 def run_step(
+    context: AssetExecutionContext,
+    spec: StepSpec,
+    inputs: Mapping[str, Artifact],
+    *,
+    store: BusinessStoreResource,
+    model: ModelResource,
+    faults: FaultInjector,
+    options: StepOptions,
+    deliverables: Deliverables,
+) -> Output[Artifact] | None:
+    """One attempt of one step; with tracing on, a span of the order's trace under its run's.
+
+    The span says the attempt's outcome (succeeded, held, retrying, failed) and error class, and
+    what a delivery or an invoice made; the output's metadata carries the trace id (and a link
+    to it when ``AGENTFORGE_TRACE_URL`` is set). Spans are flushed before the step returns: a
+    forked run worker ends without the exporter's own shutdown.
+    """
+    attempt = functools.partial(
+        _attempt,
+        context,
+        spec,
+        inputs,
+        store=store,
+        model=model,
+        faults=faults,
+        options=options,
+        deliverables=deliverables,
+    )
+    if not tracing.enabled():
+        return attempt()
+    run_id = context.run.run_id
+    trace = store.get_store().order_trace(context.partition_key)
+    attributes = {
+        "agentforge.step": spec.name,
+        "agentforge.attempt": context.retry_number + 1,
+        "dagster.run_id": run_id,
+        "agentforge.image": options.image or "local",
+        "agentforge.image_id": options.image_id,
+    }
+    try:
+        with tracing.span(
+            f"step {spec.name}", trace, parent=trace.run_span_id(run_id), attributes=attributes
+        ) as span:
+            try:
+                output = attempt()
+            except (RetryRequested, Failure) as exc:
+                cause = exc.__cause__
+                span.set(
+                    "agentforge.outcome",
+                    "retrying" if isinstance(exc, RetryRequested) else "failed",
+                )
+                span.fail(
+                    cause.error_class
+                    if isinstance(cause, AgentForgeError)
+                    else type(cause or exc).__name__,
+                    str(cause or exc),
+                )
+                raise
+            span.set("agentforge.outcome", "held" if output is None else "succeeded")
+            if output is None:
+                return None
+            for key, value in _made(output.value).items():
+                span.set(key, value)
+            link = {"trace_id": trace.trace_id_hex}
+            url = (
+                options.trace_url.replace("{trace_id}", trace.trace_id_hex)
+                if options.trace_url
+                else None
+            )
+            if url:
+                link["trace"] = MetadataValue.url(url)  # type: ignore[assignment]
+            return Output(output.value, metadata={**output.metadata, **link})
+    finally:
+        tracing.flush()
+
+
+def _made(artifact: Artifact) -> dict[str, Any]:
+    """What a step's span says it made (a delivery's object and hash, an invoice's amount)."""
+    if isinstance(artifact, Delivery):
+        return {
+            "agentforge.delivery.location": artifact.location,
+            "agentforge.delivery.sha256": artifact.content_sha256,
+        }
+    if isinstance(artifact, Invoice):
+        return {"agentforge.invoice_usd": artifact.amount_cents / 100}
+    return {}
+
+
+def _attempt(
     context: AssetExecutionContext,
     spec: StepSpec,
     inputs: Mapping[str, Artifact],

@@ -59,6 +59,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
+from agentforge_dagster import tracing
 from agentforge_dagster.domain.errors import (
     BudgetExhausted,
     ModelCallTimeout,
@@ -79,6 +80,7 @@ from agentforge_dagster.execution.llm.base import (
 from agentforge_dagster.persistence.breakers import BreakerState
 from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import ModelSettings, defaults
+from agentforge_dagster.tracing import genai
 
 P = TypeVar("P", bound=BaseModel)
 # The most a call may answer when its provider sets no max_tokens: the worst case a call reserves.
@@ -166,6 +168,7 @@ class ModelGateway:
     rate_limits: dict[str, RateLimits] = field(default_factory=dict)  # by "name:model"
     max_rate_wait_s: float = _MODELS.max_rate_wait_seconds
     max_provider_wait_s: float = _MODELS.max_provider_wait_seconds
+    _trace: tracing.OrderTrace | None = field(default=None, init=False, repr=False)
 
     def ask(self, request: ModelRequest, schema: type[P]) -> P:
         """An answer to ``request`` that validates against ``schema``; only such answers are kept."""
@@ -212,7 +215,13 @@ class ModelGateway:
             key = cache_key(provider, request)
             stored = self.store.model_calls.stored_response(key)
             if stored is not None:
-                return _Answered(self._from_store(stored), key, utcnow(), hit=True)
+                return _Answered(
+                    self._from_store(stored),
+                    key,
+                    utcnow(),
+                    hit=True,
+                    **self._about(provider, request),
+                )
             if not self.store.breakers.breaker_allows(breaker_name(provider), self.breaker):
                 continue  # open: every order passes it over until its cool-down ends
             if self.replay_only:
@@ -227,6 +236,7 @@ class ModelGateway:
             except BaseException as exc:
                 if reservation is not None:
                     self.store.model_calls.release_budget(reservation)
+                self._span_of_failure(provider, request, started, exc)
                 if not isinstance(exc, TransientError):
                     raise
                 self.failures[(provider.name, provider.model)] += 1
@@ -249,7 +259,14 @@ class ModelGateway:
                     continue  # the primary is down: the next provider answers
                 raise
             self.store.breakers.breaker_succeeded(breaker_name(provider), self.breaker)
-            return _Answered(response, key, started, hit=False, reservation=reservation)
+            return _Answered(
+                response,
+                key,
+                started,
+                hit=False,
+                reservation=reservation,
+                **self._about(provider, request),
+            )
         if not candidates:
             raise AssertionError("no model provider configured")
         raise CircuitOpen(
@@ -394,6 +411,46 @@ class ModelGateway:
             cache_hit=answer.hit,
             cache_key=answer.key if keep or answer.hit else None,
         )
+        if tracing.enabled():
+            genai.model_call(
+                self._order_trace(),
+                provider=response.provider,
+                model=response.model,
+                served_model=response.served_model,
+                base_url=answer.base_url,
+                started=answer.started,  # type: ignore[arg-type]  # a datetime (utcnow)
+                input_tokens=response.input_tokens,
+                output_tokens=response.output_tokens,
+                cost_usd=response.cost_usd,
+                cache_hit=answer.hit,
+                prompt=answer.prompt,
+                completion=response.text,
+            )
+
+    @staticmethod
+    def _about(provider: ModelProvider, request: ModelRequest) -> dict[str, Any]:
+        """What a model call's span says besides the answer: where it went, what was asked."""
+        return {"base_url": getattr(provider, "base_url", None), "prompt": request.prompt}
+
+    def _order_trace(self) -> tracing.OrderTrace:
+        if self._trace is None:
+            self._trace = self.store.order_trace(self.order_id)
+        return self._trace
+
+    def _span_of_failure(
+        self, provider: ModelProvider, request: ModelRequest, started: Any, exc: BaseException
+    ) -> None:
+        if not tracing.enabled() or not isinstance(exc, Exception):
+            return
+        genai.model_call(
+            self._order_trace(),
+            provider=provider.name,
+            model=provider.model,
+            base_url=getattr(provider, "base_url", None),
+            started=started,
+            error_type=type(exc).__name__,
+            prompt=request.prompt,
+        )
 
 
 @dataclass(frozen=True)
@@ -405,6 +462,8 @@ class _Answered:
     started: object
     hit: bool
     reservation: int | None = None
+    base_url: str | None = None
+    prompt: str | None = None
 
 
 def _json_text(text: str) -> str:

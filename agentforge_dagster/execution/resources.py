@@ -246,6 +246,9 @@ class StepOptions(ConfigurableResource):
     )
     image: str | None = Field(default=None, description="Image tag the run executes in.")
     image_id: str | None = Field(default=None, description="Image id (digest) of that image.")
+    trace_url: str | None = Field(
+        default=None, description="A trace viewer's page of one trace ({trace_id} in it)."
+    )
 
     def requires_approval(self, order: Order) -> bool:
         """Whether a person approves this order's deliverable before it goes out."""

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from dagster import DagsterInstance, Definitions, build_resources
 
 from agentforge_dagster.domain.errors import OrderTaken, UnknownOrder
-from agentforge_dagster.domain.runs import ORDER_PIPELINE, ORDER_TAG
+from agentforge_dagster.domain.runs import ORDER_PIPELINE
 from agentforge_dagster.domain.state import OrderStatus
 from agentforge_dagster.orchestration.dead_letters import ReplayPlan, planned_replays
 from agentforge_dagster.orchestration.failures import Verdict, settle_failed_run
@@ -106,7 +106,7 @@ def run_order(
             run_config=run_config or {},
             raise_on_error=False,
             run_id=run_id,
-            tags=replay.tags if replay is not None else {ORDER_TAG: order_id},
+            tags={**(replay.tags if replay is not None else {}), **store.run_tags(order_id)},
             asset_selection=replay.asset_selection if replay is not None else None,
         )
     finally:

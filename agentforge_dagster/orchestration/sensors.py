@@ -39,7 +39,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from agentforge_dagster.domain.errors import IllegalTransition, InvalidOrder
 from agentforge_dagster.domain.models import load_order_json, parse_order
-from agentforge_dagster.domain.runs import ORDER_PIPELINE, ORDER_TAG, PARTITION_TAG
+from agentforge_dagster.domain.runs import ORDER_PIPELINE, PARTITION_TAG
 from agentforge_dagster.orchestration.dead_letters import (
     ArtifactInventory,
     ReplayPlan,
@@ -141,7 +141,9 @@ def queue_requests(
     ]
     return [
         RunRequest(
-            run_key=order_run_key(order_id), partition_key=order_id, tags={ORDER_TAG: order_id}
+            run_key=order_run_key(order_id),
+            partition_key=order_id,
+            tags=store.run_tags(order_id),
         )
         for order_id in launchable(context, store, claimed)
     ]
@@ -159,7 +161,7 @@ def replay_requests(
             run_key=plans[order_id].run_key,
             partition_key=order_id,
             asset_selection=plans[order_id].asset_selection,
-            tags=plans[order_id].tags,
+            tags={**plans[order_id].tags, **store.run_tags(order_id)},
         )
         for order_id in launchable(context, store, list(plans))
     ]

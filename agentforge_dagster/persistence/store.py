@@ -26,6 +26,8 @@ from typing import Any
 from sqlalchemy import Connection, Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 
+from agentforge_dagster import tracing
+from agentforge_dagster.domain.runs import ORDER_TAG, TRACE_TAG
 from agentforge_dagster.persistence import sql, traces
 from agentforge_dagster.persistence.audit import AuditStore
 from agentforge_dagster.persistence.breakers import BreakerStore
@@ -124,6 +126,13 @@ class BusinessStore:
         (:mod:`.traces`); the deployment's id is read once per process."""
         with self.engine.connect() as conn:
             return traces.order_trace(conn, order_id)
+
+    def run_tags(self, order_id: str) -> dict[str, str]:
+        """The tags every run of the order carries: its id, and its trace id when tracing is on."""
+        tags = {ORDER_TAG: order_id}
+        if tracing.enabled():
+            tags[TRACE_TAG] = self.order_trace(order_id).trace_id_hex
+        return tags
 
     def integrity_problem(self) -> str | None:
         """What is wrong with the database file or tables, or None when it reads back whole

@@ -233,7 +233,9 @@ class Backend:
         links: Sequence[str] = (),
     ) -> otel_trace.Span:
         is_root = span_id is not None and span_id == trace.root_span_id
-        context = None if is_root else self._parent(trace, parent)
+        # A root has no parent, even when emitted inside another span of this thread (the invoice
+        # step's span, when the order completes): an empty context, not the current one.
+        context = otel_context.Context() if is_root else self._parent(trace, parent)
         span_links = []
         for header in links:
             parsed = parse_traceparent(header)

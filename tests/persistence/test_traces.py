@@ -141,3 +141,21 @@ def test_every_database_has_one_deployment_id_of_its_own(store: BusinessStore, t
     with store.engine.connect() as a, other.engine.connect() as b:
         assert deployment_id(a) != deployment_id(b)
         assert a.execute(text("SELECT count(*) FROM deployment")).scalar_one() == 1
+
+
+def test_the_root_has_no_parent_even_when_it_settles_inside_a_step_span(
+    store: BusinessStore, spans: Caught
+) -> None:
+    from agentforge_dagster import tracing
+
+    order = store.orders.submit(make_order())
+    store.orders.claim(order.order_id, run_id="run-1", step="plan")
+    trace = store.order_trace(order.order_id)
+    with tracing.span("step invoice", trace, parent=trace.run_span_id("run-1")):
+        store.orders.transition(
+            order.order_id, OrderStatus.COMPLETED, run_id="run-1", step="invoice"
+        )
+    root = spans.one("order")
+    assert root.parent is None
+    assert spans.parent_of(spans.one("run")) is root
+    assert spans.parent_of(spans.one("step invoice")) is spans.one("run")

@@ -90,7 +90,9 @@ class AnthropicProvider(_SdkProvider[anthropic.Anthropic, anthropic.APIStatusErr
             max_bytes=self.max_response_bytes,
             timeout=options["timeout"],
         )
-        return anthropic.Anthropic(http_client=wire, **options)
+        # The SDK would trace each call itself once a global tracer provider exists; the gateway's
+        # span covers the call (docs/traces.md), and two would count its cost twice.
+        return anthropic.Anthropic(http_client=wire, open_telemetry=False, **options)
 
     def _request(self, request: ModelRequest, system: str, *, structured: bool) -> dict[str, Any]:
         arguments: dict[str, Any] = {

@@ -26,8 +26,10 @@ GROUP = "agentforge"  # the settings' default consumer group
 
 
 def configured(settings: AgentForgeSettings, updates: dict[str, Any]) -> AgentForgeSettings:
-    """The settings with ``updates``, validated as if read from the environment."""
-    return AgentForgeSettings.model_validate({**settings.model_dump(), **updates})
+    """The settings with ``updates`` to the brokers' group, validated as if read from the
+    environment."""
+    brokers = {**settings.brokers.model_dump(), **updates}
+    return AgentForgeSettings.model_validate({**settings.model_dump(), "brokers": brokers})
 
 
 def order_body(index: int, **fields: Any) -> bytes:
@@ -80,13 +82,13 @@ def declare_intake_queue(settings: AgentForgeSettings) -> None:
 def store_resource(settings: AgentForgeSettings) -> dict[str, Any]:
     from agentforge_dagster.persistence.resources import BusinessStoreResource
 
-    return {"store": BusinessStoreResource(database_url=settings.resolved_database_url())}
+    return {"store": BusinessStoreResource(database_url=settings.storage.resolved_database_url())}
 
 
 def cli_env(settings: AgentForgeSettings) -> dict[str, str | None]:
     """The environment ``agentforge`` reads these settings from."""
     return {
-        "AGENTFORGE_HOME": str(settings.home),
+        "AGENTFORGE_HOME": str(settings.storage.home),
         "AGENTFORGE_DATABASE_URL": None,
         "AGENTFORGE_RABBITMQ_URL": settings.brokers.resolved_rabbitmq_url(),
         "AGENTFORGE_REDIS_URL": settings.brokers.resolved_redis_url(),

@@ -33,7 +33,7 @@ from agentforge_dagster.persistence.store import BusinessStore
 from agentforge_dagster.settings import AgentForgeSettings
 
 settings = AgentForgeSettings()
-store = BusinessStore.opened(settings.resolved_database_url())
+store = BusinessStore.opened(settings.storage.resolved_database_url())
 with DagsterInstance.get() as instance:
     take_batch({kind}.open(settings), store, instance, settings)
 """
@@ -54,7 +54,7 @@ def test_a_crash_between_commit_and_ack_redelivers_and_changes_nothing(
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     env = {
         "DAGSTER_HOME": str(home),
-        "AGENTFORGE_HOME": str(settings.home),
+        "AGENTFORGE_HOME": str(settings.storage.home),
         broker.kind.url_variable: broker.url,
         "AGENTFORGE_FAULT_BROKER_CRASH_AFTER": "4",
     }
@@ -86,9 +86,7 @@ def test_an_unreachable_broker_skips_the_intake_tick_and_records_why(
     store: BusinessStore,
     instance: DagsterInstance,
 ) -> None:
-    down = configured(
-        settings, {broker.setting: broker.unreachable_url, "broker_timeout_seconds": 2}
-    )
+    down = configured(settings, {broker.setting: broker.unreachable_url, "timeout_seconds": 2})
     sensor = build_definitions(down).resolve_sensor_def(broker.kind.intake_sensor)
     with build_sensor_context(instance=instance, resources=store_resource(down)) as context:
         skipped = sensor(context)

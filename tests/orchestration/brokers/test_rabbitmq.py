@@ -41,7 +41,7 @@ from tests.orchestration.brokers.helpers import (
 def test_rabbitmq_orders_are_queued_once_and_bad_messages_dead_lettered(
     settings: AgentForgeSettings, store: BusinessStore, instance: DagsterInstance, rabbit_url: str
 ) -> None:
-    settings = configured(settings, {"rabbitmq_url": rabbit_url, "broker_batch": 15})
+    settings = configured(settings, {"rabbitmq_url": rabbit_url, "batch": 15})
     declare_intake_queue(settings)
     good = [(order_body(i, order_id=f"body-{i}"), None) for i in range(15)]
     good += [(order_body(i), f"msg-{i}") for i in range(15, 30)]

@@ -34,7 +34,7 @@ def test_redis_entries_are_queued_once_dead_consumers_claimed_bad_entries_dead_l
     settings: AgentForgeSettings, store: BusinessStore, instance: DagsterInstance, redis_url: str
 ) -> None:
     settings = configured(
-        settings, {"redis_url": redis_url, "broker_batch": 20, "redis_claim_idle_seconds": 0.2}
+        settings, {"redis_url": redis_url, "batch": 20, "redis_claim_idle_seconds": 0.2}
     )
     client = redis.Redis.from_url(redis_url)
     client.xgroup_create(STREAM, settings.brokers.redis_group, id="0", mkstream=True)
@@ -78,7 +78,7 @@ def test_redis_killed_mid_stream_restarts_from_its_log_and_nothing_is_lost(
     instance: DagsterInstance,
     own_redis: OwnRedis,
 ) -> None:
-    settings = configured(settings, {"redis_url": own_redis.url, "broker_batch": 50})
+    settings = configured(settings, {"redis_url": own_redis.url, "batch": 50})
     client = redis.Redis.from_url(own_redis.url)
     for i in range(15):
         client.xadd(STREAM, {"order": order_body(i, order_id=f"r-{i}")})

@@ -58,7 +58,7 @@ def test_every_state_change_is_an_outbox_event_published_at_least_once_after_out
     # Both brokers down: the events stay pending, the errors are recorded.
     own_redis.kill()
     rabbit_down = configured(
-        settings, {"rabbitmq_url": "amqp://guest:guest@127.0.0.1:1/x", "broker_timeout_seconds": 2}
+        settings, {"rabbitmq_url": "amqp://guest:guest@127.0.0.1:1/x", "timeout_seconds": 2}
     )
     sensor = build_definitions(rabbit_down).resolve_sensor_def("order_events_outbox")
     with build_sensor_context(instance=instance, resources=store_resource(settings)) as context:
