@@ -71,3 +71,42 @@ def test_a_demo_order_exports_its_trace_with_genai_spans_and_no_brief(
     wire = b"".join(receiver.raw)
     for brief in orders.values():
         assert brief.encode() not in wire
+
+
+def test_the_trace_is_one_click_away_from_dagster_and_the_cli(
+    tmp_path: Path, receiver: OtlpReceiver, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    viewer = "http://127.0.0.1:6006/projects/agentforge/traces/{trace_id}"
+    _demo(tmp_path, OTEL_EXPORTER_OTLP_ENDPOINT=receiver.endpoint, AGENTFORGE_TRACE_URL=viewer)
+    [root, _] = receiver.named("order")
+    order_id = root.attributes["agentforge.order_id"]
+
+    from dagster import AssetKey, DagsterInstance
+
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / ".dagster_home"))
+    with DagsterInstance.get() as instance:
+        event = instance.get_latest_materialization_event(AssetKey("order_invoice"))
+        assert event is not None and event.asset_materialization is not None
+        metadata = event.asset_materialization.metadata
+        [run] = [r for r in instance.get_runs() if r.tags.get("agentforge/order_id") == order_id]
+    expected = {
+        s.trace_id
+        for s in receiver.spans
+        if s.attributes.get("agentforge.order_id") == event.asset_materialization.partition
+    }
+    assert metadata["trace_id"].value in expected
+    assert metadata["trace"].value == viewer.replace("{trace_id}", metadata["trace_id"].value)
+    assert run.tags["agentforge/trace_id"] == root.trace_id
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "AGENTFORGE_"))}
+    shown = subprocess.run(
+        [AGENTFORGE, "status", order_id],
+        env={**clean, "AGENTFORGE_TRACE_URL": viewer},
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert f"order {order_id}: completed" in shown
+    assert f"trace: {root.trace_id} (tracing is off)" in shown
+    assert f"trace link: {viewer.replace('{trace_id}', root.trace_id)}" in shown
