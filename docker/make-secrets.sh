@@ -6,6 +6,7 @@
 #   sudo bash docker/make-secrets.sh [DIR] rotate           # new database + S3 passwords
 #   OPENAI_API_KEY=sk-... sudo -E bash docker/make-secrets.sh [DIR] key   # (re)place the model keys
 #   AGENTFORGE_RABBITMQ_URL=amqp://... sudo -E bash docker/make-secrets.sh [DIR] broker  # broker URLs
+#   OTEL_EXPORTER_OTLP_HEADERS='Authorization=Basic ...' sudo -E bash docker/make-secrets.sh [DIR] otel  # traces' headers
 #   sudo bash docker/make-secrets.sh [DIR] user NAME [viewer]   # add/replace a UI login (prompts)
 #   printf '%s\n' "$pw" | sudo bash docker/make-secrets.sh [DIR] user NAME [viewer] --password-stdin
 #
@@ -29,7 +30,7 @@
 # otherwise (or with --password-stdin) it is the first line of standard input.
 set -euo pipefail
 
-usage="usage: make-secrets.sh [DIR] [init|rotate|key|broker|user NAME [viewer|operator] [--password-stdin]]"
+usage="usage: make-secrets.sh [DIR] [init|rotate|key|broker|otel|user NAME [viewer|operator] [--password-stdin]]"
 SCRIPT_DIR=$(cd "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 ENV_FILE="${ENV_FILE:-$SCRIPT_DIR/.env}"
 die() { echo "make-secrets: $*" >&2; exit 1; }
@@ -77,7 +78,7 @@ BCRYPT_COST="${BCRYPT_COST:-10}"
 
 # --- arguments: DIR is optional (AGENTFORGE_SECRETS_DIR), then the action -------------------------
 case "${1:-}" in
-init | rotate | key | broker | user | "") DIR=$(setting AGENTFORGE_SECRETS_DIR "") ;;
+init | rotate | key | broker | otel | user | "") DIR=$(setting AGENTFORGE_SECRETS_DIR "") ;;
 *) DIR="$1"; shift ;;
 esac
 [[ -n "$DIR" ]] || die "no DIR given and no AGENTFORGE_SECRETS_DIR in the environment or $ENV_FILE; $usage"
@@ -124,6 +125,11 @@ broker)
     [[ -n "${AGENTFORGE_RABBITMQ_URL:-}" ]] && put agentforge_rabbitmq_url "$AGENTFORGE_RABBITMQ_URL"
     [[ -n "${AGENTFORGE_REDIS_URL:-}" ]] && put agentforge_redis_url "$AGENTFORGE_REDIS_URL"
     echo "broker URLs written; restart user_code (its sensors read them at start)" >&2
+    ;;
+otel)
+    [[ -n "${OTEL_EXPORTER_OTLP_HEADERS:-}" ]] || die "set OTEL_EXPORTER_OTLP_HEADERS (key=value,key=value) and pass it with sudo -E"
+    put otel_exporter_otlp_headers "$OTEL_EXPORTER_OTLP_HEADERS"
+    echo "traces' collector headers written; restart the services (each reads them at start)" >&2
     ;;
 user)
     shift

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,6 +30,34 @@ SECRETS_MOUNT = "/run/secrets"
 OUTPUT_LINES = 50  # of a dead run container's output, kept in its run's event log
 # Variables a run container must never get from the daemon's environment.
 NEVER_FORWARDED = frozenset({"DOCKER_HOST", "DOCKER_CERT_PATH", "DOCKER_TLS_VERIFY"})
+# The trace settings a run container gets from the daemon (docs/traces.md), each only when set
+# and not empty: a bare name in Dagster's env_vars that is unset fails every launch. The headers
+# (they carry tokens) are not here: they go as the secret file otel_exporter_otlp_headers.
+TRACE_VARIABLES = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+    "OTEL_EXPORTER_OTLP_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+    "OTEL_EXPORTER_OTLP_COMPRESSION",
+    "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+    "OTEL_SERVICE_NAME",
+    "OTEL_RESOURCE_ATTRIBUTES",
+    "OTEL_TRACES_SAMPLER",
+    "OTEL_TRACES_SAMPLER_ARG",
+    "OTEL_TRACES_EXPORTER",
+    "OTEL_SDK_DISABLED",
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",
+    "AGENTFORGE_TRACE_URL",
+)
+
+
+def trace_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    """What of ``environ`` a run container needs to trace as its launcher does."""
+    return {name: environ[name] for name in TRACE_VARIABLES if environ.get(name, "").strip()}
+
+
 HOST_CHECK = ["python", "-m", "agentforge_dagster.execution.hosts", "run container", "--then"]
 # Defaults of every run container (container_kwargs may override each one).
 HARDENING: dict[str, Any] = {

@@ -66,6 +66,7 @@ Dagster internals used here (pinned by ``tests/instance/test_internals.py``), an
 from __future__ import annotations
 
 import logging
+import os
 import threading
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -112,6 +113,7 @@ from agentforge_dagster.execution.containers import (
     container_death,
     decide_cap,
     parse_memory,
+    trace_environment,
     with_volumes,
 )
 from agentforge_dagster.execution.hosts import host_entries
@@ -304,6 +306,7 @@ class CappedDockerRunLauncher(DockerRunLauncher):
 
         secret_files, secret_volumes = self.secret_mounts()
         environment = dict(parse_env_var(env_var) for env_var in container_context.env_vars)
+        environment.update(trace_environment(os.environ))
         environment.update(secret_files)
         environment["DAGSTER_RUN_JOB_NAME"] = run.job_name
         environment["AGENTFORGE_IMAGE"] = docker_image

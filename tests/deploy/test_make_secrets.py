@@ -155,3 +155,16 @@ def test_logins_from_stdin_bcrypt_cost_10_viewers_apart(tmp_path: Path, proxy_im
     no_image.write_text(f"AGENTFORGE_SECRETS_DIR={tmp_path / 's'}\n")
     done = make_secrets("user", "carol", env_file=no_image, stdin="pw\n", check=False)
     assert done.returncode == 1 and "PROXY_IMAGE" in done.stderr
+
+
+def test_the_traces_collector_headers_are_a_secret_file(tmp_path: Path) -> None:
+    env_file = tmp_path / ".env"
+    env_file.write_text("")
+    secrets = tmp_path / "secrets"
+    refused = make_secrets(str(secrets), "otel", env_file=env_file, check=False)
+    assert refused.returncode != 0 and "OTEL_EXPORTER_OTLP_HEADERS" in refused.stderr
+    headers = "Authorization=Basic dG9rZW4=,x-tenant=shop"
+    done = make_secrets(str(secrets), "otel", env_file=env_file, OTEL_EXPORTER_OTLP_HEADERS=headers)
+    assert headers not in done.stderr + done.stdout
+    assert (secrets / "otel_exporter_otlp_headers").read_text().strip() == headers
+    assert owned(secrets / "otel_exporter_otlp_headers", IMAGE_UID, 0o400)
