@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: venv services demo test test-deploy lint docs format bench bench-quick bench-docker bench-reliability bench-partitions soak chaos notebook report ui dagster-home clean images up down deploy rollback
+.PHONY: venv services demo test test-deploy lint docs format bench bench-quick bench-docker bench-reliability bench-partitions soak chaos notebook report ui traces dagster-home clean images up down deploy rollback
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,11 @@ lint: venv
 	$(BIN)/mypy agentforge_dagster
 	$(BIN)/vulture
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+## traces: Phoenix, a trace viewer, on loopback with authentication, in a venv of its own
+## (scripts/phoenix.sh; `make -s traces ARGS=--env` prints the variables that point the project at it)
+traces:
+	bash scripts/phoenix.sh $(ARGS)
 
 ## docs: the documentation site, built into build/site/ (docs/, with pages generated from the code)
 docs: venv
