@@ -67,6 +67,10 @@ def test_a_demo_order_exports_its_trace_with_genai_spans_and_no_brief(
             assert call.attributes["gen_ai.usage.input_tokens"] > 0
             assert any(s.span_id == call.parent_span_id for s in steps)
         assert all(s.attributes["agentforge.order_id"] == order_id for s in spans)
+        # Every span starts inside the order's (the last step ends just after the order
+        # completes, inside that step).
+        assert all(root.start_ns <= s.start_ns <= root.end_ns for s in spans)
+        assert all(s.start_ns <= s.end_ns for s in spans)
     assert {r.resource["service.name"] for r in receiver.spans} == {"agentforge"}
     wire = b"".join(receiver.raw)
     for brief in orders.values():
