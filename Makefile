@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export DAGSTER_HOME ?= $(CURDIR)/.dagster_home
 
-.PHONY: venv services demo test test-deploy lint docs format bench bench-quick bench-docker bench-reliability bench-partitions soak chaos notebook report ui traces dagster-home clean images up down deploy rollback
+.PHONY: venv services demo test test-deploy lint docs format bench bench-quick bench-docker bench-reliability bench-partitions soak chaos notebook report ui traces test-traces dagster-home clean images up down deploy rollback
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,12 @@ lint: venv
 ## (scripts/phoenix.sh; `make -s traces ARGS=--env` prints the variables that point the project at it)
 traces:
 	bash scripts/phoenix.sh $(ARGS)
+
+## test-traces: two orders through the Docker run launcher, their traces read back from Phoenix
+## (tests/deploy/test_phoenix.py; Phoenix's venv made once per machine)
+test-traces: venv services
+	bash scripts/phoenix.sh --venv-only
+	$(BIN)/pytest -p no:cacheprovider -m traces tests/deploy/test_phoenix.py
 
 ## docs: the documentation site, built into build/site/ (docs/, with pages generated from the code)
 docs: venv

@@ -12,6 +12,7 @@
 #
 #   make traces              # start it in the foreground (Ctrl-C stops it)
 #   make traces ARGS=--env   # print the variables that point the project at it, and exit
+#   bash scripts/phoenix.sh --venv-only   # make the venv only (make test-traces)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,6 +28,8 @@ if [[ ! -x "$PHOENIX_VENV/bin/phoenix" ]]; then
     "$PHOENIX_VENV/bin/pip" install --quiet --upgrade pip
     "$PHOENIX_VENV/bin/pip" install --quiet "arize-phoenix==$PHOENIX_VERSION"
 fi
+
+[[ "${1:-}" == "--venv-only" ]] && exit 0
 
 mkdir -p "$PHOENIX_HOME"
 chmod 0700 "$PHOENIX_HOME"

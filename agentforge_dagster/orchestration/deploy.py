@@ -30,7 +30,7 @@ import docker.client
 import docker.errors
 
 from agentforge_dagster.domain.errors import AgentForgeError
-from agentforge_dagster.execution.containers import ROLE_LABEL, SECRETS_MOUNT
+from agentforge_dagster.execution.containers import ROLE_LABEL, SECRETS_MOUNT, trace_environment
 from agentforge_dagster.settings import DeploySettings, defaults
 
 CODE_SERVER_ROLE = "code-server"
@@ -82,13 +82,14 @@ class Deployment:
 def code_server_environment(
     environ: Mapping[str, str], extra: Mapping[str, str] | None = None
 ) -> dict[str, str]:
-    """The deployer's AGENTFORGE_/DAGSTER_PG_/AWS_ variables (no host paths), then ``extra``."""
+    """The deployer's AGENTFORGE_/DAGSTER_PG_/AWS_ variables (no host paths) and its set trace
+    variables (docs/traces.md), then ``extra``."""
     passed = {
         key: value
         for key, value in environ.items()
         if key.startswith(PASSED_PREFIXES) and key not in NOT_PASSED
     }
-    return {**passed, **(extra or {})}
+    return {**passed, **trace_environment(environ), **(extra or {})}
 
 
 def secret_files(secrets_dir: Path | None) -> dict[str, str]:

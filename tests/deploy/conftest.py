@@ -337,6 +337,13 @@ def docker_deployment(
             "agentforge_database_url": business_url,
             "aws_secret_access_key": CANARY,
             "openai_api_key": CANARY,
+            # The traces' collector headers, when this session traces (test_phoenix.py): a
+            # secret file, as make-secrets.sh otel writes it.
+            **(
+                {"otel_exporter_otlp_headers": os.environ["OTEL_EXPORTER_OTLP_HEADERS"]}
+                if os.environ.get("OTEL_EXPORTER_OTLP_HEADERS")
+                else {}
+            ),
         },
     )
     bucket = f"agentforge-{uuid.uuid4().hex[:10]}"
