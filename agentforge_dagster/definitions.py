@@ -2,8 +2,10 @@
 
 Each area builds its own Definitions (no resources): the order pipeline
 (:func:`~.orchestration.jobs.orders_definitions`), dead letters, the review gate, the brokers,
-the model providers' breakers, figures and backups; :mod:`.resources` builds the environment's
-resources from the settings.
+the model providers' breakers, figures and backups, each from its own groups of the settings
+(the review gate from ``settings.review`` and ``settings.sensors``; the order pipeline, which
+spans retries, runs, sensors and the budget, and the brokers, which open from the settings, take
+them whole); :mod:`.resources` builds the environment's resources from the settings.
 """
 
 from __future__ import annotations
@@ -30,11 +32,11 @@ def build_definitions(settings: AgentForgeSettings, *, drills: bool | None = Non
     return Definitions.merge(
         orders_definitions(settings, drills=drills),
         dead_letters_definitions(),
-        review_definitions(settings),
+        review_definitions(settings.review, settings.sensors),
         broker_definitions(settings),
-        providers_definitions(settings),
+        providers_definitions(settings.models, settings.sensors),
         figures_definitions(),
-        backups_definitions(settings),
+        backups_definitions(settings.sensors),
         Definitions(resources=build_resources(settings, drills=drills)),
     )
 

@@ -8,7 +8,7 @@ from agentforge_dagster.orchestration.schedules import utc_schedule
 from agentforge_dagster.persistence.anchors import verify_against_anchors, write_anchor
 from agentforge_dagster.persistence.backup import create_backup
 from agentforge_dagster.persistence.resources import BackupTargetResource, BusinessStoreResource
-from agentforge_dagster.settings import AgentForgeSettings
+from agentforge_dagster.settings import SensorSettings
 
 
 @dg.op(
@@ -113,11 +113,11 @@ audit_anchor = utc_schedule(
 )
 
 
-def backups_definitions(settings: AgentForgeSettings) -> dg.Definitions:
+def backups_definitions(sensors: SensorSettings) -> dg.Definitions:
     """The backups' area: the nightly backup, the hourly audit anchor, partition retention."""
     from agentforge_dagster.orchestration.retention import build_retention
 
-    retention_job, retention_schedule = build_retention(settings)
+    retention_job, retention_schedule = build_retention(sensors)
     return dg.Definitions(
         jobs=[backup_job, audit_anchor_job, retention_job],
         schedules=[nightly_backup, audit_anchor, retention_schedule],

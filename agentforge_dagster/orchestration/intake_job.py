@@ -29,7 +29,7 @@ from agentforge_dagster.domain.runs import PARTITION_TAG
 from agentforge_dagster.orchestration.intake import submit_order
 from agentforge_dagster.orchestration.retry import step_retry_policy
 from agentforge_dagster.persistence.resources import BusinessStoreResource
-from agentforge_dagster.settings import AgentForgeSettings
+from agentforge_dagster.settings import RetrySettings
 
 TAKE_ORDER = "take_order"
 # The op's own name: Dagster refuses an op and a job of one name in a code location.
@@ -134,7 +134,7 @@ def accept_order(
     )
 
 
-def take_order_job(settings: AgentForgeSettings) -> dg.JobDefinition:
+def take_order_job(retries: RetrySettings) -> dg.JobDefinition:
     """The launchpad's way in for a new order.
 
     The op retries what the order steps retry around their bodies (a database blip: the step
@@ -146,7 +146,7 @@ def take_order_job(settings: AgentForgeSettings) -> dg.JobDefinition:
         description="Take a new order from the launchpad (config: customer, service, brief, "
         "price, order_id, require_approval); refused orders are recorded, not queued.",
         executor_def=dg.in_process_executor,
-        op_retry_policy=step_retry_policy(settings),
+        op_retry_policy=step_retry_policy(retries),
     )
     def take_order() -> None:
         accept_order()

@@ -20,7 +20,7 @@ from dagster import (
 
 from agentforge_dagster.orchestration.sensors import every_tick, skip_unless_migrated
 from agentforge_dagster.persistence.resources import BusinessStoreResource
-from agentforge_dagster.settings import AgentForgeSettings
+from agentforge_dagster.settings import ModelSettings, SensorSettings
 
 PROVIDERS_ASSET = AssetKey(["model", "providers"])
 PROVIDERS_ASSET_SPEC = AssetSpec(
@@ -30,12 +30,12 @@ PROVIDERS_ASSET_SPEC = AssetSpec(
 )
 
 
-def build_providers_sensor(settings: AgentForgeSettings) -> SensorDefinition:
-    every = every_tick(settings)
+def build_providers_sensor(models: ModelSettings, sensors: SensorSettings) -> SensorDefinition:
+    every = every_tick(sensors)
 
     @sensor(
         name="model_providers",
-        **{**every, "minimum_interval_seconds": max(settings.sensors.interval_seconds, 60)},
+        **{**every, "minimum_interval_seconds": max(sensors.interval_seconds, 60)},
         description="Observe each model provider's shared circuit breaker (state, failures).",
     )
     @skip_unless_migrated
@@ -43,7 +43,7 @@ def build_providers_sensor(settings: AgentForgeSettings) -> SensorDefinition:
         context: SensorEvaluationContext, store: BusinessStoreResource
     ) -> SensorResult:
         breakers = store.get_store().breakers.breakers()
-        metadata: dict[str, Any] = {"chain": settings.models.chain}
+        metadata: dict[str, Any] = {"chain": models.chain}
         for breaker in breakers:
             metadata[breaker.provider] = f"{breaker.state.value}, {breaker.failures} failures" + (
                 f", open until {breaker.open_until.isoformat(timespec='seconds')}"
@@ -59,6 +59,8 @@ def build_providers_sensor(settings: AgentForgeSettings) -> SensorDefinition:
     return model_providers
 
 
-def providers_definitions(settings: AgentForgeSettings) -> Definitions:
+def providers_definitions(models: ModelSettings, sensors: SensorSettings) -> Definitions:
     """The model providers' area in the catalog: their breakers as an observed asset."""
-    return Definitions(assets=[PROVIDERS_ASSET_SPEC], sensors=[build_providers_sensor(settings)])
+    return Definitions(
+        assets=[PROVIDERS_ASSET_SPEC], sensors=[build_providers_sensor(models, sensors)]
+    )

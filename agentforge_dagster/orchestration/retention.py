@@ -20,7 +20,7 @@ from agentforge_dagster.domain.runs import ORDERS_PARTITIONS_NAME
 from agentforge_dagster.orchestration.schedules import utc_schedule
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.store import BusinessStore
-from agentforge_dagster.settings import AgentForgeSettings
+from agentforge_dagster.settings import SensorSettings
 
 
 def prune_order_partitions(
@@ -50,9 +50,9 @@ class RetentionConfig(dg.Config):
 
 
 def build_retention(
-    settings: AgentForgeSettings,
+    sensors: SensorSettings,
 ) -> tuple[dg.JobDefinition, dg.ScheduleDefinition]:
-    days = settings.sensors.partition_retention_days
+    days = sensors.partition_retention_days
 
     @dg.op(
         name="delete_old_order_partitions",

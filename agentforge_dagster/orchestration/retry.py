@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from dagster import Backoff, Jitter, RetryPolicy
 
-from agentforge_dagster.settings import AgentForgeSettings
+from agentforge_dagster.settings import RetrySettings
 
 
-def step_retry_policy(settings: AgentForgeSettings) -> RetryPolicy:
+def step_retry_policy(retries: RetrySettings) -> RetryPolicy:
     return RetryPolicy(
-        max_retries=settings.retries.max_retries,
-        delay=settings.retries.delay_seconds,
+        max_retries=retries.max_retries,
+        delay=retries.delay_seconds,
         backoff=Backoff.LINEAR,
         jitter=Jitter.PLUS_MINUS,
     )

@@ -26,7 +26,7 @@ from agentforge_dagster.persistence.review_holds import (
     Hold,
 )
 from agentforge_dagster.persistence.store import BusinessStore
-from agentforge_dagster.settings import AgentForgeSettings
+from agentforge_dagster.settings import ReviewSettings, SensorSettings
 
 ACTOR_TAG = "agentforge/actor"
 UI_UNAUTHENTICATED = "ui (unauthenticated)"
@@ -113,12 +113,12 @@ def review_decision_job() -> None:
     record_review_decision()
 
 
-def build_escalation_sensor(settings: AgentForgeSettings) -> dg.SensorDefinition:
+def build_escalation_sensor(review: ReviewSettings, sensors: SensorSettings) -> dg.SensorDefinition:
     """Flag, once each, the holds waiting longer than ``review_escalate_after_hours``."""
 
     @dg.sensor(
         name="review_escalation",
-        minimum_interval_seconds=max(settings.sensors.interval_seconds, 60),
+        minimum_interval_seconds=max(sensors.interval_seconds, 60),
         default_status=dg.DefaultSensorStatus.RUNNING,
         description="Escalate orders held for a person longer than "
         "AGENTFORGE_REVIEW_ESCALATE_AFTER_HOURS (audited; agentforge status and review list "
@@ -128,18 +128,20 @@ def build_escalation_sensor(settings: AgentForgeSettings) -> dg.SensorDefinition
     def review_escalation_sensor(
         context: dg.SensorEvaluationContext, store: BusinessStoreResource
     ) -> dg.SkipReason:
-        waited = timedelta(hours=settings.review.escalate_after_hours)
+        waited = timedelta(hours=review.escalate_after_hours)
         escalated = store.get_store().review.escalate_overdue(waited)
         if escalated:
             context.log.warning(f"decisions overdue, escalated: {', '.join(escalated)}")
         return dg.SkipReason(
-            f"escalated {len(escalated)} holds waiting over {settings.review.escalate_after_hours} h"
+            f"escalated {len(escalated)} holds waiting over {review.escalate_after_hours} h"
             + (f": {', '.join(escalated[:20])}" if escalated else "")
         )
 
     return review_escalation_sensor
 
 
-def review_definitions(settings: AgentForgeSettings) -> dg.Definitions:
+def review_definitions(review: ReviewSettings, sensors: SensorSettings) -> dg.Definitions:
     """The review gate's area: a person's decision (a launchpad job) and the escalation sensor."""
-    return dg.Definitions(jobs=[review_decision_job], sensors=[build_escalation_sensor(settings)])
+    return dg.Definitions(
+        jobs=[review_decision_job], sensors=[build_escalation_sensor(review, sensors)]
+    )

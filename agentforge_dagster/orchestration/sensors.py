@@ -58,7 +58,7 @@ from agentforge_dagster.orchestration.leases import take_back_expired
 from agentforge_dagster.orchestration.run_workers import fail_runs_with_dead_workers
 from agentforge_dagster.persistence.resources import BusinessStoreResource
 from agentforge_dagster.persistence.store import BusinessStore
-from agentforge_dagster.settings import AgentForgeSettings
+from agentforge_dagster.settings import SensorSettings
 
 NOT_MIGRATED = "the business database is not migrated: run agentforge db upgrade"
 F = TypeVar("F", bound=Callable[..., Any])
@@ -346,16 +346,17 @@ def take_drop_folder(
     return counts
 
 
-def every_tick(settings: AgentForgeSettings) -> dict[str, Any]:
+def every_tick(sensors: SensorSettings) -> dict[str, Any]:
     """The arguments of a sensor that runs from the start, every ``sensors.interval_seconds``."""
     return {
-        "minimum_interval_seconds": settings.sensors.interval_seconds,
+        "minimum_interval_seconds": sensors.interval_seconds,
         "default_status": DefaultSensorStatus.RUNNING,
     }
 
 
-def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
-    every = every_tick(settings)
+def build_sensors(sensors: SensorSettings, *, budget_usd: float | None) -> list[SensorDefinition]:
+    """The order pipeline's sensors, from the sensors' settings and the month's default budget."""
+    every = every_tick(sensors)
 
     @sensor(
         name="order_queue",
@@ -367,7 +368,7 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
     def order_queue_sensor(
         context: SensorEvaluationContext, store: BusinessStoreResource
     ) -> list[RunRequest]:
-        return queue_requests(context, store.get_store(), settings.sensors.queue_batch)
+        return queue_requests(context, store.get_store(), sensors.queue_batch)
 
     @sensor(
         name="order_drop_folder",
@@ -378,12 +379,10 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
     def drop_folder_sensor(
         context: SensorEvaluationContext, store: BusinessStoreResource
     ) -> SkipReason:
-        if settings.sensors.drop_dir is None or not settings.sensors.drop_dir.is_dir():
+        if sensors.drop_dir is None or not sensors.drop_dir.is_dir():
             return SkipReason("no drop folder configured (AGENTFORGE_DROP_DIR)")
         try:
-            counts = take_drop_folder(
-                store.get_store(), context.instance, settings.sensors.drop_dir
-            )
+            counts = take_drop_folder(store.get_store(), context.instance, sensors.drop_dir)
         except DropFolderReadOnly as exc:
             context.log.error(str(exc))
             return SkipReason(str(exc))
@@ -424,9 +423,7 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
         artifact_io_manager: ResourceParam[ArtifactInventory],
     ) -> list[RunRequest]:
         business = store.get_store()
-        due = request_due_replays(
-            business, settings.sensors.dlq_cooldown_seconds, settings.sensors.dlq_max_replays
-        )
+        due = request_due_replays(business, sensors.dlq_cooldown_seconds, sensors.dlq_max_replays)
         if due:
             context.log.info(f"replays requested after their back-off: {due}")
         return replay_requests(context, business, artifact_io_manager)
@@ -463,13 +460,13 @@ def build_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
 
     @sensor(
         name="budget_resume",
-        **{**every, "minimum_interval_seconds": max(settings.sensors.interval_seconds, 60)},
+        **{**every, "minimum_interval_seconds": max(sensors.interval_seconds, 60)},
         description="Resume orders paused for the model budget once it allows (cap raised or "
         "new month); dead_letter_replays then launches them.",
     )
     @skip_unless_migrated
     def budget_sensor(context: SensorEvaluationContext, store: BusinessStoreResource) -> SkipReason:
-        resumed = resume_waiting_for_budget(store.get_store(), settings.models.monthly_budget_usd)
+        resumed = resume_waiting_for_budget(store.get_store(), budget_usd)
         return SkipReason(f"resumed {len(resumed)} orders waiting for the budget")
 
     return [

@@ -74,7 +74,7 @@ def business(database_url: str) -> Iterator[BusinessStore]:
 
 def job_defs(settings: AgentForgeSettings, database_url: str) -> Definitions:
     return Definitions(
-        jobs=[take_order_job(settings)],
+        jobs=[take_order_job(settings.retries)],
         resources={"store": BusinessStoreResource(database_url=database_url)},
     )
 
@@ -135,7 +135,9 @@ def test_a_valid_order_is_queued_its_partition_registered_and_the_queue_sensor_t
     assert metadata["order_id"].value == "acme-42"
     assert "/runs?q%5B%5D=tag%3Adagster%2Fpartition%3Dacme-42" in str(metadata["next"].value)
 
-    [queue] = [s for s in build_sensors(settings) if s.name == "order_queue"]
+    [queue] = [
+        s for s in build_sensors(settings.sensors, budget_usd=None) if s.name == "order_queue"
+    ]
     with build_sensor_context(
         instance=instance, resources={"store": BusinessStoreResource(database_url=database_url)}
     ) as context:
@@ -236,7 +238,7 @@ def _job_for_reexecution() -> JobDefinition:
     """
     settings = AgentForgeSettings(retries={"delay_seconds": 0.001})
     return Definitions(
-        jobs=[take_order_job(settings)],
+        jobs=[take_order_job(settings.retries)],
         resources={"store": BusinessStoreResource(database_url=EnvVar(DATABASE_ENV))},
     ).resolve_job_def(TAKE_ORDER)
 

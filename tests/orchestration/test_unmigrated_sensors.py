@@ -30,7 +30,11 @@ def test_store_sensors_skip_until_the_database_is_upgraded(
         if backend == "embedded"
         else str(request.getfixturevalue("pg_url"))
     )
-    sensors = {s.name: s for s in build_sensors(settings) if s.name in STORE_SENSORS}
+    sensors = {
+        s.name: s
+        for s in build_sensors(settings.sensors, budget_usd=None)
+        if s.name in STORE_SENSORS
+    }
     resources = {
         "store": BusinessStoreResource(database_url=url),
         "artifact_io_manager": artifact_io_manager(settings),
@@ -56,7 +60,10 @@ def test_the_review_and_provider_sensors_skip_until_the_database_is_upgraded(
     from agentforge_dagster.orchestration.model_providers import build_providers_sensor
     from agentforge_dagster.orchestration.review_gate import build_escalation_sensor
 
-    sensors = [build_escalation_sensor(settings), build_providers_sensor(settings)]
+    sensors = [
+        build_escalation_sensor(settings.review, settings.sensors),
+        build_providers_sensor(settings.models, settings.sensors),
+    ]
     resources = {
         "store": BusinessStoreResource(database_url=settings.storage.resolved_database_url())
     }

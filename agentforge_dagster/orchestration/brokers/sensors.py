@@ -137,7 +137,9 @@ def outbox_tick(
 
 
 def _intake_sensor(kind: BrokerKind, settings: AgentForgeSettings) -> SensorDefinition:
-    @sensor(name=kind.intake_sensor, **every_tick(settings), description=kind.intake_description)
+    @sensor(
+        name=kind.intake_sensor, **every_tick(settings.sensors), description=kind.intake_description
+    )
     @skip_unless_migrated
     def intake(context: SensorEvaluationContext, store: BusinessStoreResource) -> SensorResult:
         return intake_tick(context, store.get_store(), settings, kind)
@@ -148,7 +150,7 @@ def _intake_sensor(kind: BrokerKind, settings: AgentForgeSettings) -> SensorDefi
 def build_broker_sensors(settings: AgentForgeSettings) -> list[SensorDefinition]:
     @sensor(
         name="order_events_outbox",
-        **every_tick(settings),
+        **every_tick(settings.sensors),
         description="Publish order events from the outbox to the configured brokers; each marked "
         "sent once the broker confirmed it.",
     )
