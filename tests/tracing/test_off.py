@@ -49,3 +49,27 @@ def test_the_standard_switches_turn_it_off_even_with_an_endpoint() -> None:
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def test_a_collector_that_is_down_is_not_asked_again_for_a_while() -> None:
+    from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+    from agentforge_dagster.tracing.otel import WatchedExporter
+
+    class Down(SpanExporter):
+        calls = 0
+
+        def export(self, spans):  # type: ignore[no-untyped-def]
+            Down.calls += 1
+            return SpanExportResult.FAILURE
+
+    watched = WatchedExporter(Down())
+    assert watched.export([]) is SpanExportResult.FAILURE
+    assert (
+        watched.export([]) is SpanExportResult.FAILURE
+        and watched.export([]) is SpanExportResult.FAILURE
+    )
+    assert Down.calls == 1 and watched.failing()
+    watched.failed_at = -1e9  # long ago: it is tried again
+    watched.export([])
+    assert Down.calls == 2
