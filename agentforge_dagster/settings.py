@@ -541,7 +541,9 @@ class TraceSettings(BaseSettings):
         return value or None
 
     def link(self, trace_id: str) -> str | None:
-        return self.url.replace("{trace_id}", trace_id) if self.url else None
+        from agentforge_dagster import tracing
+
+        return tracing.link(self.url, trace_id)
 
 
 class AgentForgeSettings(BaseModel):

@@ -127,15 +127,11 @@ def run_step(
                 return None
             for key, value in _made(output.value).items():
                 span.set(key, value)
-            link = {"trace_id": trace.trace_id_hex}
-            url = (
-                options.trace_url.replace("{trace_id}", trace.trace_id_hex)
-                if options.trace_url
-                else None
-            )
+            found: dict[str, Any] = {"trace_id": trace.trace_id_hex}
+            url = tracing.link(options.trace_url, trace.trace_id_hex)
             if url:
-                link["trace"] = MetadataValue.url(url)  # type: ignore[assignment]
-            return Output(output.value, metadata={**output.metadata, **link})
+                found["trace"] = MetadataValue.url(url)
+            return Output(output.value, metadata={**output.metadata, **found})
     finally:
         tracing.flush()
 

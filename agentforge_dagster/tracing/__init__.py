@@ -30,6 +30,7 @@ __all__ = [
     "emit",
     "enabled",
     "flush",
+    "link",
     "parse_traceparent",
     "run_span_id",
     "span",
@@ -46,6 +47,11 @@ def enabled() -> bool:
     if os.environ.get("OTEL_TRACES_EXPORTER", "").strip().lower() == "none":
         return False
     return any(os.environ.get(name, "").strip() for name in ENDPOINT_VARIABLES)
+
+
+def link(template: str | None, trace_id: str) -> str | None:
+    """A trace viewer's page of one trace (``AGENTFORGE_TRACE_URL``, ``{trace_id}`` in it)."""
+    return template.replace("{trace_id}", trace_id) if template else None
 
 
 def capture_content() -> bool:
